@@ -1,0 +1,195 @@
+"""Typed configuration: built-in defaults, a TOML file, then `--set key=value` overrides.
+
+Every key is validated: a misspelt key, a wrong type or an out-of-range value raises a
+UserError naming the key (and the closest known key for a misspelling). The defaults are the
+paper's default point (spec/bcgc.md §8.1); `configs/*.toml` are ready-made files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+from .model import SystemModel
+from .optimize import SubgradientSettings
+from .schemes import SCHEMES, SchemeOptions, check_scheme_names
+from .stragglers import (
+    DISTRIBUTIONS,
+    CycleTimeDistribution,
+    Empirical,
+    FailureMixture,
+    Pareto,
+    ShiftedExponential,
+)
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    workers: int = 20  # N
+
+
+@dataclass(frozen=True)
+class StragglerConfig:
+    distribution: str = "shifted-exponential"
+    rate: float = 1e-3  # mu, per model time unit
+    shift: float = 50.0  # t0, model time units per cycle
+    failure_probability: float = 0.0  # p of the failure mixture
+    pareto_shape: float = 2.5
+    pareto_scale: float = 1.0
+    csv: str = ""  # measured cycle times for the empirical distribution
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    coordinates: int = 20_000  # L
+    samples: int = 50  # M
+    cycles: float = 1.0  # C
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    samples: int = 100_000  # Monte-Carlo draws of T
+    schemes: tuple[str, ...] = tuple(SCHEMES)
+    exact: bool = True  # also E[tau] by integrating the exact completion probability
+
+
+@dataclass(frozen=True)
+class OptimizeConfig:
+    method: str = "ours"  # "ours" or "paper" (the authors' step rule, spec §4)
+    iterations: int = 300
+    batch: int = 4_000
+    step_scale: float = 10.0
+    tuning_samples: int = 20_000
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int = 1
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    straggler: StragglerConfig = field(default_factory=StragglerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
+    optimize: OptimizeConfig = field(default_factory=OptimizeConfig)
+
+    def distribution(self) -> CycleTimeDistribution:
+        s = self.straggler
+        if s.distribution == "shifted-exponential":
+            return ShiftedExponential(s.rate, s.shift)
+        if s.distribution == "failure-mixture":
+            return FailureMixture(ShiftedExponential(s.rate, s.shift), s.failure_probability)
+        if s.distribution == "pareto":
+            return Pareto(s.pareto_shape, s.pareto_scale)
+        if not s.csv:
+            raise UserError("straggler.distribution = 'empirical' needs straggler.csv = PATH")
+        return Empirical.from_csv(s.csv)
+
+    def system_model(self) -> SystemModel:
+        m = self.model
+        return SystemModel(self.cluster.workers, m.coordinates, m.samples, m.cycles, self.distribution())
+
+    def scheme_options(self) -> SchemeOptions:
+        o = self.optimize
+        settings = (
+            SubgradientSettings.paper()
+            if o.method == "paper"
+            else SubgradientSettings(o.iterations, o.batch, o.step_scale)
+        )
+        return SchemeOptions(seed=self.seed, optimizer=settings, tuning_samples=o.tuning_samples)
+
+
+def _check(config: Config) -> Config:
+    """Range checks that do not need a model (the model checks N, L, M, C and the law)."""
+    if config.seed < 0:
+        raise UserError(f"seed must be >= 0, got {config.seed}")
+    if config.straggler.distribution not in DISTRIBUTIONS:
+        raise UserError(
+            f"straggler.distribution must be one of {', '.join(DISTRIBUTIONS)}, "
+            f"got '{config.straggler.distribution}'"
+        )
+    if config.optimize.method not in ("ours", "paper"):
+        raise UserError(f"optimize.method must be 'ours' or 'paper', got '{config.optimize.method}'")
+    for key in ("iterations", "batch", "tuning_samples"):
+        if getattr(config.optimize, key) < 1:
+            raise UserError(f"optimize.{key} must be >= 1")
+    if config.predict.samples < 2:
+        raise UserError("predict.samples must be >= 2")
+    check_scheme_names(list(config.predict.schemes))
+    config.system_model()  # validates N, L, M, C and the distribution's parameters
+    return config
+
+
+def _convert(value: Any, kind: Any, key: str) -> Any:
+    """Check `value` (from TOML) against the annotated type `kind`; ints are accepted as floats."""
+    origin = typing.get_origin(kind)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise UserError(f"{key} must be a list, got {value!r}")
+        return tuple(_convert(v, typing.get_args(kind)[0], key) for v in value)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise UserError(f"{key} must be of type {kind.__name__}, got {value!r}")
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls)]
+    values = {}
+    for key, value in data.items():
+        full = prefix + key
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean '{prefix + close[0]}'?)" if close else ""
+            raise UserError(f"unknown config key '{full}'{hint}")
+        kind = hints[key]
+        if dataclasses.is_dataclass(kind):
+            if not isinstance(value, dict):
+                raise UserError(f"'{full}' is a section; set its keys, e.g. {full}.{dataclasses.fields(kind)[0].name}")
+            values[key] = _build(kind, value, full + ".")
+        else:
+            values[key] = _convert(value, kind, full)
+    return cls(**values)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'a.b=value' -> (['a', 'b'], value); value is read as TOML, else taken as a string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"--set takes key=value, got '{text}'")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key.strip().split("."), value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults, then the TOML file at `path` (if any), then each `key=value` override."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise UserError(f"config file not found: {path}") from None
+        except OSError as exc:
+            raise UserError(f"cannot read config file {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise UserError(f"config file {path} is not valid TOML: {exc}") from None
+    for text in overrides or []:
+        keys, value = parse_override(text)
+        node = data
+        for part in keys[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise UserError(f"cannot set '{text}': '{part}' is not a section")
+        node[keys[-1]] = value
+    return _check(_build(Config, data, ""))

@@ -1,0 +1,99 @@
+"""Ferdinand & Draper's hierarchical coded computation as a BCGC baseline (spec/bcgc.md §7.3).
+
+r layers are processed in sequence; layer j (1-based) is coded for s_j stragglers. The LP
+    max u  s.t.  u <= (s_j + 1)/j,  sum_j s_j = r N - L,  s_1 <= ... <= s_r,  s_min <= s_j <= N-1
+equalises the layers' failure exponents. For r = L/2 it is degenerate: a whole face of s attains
+u* = N / r. **Our rule (spec §10.10): the analytic centre of that optimal face**, computed by a
+damped Newton method whose Hessian is tridiagonal (O(r) per step), then s_j rounded to the
+nearest integer. Layers map to BCGC blocks as x_n = sum of the sizes of the layers with s_j = n
+(the expectation part of the authors' code: equal layers of L / r coordinates, s_1 >= 1).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.linalg import solve_banded
+
+
+def optimal_exponent(n_workers: int, layers: int, total: float, s_min: float) -> float:
+    """u* = the largest u with a feasible s (bisection; the LP value)."""
+
+    def min_sum(u: float) -> float:
+        return float(np.sum(np.maximum(np.arange(1, layers + 1) * u - 1.0, s_min)))
+
+    hi = n_workers / layers  # u <= (s_r + 1)/r <= N/r
+    if min_sum(hi) <= total:
+        return hi
+    lo = 0.0
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if min_sum(mid) <= total else (lo, mid)
+    return lo
+
+
+def analytic_centre(lower: np.ndarray, top: float, total: float) -> np.ndarray:
+    """Analytic centre of {s : s >= lower, s_1 <= ... <= s_m <= top, sum s = total}.
+
+    Minimises -sum log(s_j - lower_j) - sum log(s_{j+1} - s_j) (s_{m+1} = top) under the sum
+    constraint by Newton's method with a feasibility-keeping backtracking line search.
+    """
+    m = lower.size
+    low_sum, high_sum = float(lower.sum()), m * top
+    if total <= low_sum + 1e-9 * max(1.0, abs(low_sum)):
+        return lower.copy()
+    if total >= high_sum - 1e-9 * max(1.0, high_sum):
+        return np.full(m, top)
+    # strictly feasible start: between the bounds, plus a small increasing tilt
+    t = (total - low_sum) / (high_sum - low_sum)
+    j = np.arange(1, m + 1)
+    s = lower + t * (top - lower) + (1 - t) * (top - lower[-1]) / 2 * (j / m - (m + 1) / (2 * m))
+    s += (total - s.sum()) / m
+
+    def barrier(v: np.ndarray) -> float:
+        e, d = v - lower, np.diff(np.append(v, top))
+        if np.any(e <= 0) or np.any(d <= 0):
+            return np.inf
+        return float(-np.log(e).sum() - np.log(d).sum())
+
+    value = barrier(s)
+    for _ in range(200):
+        e, d = s - lower, np.diff(np.append(s, top))
+        grad = -1.0 / e + 1.0 / d
+        grad[1:] -= 1.0 / d[:-1]
+        inv_d2 = 1.0 / d**2
+        diag = 1.0 / e**2 + inv_d2
+        diag[1:] += inv_d2[:-1]
+        bands = np.zeros((3, m))
+        bands[0, 1:] = -inv_d2[:-1]
+        bands[1] = diag
+        bands[2, :-1] = -inv_d2[:-1]
+        solved = solve_banded((1, 1), bands, np.column_stack([grad, np.ones(m)]))
+        v, w = solved[:, 0], solved[:, 1]
+        step = -(v - w * v.sum() / w.sum())  # Newton step within sum(step) = 0
+        decrement = float(-grad @ step)
+        if decrement < 1e-12:
+            break
+        alpha = 1.0
+        while alpha > 1e-12:
+            trial = barrier(s + alpha * step)
+            if trial <= value - 0.25 * alpha * decrement:
+                break
+            alpha /= 2
+        s, value = s + alpha * step, barrier(s + alpha * step)
+    return s
+
+
+def ferdinand_partition(n_workers: int, coordinates: int, layers: int, s_min: int = 1) -> np.ndarray:
+    """Block partition x (length N, integers summing to L) of the r-layer Ferdinand-Draper code."""
+    n, r = n_workers, layers
+    sizes = np.array([len(a) for a in np.array_split(np.arange(coordinates), r)])
+    total = float(r * n - coordinates)
+    u = optimal_exponent(n, r, total, s_min)
+    lower = np.maximum(np.arange(1, r + 1) * u - 1.0, s_min)
+    forced = lower >= n - 1 - 1e-9  # layers that must carry full redundancy
+    s = np.full(r, float(n - 1))
+    free = np.flatnonzero(~forced)
+    if free.size:
+        s[free] = analytic_centre(lower[free], n - 1.0, total - (n - 1.0) * forced.sum())
+    levels = np.clip(np.rint(s), 0, n - 1).astype(int)
+    return np.bincount(levels, weights=sizes, minlength=n).astype(np.int64)

@@ -1,0 +1,67 @@
+"""Predicted runtimes of several schemes on common random numbers (the `bcgc predict` command)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import UserError
+from .model import SystemModel
+from .plans import Plan, TandonPlan
+from .runtime import Estimate
+from .schemes import SchemeOptions, build_plan
+from .stragglers import STREAM_EVALUATION, monte_carlo_cycle_times
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One scheme's predicted runtime. R is raw (spec §8); E[tau] = (M C / N) R, model time units."""
+
+    scheme: str
+    plan: Plan | None
+    raw: Estimate | None  # R by Monte Carlo
+    expected_runtime: Estimate | None  # E[tau] by Monte Carlo
+    exact_expected_runtime: float | None  # E[tau] from the exact completion probability
+    error: str = ""  # why the scheme has no plan under this model
+
+    def partition(self) -> list[int]:
+        if self.plan is None:
+            return []
+        x = self.plan.block_partition() if isinstance(self.plan, TandonPlan) else self.plan.x
+        return [int(v) for v in x]
+
+
+def evaluation_samples(model: SystemModel, seed: int, n_samples: int) -> np.ndarray:
+    """The out-of-sample cycle times all schemes are evaluated on, shape (K, N)."""
+    return monte_carlo_cycle_times(model.distribution, seed, n_samples, model.n_workers, STREAM_EVALUATION)
+
+
+def predict(
+    model: SystemModel, schemes: list[str], options: SchemeOptions, n_samples: int, exact: bool
+) -> list[Prediction]:
+    """Plan every scheme and estimate its runtime on the same samples.
+
+    A scheme that cannot be planned under this model (for example E[tau]-minimisers under a
+    failure mixture) is reported with its reason instead of ending the whole prediction.
+    """
+    samples = evaluation_samples(model, options.seed, n_samples)
+    out = []
+    for name in schemes:
+        try:
+            plan = build_plan(name, model, options)
+        except UserError as exc:
+            out.append(Prediction(name, None, None, None, None, str(exc)))
+            continue
+        raw = Estimate.of(plan.raw_runtime(samples))
+        exact_value = None
+        if exact:
+            exact_value = plan.exact_expected_raw_runtime(model.distribution) * model.scale
+        out.append(Prediction(name, plan, raw, raw.scaled(model.scale), exact_value))
+    return out
+
+
+def finite_or_none(value: float | None) -> float | None:
+    """JSON has no infinity or NaN: map them to null."""
+    return value if value is not None and math.isfinite(value) else None
