@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from .config import Config, load_config
 from .errors import UserError
@@ -92,6 +93,29 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from master.runner import output_folder, print_summaries, run_testbed
+
+    config = _config(args)
+    if args.check:
+        config = load_config(args.config, [*args.overrides, "run.check=true"])
+    folder = Path(args.output) if args.output else output_folder(config)
+    summaries = run_testbed(config, folder, log=lambda text: print(text, file=sys.stderr))
+    if args.json:
+        print(json.dumps({"schemes": {
+            s.scheme: {
+                "iterations": s.iterations, "measured_mean_s": s.measured_mean_s,
+                "predicted_mean_s": s.predicted_mean_s, "ratio": s.ratio,
+                "median_ratio": s.median_ratio, "final_loss": s.final_loss,
+                "gradient_max_rel_error": s.gradient_max_rel_error,
+                "stale_messages": s.stale_messages, "overruns": s.overruns,
+            } for s in summaries
+        }, "output": str(folder)}))
+        return 0
+    print_summaries(summaries, folder)
+    return 0
+
+
 def _short(text: str, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
@@ -109,6 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_arguments(pred)
     pred.add_argument("--scheme", action="append", help="only this scheme (repeatable)")
     pred.set_defaults(func=cmd_predict)
+
+    run = sub.add_parser("run", help="run the schemes on a local cluster: measured vs predicted")
+    _add_config_arguments(run)
+    run.add_argument("--check", action="store_true", help="check every decoded gradient (run.check)")
+    run.add_argument("--output", "-o", metavar="DIR", help="folder for this run's results")
+    run.set_defaults(func=cmd_run)
     return parser
 
 

@@ -2,7 +2,9 @@
 
 Every key is validated: a misspelt key, a wrong type or an out-of-range value raises a
 UserError naming the key (and the closest known key for a misspelling). The defaults are the
-paper's default point (spec/bcgc.md §8.1); `configs/*.toml` are ready-made files.
+demo of `bcgc run` (N = 8 workers, a synthetic least-squares problem of 800 x 400, five schemes,
+under 30 s on 2 cores) with the paper's cycle-time law (mu = 1e-3, t0 = 50);
+`configs/paper.toml` is the paper's default point (spec/bcgc.md §8.1).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 from .errors import UserError
 from .model import SystemModel
 from .optimize import SubgradientSettings
+from .problems import DATASETS, PROBLEMS
 from .schemes import SCHEMES, SchemeOptions, check_scheme_names
 from .stragglers import (
     DISTRIBUTIONS,
@@ -31,7 +34,7 @@ from .stragglers import (
 
 @dataclass(frozen=True)
 class ClusterConfig:
-    workers: int = 20  # N
+    workers: int = 8  # N
 
 
 @dataclass(frozen=True)
@@ -47,8 +50,8 @@ class StragglerConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    coordinates: int = 20_000  # L
-    samples: int = 50  # M
+    coordinates: int = 400  # L (synthetic data: its number of features)
+    samples: int = 800  # M (synthetic data: its number of rows)
     cycles: float = 1.0  # C
 
 
@@ -69,6 +72,26 @@ class OptimizeConfig:
 
 
 @dataclass(frozen=True)
+class RunConfig:
+    schemes: tuple[str, ...] = ("bcgc-opt", "bcgc-t", "single-bcgc", "tandon", "uncoded")
+    iterations: int = 10
+    time_scale: float = 0.0  # seconds per model time unit; 0 = choose from iteration_seconds
+    iteration_seconds: float = 0.1  # target mean runtime per iteration when time_scale = 0
+    output: str = "results"  # each run writes a new folder inside
+    check: bool = True  # compare every decoded gradient with the uncoded one
+    startup_timeout: float = 60.0  # seconds for workers to start and confirm set-up
+
+
+@dataclass(frozen=True)
+class ProblemConfig:
+    kind: str = "least-squares"  # or "logistic"
+    dataset: str = "synthetic"  # or "breast-cancer", "diabetes" (bundled with scikit-learn)
+    noise: float = 0.1  # synthetic data: noise of the targets
+    learning_rate: float = 0.0  # 0 = a safe step from the data (1 / largest eigenvalue)
+    data_dir: str = ""  # where data files are kept; default: <run.output>/data
+
+
+@dataclass(frozen=True)
 class Config:
     seed: int = 1
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
@@ -76,6 +99,8 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
     optimize: OptimizeConfig = field(default_factory=OptimizeConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    problem: ProblemConfig = field(default_factory=ProblemConfig)
 
     def distribution(self) -> CycleTimeDistribution:
         s = self.straggler
@@ -120,6 +145,26 @@ def _check(config: Config) -> Config:
     if config.predict.samples < 2:
         raise UserError("predict.samples must be >= 2")
     check_scheme_names(list(config.predict.schemes))
+    check_scheme_names(list(config.run.schemes))
+    r = config.run
+    if r.iterations < 1:
+        raise UserError(f"run.iterations must be >= 1, got {r.iterations}")
+    if r.time_scale < 0 or (r.time_scale == 0 and not r.iteration_seconds > 0):
+        raise UserError("run.time_scale must be > 0, or 0 with run.iteration_seconds > 0")
+    if not r.startup_timeout > 0:
+        raise UserError("run.startup_timeout must be > 0")
+    p = config.problem
+    if p.kind not in PROBLEMS:
+        raise UserError(f"problem.kind must be one of {', '.join(PROBLEMS)}, got '{p.kind}'")
+    if p.dataset not in DATASETS:
+        raise UserError(f"problem.dataset must be one of {', '.join(DATASETS)}, got '{p.dataset}'")
+    if p.learning_rate < 0 or p.noise < 0:
+        raise UserError("problem.learning_rate and problem.noise must be >= 0")
+    if p.dataset == "synthetic" and config.model.samples < config.cluster.workers:
+        raise UserError(
+            f"model.samples (M = {config.model.samples}) must be >= cluster.workers "
+            f"(N = {config.cluster.workers}): every worker needs a data subset"
+        )
     config.system_model()  # validates N, L, M, C and the distribution's parameters
     return config
 

@@ -4,7 +4,8 @@ r layers are processed in sequence; layer j (1-based) is coded for s_j straggler
     max u  s.t.  u <= (s_j + 1)/j,  sum_j s_j = r N - L,  s_1 <= ... <= s_r,  s_min <= s_j <= N-1
 equalises the layers' failure exponents. For r = L/2 it is degenerate: a whole face of s attains
 u* = N / r. **Our rule (spec §10.10): the analytic centre of that optimal face**, computed by a
-damped Newton method whose Hessian is tridiagonal (O(r) per step), then s_j rounded to the
+damped Newton method whose Hessian is tridiagonal (a Jacobi-scaled banded Cholesky, O(r) per
+step), then s_j rounded to the
 nearest integer. Layers map to BCGC blocks as x_n = sum of the sizes of the layers with s_j = n
 (the expectation part of the authors' code: equal layers of L / r coordinates, s_1 >= 1).
 """
@@ -12,7 +13,7 @@ nearest integer. Layers map to BCGC blocks as x_n = sum of the sizes of the laye
 from __future__ import annotations
 
 import numpy as np
-from scipy.linalg import solve_banded
+from scipy.linalg import solveh_banded
 
 
 def optimal_exponent(n_workers: int, layers: int, total: float, s_min: float) -> float:
@@ -43,11 +44,20 @@ def analytic_centre(lower: np.ndarray, top: float, total: float) -> np.ndarray:
         return lower.copy()
     if total >= high_sum - 1e-9 * max(1.0, high_sum):
         return np.full(m, top)
-    # strictly feasible start: between the bounds, plus a small increasing tilt
-    t = (total - low_sum) / (high_sum - low_sum)
-    j = np.arange(1, m + 1)
-    s = lower + t * (top - lower) + (1 - t) * (top - lower[-1]) / 2 * (j / m - (m + 1) / (2 * m))
-    s += (total - s.sum()) / m
+    # strictly feasible start: s_j = top - w_j beta_j with w_j = top - lower_j (non-increasing)
+    # and beta_j in (0, 1) strictly decreasing, so every difference is at least
+    # w_{j+1} (beta_j - beta_{j+1}) > 0 and about u where the lower bound rises
+    width = top - lower
+    j = np.arange(1, m + 1) / (m + 1)
+    deficit = m * top - total  # sum_j w_j beta_j must equal this
+    falling = 1.0 - j / 2  # in (1/2, 1)
+    a = deficit / float(width @ falling)
+    if a <= 0.9:
+        beta = a * falling
+    else:  # close to the lower bounds everywhere
+        rising = 0.5 + j / 2
+        beta = 1.0 - (float(width.sum()) - deficit) / float(width @ rising) * rising
+    s = top - width * beta
 
     def barrier(v: np.ndarray) -> float:
         e, d = v - lower, np.diff(np.append(v, top))
@@ -63,14 +73,17 @@ def analytic_centre(lower: np.ndarray, top: float, total: float) -> np.ndarray:
         inv_d2 = 1.0 / d**2
         diag = 1.0 / e**2 + inv_d2
         diag[1:] += inv_d2[:-1]
-        bands = np.zeros((3, m))
-        bands[0, 1:] = -inv_d2[:-1]
-        bands[1] = diag
-        bands[2, :-1] = -inv_d2[:-1]
-        solved = solve_banded((1, 1), bands, np.column_stack([grad, np.ones(m)]))
-        v, w = solved[:, 0], solved[:, 1]
+        # Jacobi-scaled Cholesky: the entries span many decades near the thin end of the face
+        scale = 1.0 / np.sqrt(diag)
+        bands = np.zeros((2, m))
+        bands[0, 1:] = -inv_d2[:-1] * scale[1:] * scale[:-1]
+        bands[1] = 1.0
+        solved = solveh_banded(bands, np.column_stack([grad * scale, scale]))
+        v, w = solved[:, 0] * scale, solved[:, 1] * scale
         step = -(v - w * v.sum() / w.sum())  # Newton step within sum(step) = 0
         decrement = float(-grad @ step)
+        if not decrement > -1e-9:
+            raise ArithmeticError("analytic centre: the Newton system lost positive definiteness")
         if decrement < 1e-12:
             break
         alpha = 1.0

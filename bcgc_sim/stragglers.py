@@ -325,6 +325,36 @@ def _is_number(text: str) -> bool:
 DISTRIBUTIONS = ("shifted-exponential", "failure-mixture", "pareto", "empirical")
 
 
+def distribution_to_spec(dist: CycleTimeDistribution) -> dict:
+    """A plain dict (for the wire and run.json) from which `distribution_from_spec` rebuilds dist."""
+    if isinstance(dist, ShiftedExponential):
+        return {"name": dist.name, "rate": dist.rate, "shift": dist.shift}
+    if isinstance(dist, FailureMixture):
+        return {"name": dist.name, "probability": dist.probability, "base": distribution_to_spec(dist.base)}
+    if isinstance(dist, Pareto):
+        return {"name": dist.name, "shape": dist.shape, "scale": dist.scale}
+    if isinstance(dist, Empirical):
+        return {"name": dist.name, "values": list(dist.values), "source": dist.source}
+    raise TypeError(f"cannot describe {type(dist).__name__}")
+
+
+def distribution_from_spec(spec: dict) -> CycleTimeDistribution:
+    """Inverse of distribution_to_spec; raises ValueError on a malformed spec."""
+    try:
+        name = spec["name"]
+        if name == ShiftedExponential.name:
+            return ShiftedExponential(float(spec["rate"]), float(spec["shift"]))
+        if name == FailureMixture.name:
+            return FailureMixture(distribution_from_spec(spec["base"]), float(spec["probability"]))
+        if name == Pareto.name:
+            return Pareto(float(spec["shape"]), float(spec["scale"]))
+        if name == Empirical.name:
+            return Empirical(tuple(float(v) for v in spec["values"]), str(spec.get("source", "")))
+    except (KeyError, TypeError, UserError) as exc:
+        raise ValueError(f"bad straggler spec: {exc}") from None
+    raise ValueError(f"unknown straggler distribution {spec.get('name')!r}")
+
+
 def worker_rng(seed: int, iteration: int, worker: int) -> np.random.Generator:
     """The generator of worker `worker` (0-based) in testbed iteration `iteration`."""
     return np.random.default_rng(

@@ -1,0 +1,147 @@
+"""Learning problems and data sets: f(theta) = sum over samples of loss(x_i . theta, y_i).
+
+Both problems have gradient X^T r(X theta, y), where r is the derivative of the per-sample loss
+with respect to z = x . theta. A worker computes the partial derivatives of coordinates
+[a, b) over rows [lo, hi) as X[lo:hi, a:b]^T r, so its cost is (rows) x (b - a), as in the
+runtime model (spec §3).
+
+Data live once on disk as .npy files (features X, shape (M, L), float64; targets y, shape (M,))
+and are memory-mapped by the master and every worker: the page cache holds one copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+
+PROBLEMS = ("least-squares", "logistic")
+DATASETS = ("synthetic", "breast-cancer", "diabetes")
+
+
+@dataclass(frozen=True)
+class ProblemData:
+    """Where the data of one learning problem are, and their shape (rows M, coordinates L)."""
+
+    kind: str
+    features: str  # path of X.npy
+    targets: str  # path of y.npy
+    rows: int
+    coordinates: int
+
+    def load(self) -> tuple[np.ndarray, np.ndarray]:
+        """Memory-mapped (X, y); nothing is copied."""
+        return np.load(self.features, mmap_mode="r"), np.load(self.targets, mmap_mode="r")
+
+    def to_header(self) -> dict:
+        return asdict(self)
+
+
+def loss_derivative(kind: str, z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """r_i = d loss(z_i, y_i) / d z_i, shape (rows,)."""
+    if kind == "least-squares":  # loss = (z - y)^2 / 2
+        return z - y
+    # logistic, y in {-1, +1}: loss = log(1 + exp(-y z)), derivative -y sigmoid(-y z)
+    return -y * _sigmoid(-y * z)
+
+
+def total_loss(kind: str, z: np.ndarray, y: np.ndarray) -> float:
+    """sum_i loss(z_i, y_i)."""
+    if kind == "least-squares":
+        return float(0.5 * np.sum((z - y) ** 2))
+    return float(np.sum(np.logaddexp(0.0, -y * z)))
+
+
+def _sigmoid(v: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * v))
+
+
+def full_gradient(data: ProblemData, theta: np.ndarray) -> tuple[np.ndarray, float]:
+    """The uncoded gradient sum_i grad loss_i, shape (L,), and the loss sum_i loss_i."""
+    x, y = data.load()
+    z = x @ theta
+    return x.T @ loss_derivative(data.kind, z, y), total_loss(data.kind, z, y)
+
+
+def step_size(data: ProblemData, iterations: int = 50) -> float:
+    """A safe step for theta <- theta - step * gradient / M: 1/lambda_max (x4 for logistic),
+    lambda_max of X^T X / M by power iteration."""
+    x, _ = data.load()
+    v = np.ones(data.coordinates) / np.sqrt(data.coordinates)
+    value = 1.0
+    for _ in range(iterations):
+        w = x.T @ (x @ v) / data.rows
+        value = float(np.linalg.norm(w))
+        if value == 0:
+            return 1.0
+        v = w / value
+    return (4.0 if data.kind == "logistic" else 1.0) / value
+
+
+def partition_bounds(rows: int, parts: int, start: int = 0) -> tuple[int, ...]:
+    """Boundaries of `parts` contiguous row ranges of [start, start + rows), sizes within 1."""
+    sizes = np.full(parts, rows // parts)
+    sizes[: rows % parts] += 1
+    return tuple(int(v) for v in start + np.concatenate([[0], np.cumsum(sizes)]))
+
+
+def prepare_data(
+    kind: str, dataset: str, rows: int, coordinates: int, noise: float, seed: int, folder: str | Path
+) -> ProblemData:
+    """Write the data set once under `folder` (reused when it exists) and describe it.
+
+    `synthetic` draws X ~ N(0, 1) of shape (rows, coordinates) and a planted theta*; the two
+    bundled scikit-learn sets fix rows and coordinates themselves (breast-cancer: 569 x 30,
+    diabetes: 442 x 10), with standardised features.
+    """
+    if kind not in PROBLEMS:
+        raise UserError(f"problem.kind must be one of {', '.join(PROBLEMS)}, got '{kind}'")
+    if dataset not in DATASETS:
+        raise UserError(f"problem.dataset must be one of {', '.join(DATASETS)}, got '{dataset}'")
+    spec = {"kind": kind, "dataset": dataset, "seed": seed, "noise": noise}
+    if dataset == "synthetic":
+        spec.update(rows=rows, coordinates=coordinates)
+    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+    where = Path(folder) / f"{dataset}-{kind}-{key}"
+    features, targets = where / "X.npy", where / "y.npy"
+    if not (features.exists() and targets.exists()):
+        x, y = _make(kind, dataset, rows, coordinates, noise, seed)
+        where.mkdir(parents=True, exist_ok=True)
+        _save_atomically(features, x)
+        _save_atomically(targets, y)
+    x = np.load(features, mmap_mode="r")
+    return ProblemData(kind, str(features.resolve()), str(targets.resolve()), x.shape[0], x.shape[1])
+
+
+def _make(kind: str, dataset: str, rows: int, coordinates: int, noise: float, seed: int):
+    rng = np.random.default_rng(seed)
+    if dataset == "synthetic":
+        x = rng.standard_normal((rows, coordinates))
+        planted = rng.standard_normal(coordinates) / np.sqrt(coordinates)
+        z = x @ planted + noise * rng.standard_normal(rows)
+        y = z if kind == "least-squares" else np.where(z >= 0, 1.0, -1.0)
+        return x, y
+    from sklearn import datasets  # bundled with scikit-learn: no download
+
+    loaded = datasets.load_breast_cancer() if dataset == "breast-cancer" else datasets.load_diabetes()
+    x = np.asarray(loaded.data, dtype=float)
+    x = (x - x.mean(axis=0)) / np.where(x.std(axis=0) > 0, x.std(axis=0), 1.0)
+    target = np.asarray(loaded.target, dtype=float)
+    if kind == "logistic":
+        labels = np.unique(target)
+        y = np.where(target == labels[-1], 1.0, -1.0) if labels.size == 2 else np.where(target > np.median(target), 1.0, -1.0)
+    else:
+        y = (target - target.mean()) / target.std()
+    return x, y
+
+
+def _save_atomically(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
+    np.save(tmp, np.ascontiguousarray(array, dtype=np.float64))
+    os.replace(tmp, path)

@@ -1,0 +1,121 @@
+"""Wire format shared by master and workers (DESIGN.md "Wire format").
+
+Every message is a list of frames:  [TAG, TYPE, HEADER, *PAYLOAD]
+  TAG     b"BCGC" + protocol version byte
+  TYPE    one of the MessageType values (ASCII)
+  HEADER  msgpack map of plain values (no objects; never pickle)
+  PAYLOAD raw array bytes, described by header["dtype"] and header["shape"]
+(The master's ROUTER socket puts the peer identity in front; it is not part of the message.)
+
+`parse` validates everything before any array is built: tag and version, type, header
+size and type, dtype from an allowlist, and payload length = prod(shape) * itemsize. Anything
+else raises ProtocolError, which receivers count and drop.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import numpy as np
+
+PROTOCOL_VERSION = 1
+TAG = b"BCGC" + bytes([PROTOCOL_VERSION])
+MAX_HEADER_BYTES = 1 << 20  # 1 MiB: the setup header carries code rows, never data
+ALLOWED_DTYPES = ("<f8", "<f4")
+
+
+class MessageType(bytes, enum.Enum):
+    READY = b"READY"  # worker -> master: hello, with the worker's requested rank and pid
+    SETUP = b"SETUP"  # master -> worker: rank, plan slots, code rows, data, straggler law
+    SETUP_OK = b"SETUP_OK"  # worker -> master: data loaded, core pinned (affinity)
+    ITERATE = b"ITERATE"  # master -> worker: theta for one iteration
+    BLOCK = b"BLOCK"  # worker -> master: coded partial derivatives of one slot
+    FAILED = b"FAILED"  # worker -> master: set-up failed (reason)
+    STOP = b"STOP"  # master -> worker: exit now
+
+
+class ProtocolError(ValueError):
+    """A message that does not follow this protocol; receivers count it and drop it."""
+
+
+@dataclass(frozen=True)
+class Message:
+    kind: MessageType
+    header: dict[str, Any]
+    array: np.ndarray | None = None
+
+
+def encode(kind: MessageType, header: dict[str, Any], array: np.ndarray | None = None) -> list:
+    """Frames for one message; the array (if any) is sent without a copy."""
+    header = dict(header)
+    frames: list = [TAG, kind.value]
+    if array is not None:
+        array = np.ascontiguousarray(array)
+        if array.dtype.str not in ALLOWED_DTYPES:
+            raise ValueError(f"dtype {array.dtype} is not allowed on the wire")
+        header["dtype"] = array.dtype.str
+        header["shape"] = list(array.shape)
+    frames.append(msgpack.packb(header, use_bin_type=True))
+    if array is not None:
+        frames.append(memoryview(array).cast("B"))
+    return frames
+
+
+_TYPES = {t.value: t for t in MessageType}
+
+
+def parse(frames: Sequence[bytes | memoryview]) -> Message:
+    """Validate and decode frames (TAG, TYPE, HEADER[, PAYLOAD]); raise ProtocolError."""
+    if len(frames) not in (3, 4):
+        raise ProtocolError(f"expected 3 or 4 frames, got {len(frames)}")
+    tag, kind, raw_header = (bytes(f) for f in frames[:3])
+    if tag[:4] != TAG[:4]:
+        raise ProtocolError("not a bcgc message")
+    if tag != TAG:
+        got = tag[4] if len(tag) == 5 else "?"
+        raise ProtocolError(f"protocol version {got}, expected {PROTOCOL_VERSION}")
+    if kind not in _TYPES:
+        raise ProtocolError(f"unknown message type {kind[:16]!r}")
+    if len(raw_header) > MAX_HEADER_BYTES:
+        raise ProtocolError("header too large")
+    try:
+        header = msgpack.unpackb(raw_header, raw=False, strict_map_key=True)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        raise ProtocolError(f"header is not msgpack: {exc}") from None
+    if not isinstance(header, dict):
+        raise ProtocolError("header is not a map")
+    array = None
+    if len(frames) == 4:
+        array = _array(header, frames[3])
+    elif "dtype" in header:
+        raise ProtocolError("header announces an array but no payload frame came")
+    return Message(_TYPES[kind], header, array)
+
+
+def _array(header: dict[str, Any], payload: bytes | memoryview) -> np.ndarray:
+    dtype, shape = header.get("dtype"), header.get("shape")
+    if dtype not in ALLOWED_DTYPES:
+        raise ProtocolError(f"dtype {dtype!r} not allowed")
+    if (
+        not isinstance(shape, list)
+        or len(shape) > 2
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+    ):
+        raise ProtocolError(f"bad shape {shape!r}")
+    expected = math.prod(shape) * np.dtype(dtype).itemsize
+    if len(payload) != expected:
+        raise ProtocolError(f"payload has {len(payload)} bytes, shape {shape} needs {expected}")
+    return np.frombuffer(payload, dtype=dtype).reshape(shape)
+
+
+def require(header: dict[str, Any], **types: type | tuple[type, ...]) -> None:
+    """Check that `header` has each key with the given type(s); raise ProtocolError."""
+    for key, kind in types.items():
+        value = header.get(key)
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+            raise ProtocolError(f"header field {key!r} missing or of the wrong type")

@@ -1,0 +1,1 @@
+"""The master: decoder state machine, iteration loop, local cluster launcher."""

@@ -1,0 +1,127 @@
+"""A local cluster: the master's socket plus N worker processes on this machine.
+
+Start-up refuses an N the machine cannot hold (memory, processes, file descriptors) before
+spawning anything, and fails within seconds, naming the worker and its last error line, when
+a worker dies at start-up. `close()` (also on Ctrl-C and on errors: use `with`) stops every
+worker: STOP, then SIGTERM, then SIGKILL; no process outlives it.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+from bcgc_sim.errors import UserError
+from bcgc_sim.protocol import MessageType
+
+from .transport import WorkerLink
+
+WORKER_MEMORY_BYTES = 150 * 2**20  # resident size of one idle worker process, with margin
+SINGLE_THREADED = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def check_capacity(n_workers: int) -> None:
+    """Refuse, before starting anything, an N this machine cannot run."""
+    available = psutil.virtual_memory().available
+    need = n_workers * WORKER_MEMORY_BYTES
+    if need > 0.8 * available:
+        raise UserError(
+            f"cluster.workers = {n_workers} needs about {need / 2**30:.1f} GiB for worker processes "
+            f"but {available / 2**30:.1f} GiB is available; lower cluster.workers"
+        )
+    soft_files, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft_files != resource.RLIM_INFINITY and 4 * n_workers + 64 > soft_files:
+        raise UserError(
+            f"cluster.workers = {n_workers} needs about {4 * n_workers + 64} open files but the limit "
+            f"is {soft_files}; raise it with 'ulimit -n' or lower cluster.workers"
+        )
+    soft_procs, _ = resource.getrlimit(resource.RLIMIT_NPROC)
+    if soft_procs != resource.RLIM_INFINITY and n_workers + len(psutil.pids()) > soft_procs:
+        raise UserError(f"cluster.workers = {n_workers} exceeds the process limit {soft_procs}")
+
+
+class LocalCluster:
+    """Context manager: `with LocalCluster(n) as cluster: cluster.link.send(...)`."""
+
+    def __init__(self, n_workers: int, startup_timeout_s: float = 60.0, log_dir: str | Path | None = None) -> None:
+        self.n_workers = n_workers
+        self.startup_timeout_s = startup_timeout_s
+        self.log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="bcgc-workers-"))
+        self.processes: list[subprocess.Popen] = []
+        self.link: WorkerLink | None = None
+
+    def __enter__(self) -> LocalCluster:
+        check_capacity(self.n_workers)
+        try:
+            self.link = WorkerLink("tcp://127.0.0.1")
+            self._spawn()
+            self.link.wait_for_workers(self.n_workers, self.startup_timeout_s, self._check_alive)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _spawn(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **SINGLE_THREADED}
+        for rank in range(self.n_workers):
+            log = open(self.log_dir / f"worker-{rank}.log", "wb")  # noqa: SIM115 - the child owns it
+            self.processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "workers", "--connect", self.link.endpoint,
+                     "--rank", str(rank), "--parent-pid", str(os.getpid())],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, env=env,
+                )
+            )
+            log.close()
+
+    def _check_alive(self) -> None:
+        for rank, process in enumerate(self.processes):
+            status = process.poll()
+            if status is not None:
+                raise UserError(
+                    f"worker {rank} exited at start-up with status {status}: {self.last_error(rank)}"
+                )
+
+    def last_error(self, rank: int) -> str:
+        """The last non-empty line worker `rank` wrote to stderr."""
+        try:
+            lines = (self.log_dir / f"worker-{rank}.log").read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return "(no log)"
+        return lines[-1] if lines else "(no output)"
+
+    def alive(self) -> list[bool]:
+        return [p.poll() is None for p in self.processes]
+
+    def close(self, grace_s: float = 1.0) -> None:
+        """Stop every worker within about grace_s + 0.5 s; idempotent."""
+        if self.link is not None:
+            for rank in list(self.link.identities):
+                self.link.send(rank, MessageType.STOP, {})
+        end = time.monotonic() + grace_s
+        for process in self.processes:
+            try:
+                process.wait(max(0.0, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.terminate()
+        end = time.monotonic() + 0.5
+        for process in self.processes:
+            try:
+                process.wait(max(0.0, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self.link is not None:
+            self.link.close()
+            self.link = None

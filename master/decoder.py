@@ -1,0 +1,70 @@
+"""Decoder state machine of one iteration: messages in, decoded slots out; no sockets.
+
+Slot k (coordinates [start, stop), s stragglers) is decoded at its first N - s arrivals F as
+sum_{n in F} a_F[n] * message_n, with a_F cached by the CodeBook. Later arrivals are `late`
+(counted, not used); repeats are `duplicate`; unknown workers or slots and wrong lengths are
+`rejected`. The gradient is complete when every slot is decoded.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import numpy as np
+
+from bcgc_sim.codes import CodeBook
+from bcgc_sim.layout import Slot
+
+
+class Outcome(enum.Enum):
+    USED = "used"  # among the first N - s arrivals of its slot
+    LATE = "late"  # the slot was already decoded
+    DUPLICATE = "duplicate"  # this worker already sent this slot
+    REJECTED = "rejected"  # unknown worker or slot, or wrong length
+
+
+class IterationDecoder:
+    def __init__(self, slots: tuple[Slot, ...], n_workers: int, coordinates: int, codes: CodeBook) -> None:
+        self.slots = slots
+        self.n_workers = n_workers
+        self.coordinates = coordinates
+        self.codes = codes
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything: start a new iteration."""
+        self.arrived: list[dict[int, np.ndarray]] = [{} for _ in self.slots]
+        self.decoded = [False] * len(self.slots)
+        self.gradient = np.zeros(self.coordinates)
+
+    @property
+    def complete(self) -> bool:
+        return all(self.decoded)
+
+    def needed(self, slot: int) -> int:
+        return self.n_workers - self.slots[slot].stragglers
+
+    def offer(self, worker: int, slot: int, values: np.ndarray) -> Outcome:
+        """Take one message; decode its slot when it is the (N - s)-th arrival."""
+        if not (0 <= worker < self.n_workers and 0 <= slot < len(self.slots)):
+            return Outcome.REJECTED
+        spec = self.slots[slot]
+        if values.ndim != 1 or values.shape[0] != spec.stop - spec.start:
+            return Outcome.REJECTED
+        if worker in self.arrived[slot]:
+            return Outcome.DUPLICATE
+        if self.decoded[slot]:
+            self.arrived[slot][worker] = None  # remembered only to spot duplicates
+            return Outcome.LATE
+        self.arrived[slot][worker] = values
+        if len(self.arrived[slot]) == self.needed(slot):
+            self._decode(slot)
+        return Outcome.USED
+
+    def _decode(self, slot: int) -> None:
+        spec = self.slots[slot]
+        fastest = sorted(self.arrived[slot])
+        weights = self.codes.decoder(spec.stragglers, fastest)
+        stacked = np.stack([self.arrived[slot][w] for w in fastest])
+        self.gradient[spec.start : spec.stop] += weights @ stacked
+        self.decoded[slot] = True

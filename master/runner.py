@@ -1,0 +1,155 @@
+"""`bcgc run`: every configured scheme on one local cluster, under the same seeded stragglers.
+
+Iteration i of every scheme uses the same T_n draws (keyed by seed, i, n): common random
+numbers across schemes. Results are written as they come (bcgc_sim.results).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bcgc_sim.codes import CodeBook
+from bcgc_sim.config import Config
+from bcgc_sim.layout import layout_for
+from bcgc_sim.model import SystemModel
+from bcgc_sim.predict import evaluation_samples
+from bcgc_sim.problems import ProblemData, full_gradient, prepare_data, step_size
+from bcgc_sim.results import RunRecorder, environment
+from bcgc_sim.schemes import build_plan
+
+from .cluster import LocalCluster
+from .session import SchemeSession, SessionSettings
+
+
+@dataclass(frozen=True)
+class SchemeSummary:
+    scheme: str
+    iterations: int
+    measured_mean_s: float
+    predicted_mean_s: float
+    ratio: float  # of the means
+    median_ratio: float  # of the per-iteration ratios
+    final_loss: float
+    gradient_max_rel_error: float | None
+    stale_messages: int
+    overruns: int
+
+
+def output_folder(config: Config) -> Path:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path(config.run.output) / f"run-{stamp}-{os.getpid()}"
+
+
+def prepare_problem(config: Config) -> ProblemData:
+    p = config.problem
+    folder = p.data_dir or str(Path(config.run.output) / "data")
+    return prepare_data(p.kind, p.dataset, config.model.samples, config.model.coordinates, p.noise, config.seed, folder)
+
+
+def testbed_model(config: Config, data: ProblemData) -> SystemModel:
+    """The model the testbed realises: L and M are those of the data set."""
+    return SystemModel(config.cluster.workers, data.coordinates, data.rows, config.model.cycles, config.distribution())
+
+
+def choose_time_scale(config: Config, model: SystemModel, plans: dict) -> float:
+    """run.time_scale, or (if 0) the scale at which the schemes' mean E[tau] is run.iteration_seconds."""
+    if config.run.time_scale > 0:
+        return config.run.time_scale
+    samples = evaluation_samples(model, config.seed, 20_000)
+    means = [float(np.mean(p.raw_runtime(samples))) * model.scale for p in plans.values()]
+    finite = [m for m in means if math.isfinite(m)]
+    return config.run.iteration_seconds / float(np.mean(finite))
+
+
+def run_testbed(config: Config, folder: Path, log=print) -> list[SchemeSummary]:
+    data = prepare_problem(config)
+    model = testbed_model(config, data)
+    plans = {name: build_plan(name, model, config.scheme_options()) for name in config.run.schemes}
+    time_scale = choose_time_scale(config, model, plans)
+    rate = config.problem.learning_rate or step_size(data)
+    settings = SessionSettings(config.seed, time_scale, config.run.check, rate)
+    recorder = RunRecorder(folder)
+    meta = {
+        "config": asdict(config), "seed": config.seed, "time_scale_s_per_unit": time_scale,
+        "learning_rate": rate, "data": data.to_header(), **environment(),
+        "plans": {name: _plan_description(plan) for name, plan in plans.items()},
+        "started": dt.datetime.now().isoformat(timespec="seconds"), "status": "running",
+        "summaries": {}, "worker_cpu_affinity": {},
+    }
+    recorder.write_metadata(meta)
+    summaries: list[SchemeSummary] = []
+    try:
+        codes = CodeBook(model.n_workers, config.seed)
+        with LocalCluster(model.n_workers, config.run.startup_timeout, folder / "logs") as cluster:
+            for name, plan in plans.items():
+                log(f"{name}: {config.run.iterations} iterations on {model.n_workers} workers ...")
+                session = SchemeSession(cluster.link, name, plan, layout_for(plan, data.rows), model,
+                                        data, codes, settings, recorder)
+                session.setup(config.run.startup_timeout)
+                meta["worker_cpu_affinity"] = {str(k): v for k, v in sorted(session.affinity.items())}
+                summary = _run_iterations(session, config.run.iterations, data, rate)
+                summaries.append(summary)
+                meta["summaries"][name] = asdict(summary)
+                recorder.write_metadata(meta)
+        meta["status"] = "completed"
+    except BaseException as exc:
+        meta["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"failed: {exc}"
+        raise
+    finally:
+        meta["finished"] = dt.datetime.now().isoformat(timespec="seconds")
+        recorder.write_metadata(meta)
+        recorder.close()
+    return summaries
+
+
+def _plan_description(plan) -> dict:
+    out = {"kind": type(plan).__name__, "describe": plan.describe()}
+    if hasattr(plan, "x"):
+        out["x"] = list(plan.x)
+    return out
+
+
+def _run_iterations(session: SchemeSession, iterations: int, data: ProblemData, rate: float) -> SchemeSummary:
+    theta = np.zeros(data.coordinates)
+    results = []
+    for iteration in range(iterations):
+        result, gradient = session.iterate(iteration, theta)
+        results.append(result)
+        theta = theta - rate * gradient / data.rows
+    _, final = full_gradient(data, theta)
+    measured = np.array([r.measured_s for r in results])
+    predicted = np.array([r.predicted_s for r in results])
+    errors = [r.gradient_rel_error for r in results if r.gradient_rel_error is not None]
+    return SchemeSummary(
+        scheme=session.scheme, iterations=iterations,
+        measured_mean_s=float(measured.mean()), predicted_mean_s=float(predicted.mean()),
+        ratio=float(measured.mean() / predicted.mean()),
+        median_ratio=float(np.median(measured / predicted)),
+        final_loss=final / data.rows,
+        gradient_max_rel_error=max(errors) if errors else None,
+        stale_messages=sum(r.stale for r in results), overruns=sum(r.overruns for r in results),
+    )
+
+
+def print_summaries(summaries: list[SchemeSummary], folder: Path, out=sys.stdout) -> None:
+    header = (
+        f"{'scheme':<14} {'iters':>5} {'measured s':>11} {'predicted s':>12} {'ratio':>7} "
+        f"{'median r':>8} {'final loss':>11} {'grad err':>9}"
+    )
+    print(header, file=out)
+    print("-" * len(header), file=out)
+    for s in summaries:
+        err = f"{s.gradient_max_rel_error:.1e}" if s.gradient_max_rel_error is not None else "-"
+        print(
+            f"{s.scheme:<14} {s.iterations:>5} {s.measured_mean_s:>11.4f} {s.predicted_mean_s:>12.4f} "
+            f"{s.ratio:>7.3f} {s.median_ratio:>8.3f} {s.final_loss:>11.5g} {err:>9}",
+            file=out,
+        )
+    print(f"results: {folder}", file=out)
