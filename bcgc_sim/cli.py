@@ -14,7 +14,7 @@ from pathlib import Path
 from .config import Config, load_config
 from .errors import UserError
 from .predict import finite_or_none, predict
-from .schemes import SCHEMES, build_plan
+from .schemes import SCHEMES, build_plan, check_scheme_names
 
 
 class _Parser(argparse.ArgumentParser):
@@ -25,9 +25,15 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", "-c", metavar="FILE", help="TOML config (default: built-in defaults)")
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--config", "-c", metavar="FILE", help="TOML config (default: built-in defaults)"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override one config key, e.g. --set cluster.workers=10 (repeatable)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -47,7 +53,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"scheme": args.scheme, "x": x}))
         return 0
-    print(f"scheme {args.scheme}: N = {model.n_workers} workers, L = {model.coordinates} coordinates")
+    print(
+        f"scheme {args.scheme}: N = {model.n_workers} workers, L = {model.coordinates} coordinates"
+    )
     print(f"cycle times: {model.distribution.describe()}")
     print(plan.describe())
     return 0
@@ -57,7 +65,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     config = _config(args)
     model = config.system_model()
     schemes = args.scheme or list(config.predict.schemes)
-    results = predict(model, schemes, config.scheme_options(), config.predict.samples, config.predict.exact)
+    check_scheme_names(schemes)
+    results = predict(
+        model, schemes, config.scheme_options(), config.predict.samples, config.predict.exact
+    )
     if args.json:
         out = {}
         for r in results:
@@ -71,13 +82,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 "expected_runtime_exact": finite_or_none(r.exact_expected_runtime),
                 "x": r.partition(),
             }
-        print(json.dumps({"schemes": out, "unit": "model time units", "samples": config.predict.samples}))
+        print(
+            json.dumps(
+                {"schemes": out, "unit": "model time units", "samples": config.predict.samples}
+            )
+        )
         return 0
     print(
         f"N = {model.n_workers}, L = {model.coordinates}, M = {model.samples}, C = {model.cycles:g}; "
         f"{model.distribution.describe()}"
     )
-    print(f"E[tau] = (M C / N) R in model time units; Monte Carlo over {config.predict.samples} draws of T")
+    print(
+        f"E[tau] = (M C / N) R in model time units; Monte Carlo over {config.predict.samples} draws of T"
+    )
     header = f"{'scheme':<14} {'R':>12} {'E[tau]':>12} {'+- stderr':>10} {'E[tau] exact':>13}  plan"
     print(header)
     print("-" * len(header))
@@ -85,7 +102,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if r.plan is None:
             print(f"{r.scheme:<14} {'n/a':>12}  {r.error}")
             continue
-        exact = f"{r.exact_expected_runtime:>13.5g}" if r.exact_expected_runtime is not None else f"{'-':>13}"
+        exact = (
+            f"{r.exact_expected_runtime:>13.5g}"
+            if r.exact_expected_runtime is not None
+            else f"{'-':>13}"
+        )
         print(
             f"{r.scheme:<14} {r.raw.mean:>12.5g} {r.expected_runtime.mean:>12.5g} "
             f"{r.expected_runtime.stderr:>10.3g} {exact}  {_short(r.plan.describe())}"
@@ -102,15 +123,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     folder = Path(args.output) if args.output else output_folder(config)
     summaries = run_testbed(config, folder, log=lambda text: print(text, file=sys.stderr))
     if args.json:
-        print(json.dumps({"schemes": {
-            s.scheme: {
-                "iterations": s.iterations, "measured_mean_s": s.measured_mean_s,
-                "predicted_mean_s": s.predicted_mean_s, "ratio": s.ratio,
-                "median_ratio": s.median_ratio, "final_loss": s.final_loss,
-                "gradient_max_rel_error": s.gradient_max_rel_error,
-                "stale_messages": s.stale_messages, "overruns": s.overruns,
-            } for s in summaries
-        }, "output": str(folder)}))
+        print(
+            json.dumps(
+                {
+                    "schemes": {
+                        s.scheme: {
+                            "iterations": s.iterations,
+                            "measured_mean_s": s.measured_mean_s,
+                            "predicted_mean_s": s.predicted_mean_s,
+                            "ratio": s.ratio,
+                            "median_ratio": s.median_ratio,
+                            "final_loss": s.final_loss,
+                            "gradient_max_rel_error": s.gradient_max_rel_error,
+                            "stale_messages": s.stale_messages,
+                            "overruns": s.overruns,
+                        }
+                        for s in summaries
+                    },
+                    "output": str(folder),
+                }
+            )
+        )
         return 0
     print_summaries(summaries, folder)
     return 0
@@ -121,7 +154,9 @@ def _short(text: str, width: int = 60) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="bcgc", description="Block coordinate gradient coding: predict and measure.")
+    parser = _Parser(
+        prog="bcgc", description="Block coordinate gradient coding: predict and measure."
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     plan = sub.add_parser("plan", help="print the block partition x of a scheme")
@@ -136,7 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the schemes on a local cluster: measured vs predicted")
     _add_config_arguments(run)
-    run.add_argument("--check", action="store_true", help="check every decoded gradient (run.check)")
+    run.add_argument(
+        "--check", action="store_true", help="check every decoded gradient (run.check)"
+    )
     run.add_argument("--output", "-o", metavar="DIR", help="folder for this run's results")
     run.set_defaults(func=cmd_run)
     return parser

@@ -33,7 +33,10 @@ def cyclic_support(worker: int, stragglers: int, n_workers: int) -> np.ndarray:
 
 
 def encoding_matrix(
-    n_workers: int, stragglers: int, h: np.ndarray | None = None, rng: np.random.Generator | None = None
+    n_workers: int,
+    stragglers: int,
+    h: np.ndarray | None = None,
+    rng: np.random.Generator | None = None,
 ) -> np.ndarray:
     """Tandon's B(s), shape (N, N): row n supported on cyclic_support(n, s), B[n, n] = 1.
 
@@ -78,7 +81,9 @@ def _batched_amplification(b: np.ndarray, sets: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(kappa).all(axis=1), kappa.sum(axis=1), np.inf)
 
 
-def probe_sets(n_workers: int, stragglers: int, rng: np.random.Generator, n_random: int = 32) -> np.ndarray:
+def probe_sets(
+    n_workers: int, stragglers: int, rng: np.random.Generator, n_random: int = 32
+) -> np.ndarray:
     """Sets F of size N - s to score a code on: the N cyclic windows plus `n_random` random sets."""
     k = n_workers - stragglers
     windows = (np.arange(n_workers)[:, None] + np.arange(k)) % n_workers
@@ -91,7 +96,9 @@ def amplification(b: np.ndarray, fastest: Sequence[int]) -> float:
     return float(_batched_amplification(b, np.asarray([fastest], dtype=int))[0])
 
 
-def well_conditioned_matrix(n_workers: int, stragglers: int, seed: int, draws: int = 4) -> np.ndarray:
+def well_conditioned_matrix(
+    n_workers: int, stragglers: int, seed: int, draws: int = 4
+) -> np.ndarray:
     """B(s) for (seed, N, s): the best of `draws` Gaussian constructions by worst probe kappa_F."""
     if stragglers in (0, n_workers - 1):
         return encoding_matrix(n_workers, stragglers)
@@ -115,11 +122,15 @@ class CodeBook:
     n_workers: int
     seed: int
     _matrices: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
-    _decoders: dict[tuple[int, tuple[int, ...]], np.ndarray] = field(default_factory=dict, repr=False)
+    _decoders: dict[tuple[int, tuple[int, ...]], np.ndarray] = field(
+        default_factory=dict, repr=False
+    )
 
     def matrix(self, stragglers: int) -> np.ndarray:
         if stragglers not in self._matrices:
-            self._matrices[stragglers] = well_conditioned_matrix(self.n_workers, stragglers, self.seed)
+            self._matrices[stragglers] = well_conditioned_matrix(
+                self.n_workers, stragglers, self.seed
+            )
         return self._matrices[stragglers]
 
     def decoder(self, stragglers: int, fastest: Sequence[int]) -> np.ndarray:

@@ -35,6 +35,7 @@ from .stragglers import (
 @dataclass(frozen=True)
 class ClusterConfig:
     workers: int = 8  # N
+    pin: bool = True  # pin each worker to one core (round-robin); off: let the OS schedule
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,9 @@ class Config:
 
     def system_model(self) -> SystemModel:
         m = self.model
-        return SystemModel(self.cluster.workers, m.coordinates, m.samples, m.cycles, self.distribution())
+        return SystemModel(
+            self.cluster.workers, m.coordinates, m.samples, m.cycles, self.distribution()
+        )
 
     def scheme_options(self) -> SchemeOptions:
         o = self.optimize
@@ -138,7 +141,9 @@ def _check(config: Config) -> Config:
             f"got '{config.straggler.distribution}'"
         )
     if config.optimize.method not in ("ours", "paper"):
-        raise UserError(f"optimize.method must be 'ours' or 'paper', got '{config.optimize.method}'")
+        raise UserError(
+            f"optimize.method must be 'ours' or 'paper', got '{config.optimize.method}'"
+        )
     for key in ("iterations", "batch", "tuning_samples"):
         if getattr(config.optimize, key) < 1:
             raise UserError(f"optimize.{key} must be >= 1")
@@ -198,7 +203,9 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
         kind = hints[key]
         if dataclasses.is_dataclass(kind):
             if not isinstance(value, dict):
-                raise UserError(f"'{full}' is a section; set its keys, e.g. {full}.{dataclasses.fields(kind)[0].name}")
+                raise UserError(
+                    f"'{full}' is a section; set its keys, e.g. {full}.{dataclasses.fields(kind)[0].name}"
+                )
             values[key] = _build(kind, value, full + ".")
         else:
             values[key] = _convert(value, kind, full)

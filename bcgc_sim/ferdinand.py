@@ -96,7 +96,9 @@ def analytic_centre(lower: np.ndarray, top: float, total: float) -> np.ndarray:
     return s
 
 
-def ferdinand_partition(n_workers: int, coordinates: int, layers: int, s_min: int = 1) -> np.ndarray:
+def ferdinand_partition(
+    n_workers: int, coordinates: int, layers: int, s_min: int = 1
+) -> np.ndarray:
     """Block partition x (length N, integers summing to L) of the r-layer Ferdinand-Draper code."""
     n, r = n_workers, layers
     sizes = np.array([len(a) for a in np.array_split(np.arange(coordinates), r)])

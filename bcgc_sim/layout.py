@@ -43,7 +43,9 @@ def layout_for(plan: Plan, rows: int) -> Layout:
     """The testbed layout of `plan` on a data set of `rows` samples."""
     n = plan.n_workers
     if isinstance(plan, BlockPlan):
-        slots = tuple(Slot(b.start, b.stop, b.stragglers, float(b.load), "subsets") for b in plan.blocks())
+        slots = tuple(
+            Slot(b.start, b.stop, b.stragglers, float(b.load), "subsets") for b in plan.blocks()
+        )
         return Layout(slots, {"subsets": partition_bounds(rows, n)})
     if isinstance(plan, TandonPlan):
         s, alpha, length = plan.stragglers, plan.alpha, plan.coordinates

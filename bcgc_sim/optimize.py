@@ -12,7 +12,7 @@ import numpy as np
 from scipy import optimize as sp_optimize
 from scipy import sparse
 
-from .runtime import block_loads, block_raw_runtime
+from .runtime import block_loads
 
 
 def project_to_simplex(v: np.ndarray, total: float) -> np.ndarray:
@@ -116,8 +116,13 @@ def sample_average_lp(samples: np.ndarray, total: float) -> tuple[np.ndarray, fl
     coef[n - 1] = 1.0 / n
     cost = np.concatenate([np.zeros(n), np.full(k, 1.0 / k)])
     result = sp_optimize.linprog(
-        cost, A_ub=a_ub, b_ub=b_ub, A_eq=coef[None, :], b_eq=[total],
-        bounds=[(0, None)] * (n + k), method="highs",
+        cost,
+        A_ub=a_ub,
+        b_ub=b_ub,
+        A_eq=coef[None, :],
+        b_eq=[total],
+        bounds=[(0, None)] * (n + k),
+        method="highs",
     )
     if not result.success:
         raise RuntimeError(f"sample-average LP failed: {result.message}")
@@ -127,9 +132,20 @@ def sample_average_lp(samples: np.ndarray, total: float) -> tuple[np.ndarray, fl
 
 
 def round_r1(x: np.ndarray, total: int) -> np.ndarray:
-    """Rule R1: round entrywise, then put the residual on the largest entry (spec §4.1)."""
-    out = np.rint(np.asarray(x, dtype=float)).astype(np.int64)
-    out[int(np.argmax(x))] += total - int(out.sum())
+    """Rule R1: round entrywise, then put the residual on the largest entry (spec §4.1).
+
+    When a negative residual exceeds the largest entry (possible only for L of the order of N),
+    the rest is taken from the next largest entries, so that no entry becomes negative.
+    """
+    values = np.asarray(x, dtype=float)
+    out = np.rint(values).astype(np.int64)
+    residual = total - int(out.sum())
+    for index in np.argsort(-values, kind="stable"):
+        change = max(residual, -int(out[index]))
+        out[index] += change
+        residual -= change
+        if residual == 0:
+            break
     return out
 
 
@@ -141,7 +157,9 @@ def round_r2(x: np.ndarray, total: int, samples: np.ndarray) -> np.ndarray:
     out = np.floor(np.asarray(x, dtype=float)).astype(np.int64)
     desc = -np.sort(-np.asarray(samples, dtype=float), axis=1)
     n = out.size
-    steps = np.triu(np.ones((n, n))) * np.arange(1, n + 1)[:, None]  # row i: +1 on x_i -> S_n += i+1, n >= i
+    steps = (
+        np.triu(np.ones((n, n))) * np.arange(1, n + 1)[:, None]
+    )  # row i: +1 on x_i -> S_n += i+1, n >= i
     while out.sum() < total:
         loads = block_loads(out)[None, :] + steps  # (N candidates, N)
         scores = [np.max(desc * row, axis=1).mean() for row in loads]

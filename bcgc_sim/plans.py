@@ -107,7 +107,9 @@ class TandonPlan:
         return tuple(x)
 
     def describe(self) -> str:
-        return f"s = {self.stragglers}, alpha = {self.alpha:g} (every coordinate, partial stragglers)"
+        return (
+            f"s = {self.stragglers}, alpha = {self.alpha:g} (every coordinate, partial stragglers)"
+        )
 
 
 Plan = BlockPlan | TandonPlan

@@ -35,7 +35,9 @@ class Prediction:
 
 def evaluation_samples(model: SystemModel, seed: int, n_samples: int) -> np.ndarray:
     """The out-of-sample cycle times all schemes are evaluated on, shape (K, N)."""
-    return monte_carlo_cycle_times(model.distribution, seed, n_samples, model.n_workers, STREAM_EVALUATION)
+    return monte_carlo_cycle_times(
+        model.distribution, seed, n_samples, model.n_workers, STREAM_EVALUATION
+    )
 
 
 def predict(

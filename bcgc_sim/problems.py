@@ -92,7 +92,13 @@ def partition_bounds(rows: int, parts: int, start: int = 0) -> tuple[int, ...]:
 
 
 def prepare_data(
-    kind: str, dataset: str, rows: int, coordinates: int, noise: float, seed: int, folder: str | Path
+    kind: str,
+    dataset: str,
+    rows: int,
+    coordinates: int,
+    noise: float,
+    seed: int,
+    folder: str | Path,
 ) -> ProblemData:
     """Write the data set once under `folder` (reused when it exists) and describe it.
 
@@ -116,7 +122,9 @@ def prepare_data(
         _save_atomically(features, x)
         _save_atomically(targets, y)
     x = np.load(features, mmap_mode="r")
-    return ProblemData(kind, str(features.resolve()), str(targets.resolve()), x.shape[0], x.shape[1])
+    return ProblemData(
+        kind, str(features.resolve()), str(targets.resolve()), x.shape[0], x.shape[1]
+    )
 
 
 def _make(kind: str, dataset: str, rows: int, coordinates: int, noise: float, seed: int):
@@ -129,13 +137,19 @@ def _make(kind: str, dataset: str, rows: int, coordinates: int, noise: float, se
         return x, y
     from sklearn import datasets  # bundled with scikit-learn: no download
 
-    loaded = datasets.load_breast_cancer() if dataset == "breast-cancer" else datasets.load_diabetes()
+    loaded = (
+        datasets.load_breast_cancer() if dataset == "breast-cancer" else datasets.load_diabetes()
+    )
     x = np.asarray(loaded.data, dtype=float)
     x = (x - x.mean(axis=0)) / np.where(x.std(axis=0) > 0, x.std(axis=0), 1.0)
     target = np.asarray(loaded.target, dtype=float)
     if kind == "logistic":
         labels = np.unique(target)
-        y = np.where(target == labels[-1], 1.0, -1.0) if labels.size == 2 else np.where(target > np.median(target), 1.0, -1.0)
+        y = (
+            np.where(target == labels[-1], 1.0, -1.0)
+            if labels.size == 2
+            else np.where(target > np.median(target), 1.0, -1.0)
+        )
     else:
         y = (target - target.mean()) / target.std()
     return x, y

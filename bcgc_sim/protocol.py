@@ -39,6 +39,16 @@ class MessageType(bytes, enum.Enum):
     STOP = b"STOP"  # master -> worker: exit now
 
 
+def clock_id() -> str:
+    """Names this host's monotonic clock: processes with the same id can compare
+    time.monotonic_ns() readings (Linux: the boot id; elsewhere: none, never shared)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as handle:
+            return handle.read().strip()
+    except OSError:
+        return ""
+
+
 class ProtocolError(ValueError):
     """A message that does not follow this protocol; receivers count it and drop it."""
 

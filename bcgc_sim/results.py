@@ -2,8 +2,11 @@
 
 Folder layout of one run:
   iterations.csv  one row per (scheme, iteration): measured and predicted runtime, loss, ...
-  messages.csv    one row per (scheme, iteration, slot, worker) message: T_n, deadline, send
-                  and arrival times, overrun, status (used / late / duplicate / stale)
+  messages.csv    one row per (scheme, iteration, slot, worker) message: T_n, when the worker's
+                  clock started and when it received theta, deadline and send time (both from
+                  its start), arrival at the master, overrun, status (used / late / duplicate /
+                  stale). Times ending in _s are seconds; worker_start_s, received_s and
+                  arrival_s count from the master's broadcast (same host: one monotonic clock).
   blocks.csv      one row per (scheme, iteration, slot): when it was decoded, measured and predicted
   run.json        config, seed, package versions, git commit, host, CPU affinity, summaries
 Rows are flushed after every iteration, so an interrupted run keeps everything finished.
@@ -24,15 +27,43 @@ from typing import Any
 import psutil
 
 ITERATION_FIELDS = (
-    "scheme", "iteration", "measured_s", "predicted_s", "ratio", "loss", "gradient_rel_error",
-    "messages_used", "messages_late", "messages_stale", "overruns", "max_overrun_s",
+    "scheme",
+    "iteration",
+    "measured_s",
+    "predicted_s",
+    "ratio",
+    "loss",
+    "gradient_rel_error",
+    "messages_used",
+    "messages_late",
+    "messages_stale",
+    "overruns",
+    "max_overrun_s",
 )
 MESSAGE_FIELDS = (
-    "scheme", "iteration", "slot", "worker", "cycle_time", "worker_start_s", "deadline_s",
-    "send_s", "arrival_s", "overrun_s", "status",
+    "scheme",
+    "iteration",
+    "slot",
+    "worker",
+    "cycle_time",
+    "worker_start_s",
+    "received_s",
+    "deadline_s",
+    "send_s",
+    "arrival_s",
+    "overrun_s",
+    "status",
 )
 BLOCK_FIELDS = (
-    "scheme", "iteration", "slot", "stragglers", "start", "stop", "needed", "decoded_s", "predicted_s",
+    "scheme",
+    "iteration",
+    "slot",
+    "stragglers",
+    "start",
+    "stop",
+    "needed",
+    "decoded_s",
+    "predicted_s",
 )
 
 
@@ -110,7 +141,10 @@ def _git_commit() -> str | None:
     source = Path(__file__).resolve().parent.parent
     try:
         out = subprocess.run(
-            ["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+            ["git", "-C", str(source), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None

@@ -106,7 +106,9 @@ def block_completion_probability(
     cdf = np.asarray(dist.cdf(thresholds), dtype=float)
     placed = np.arange(n_workers + 1)
     extra = placed[:, None] - placed[None, :]  # k = i - j workers added to j placed
-    log_ways = np.where(extra >= 0, _log_choose(n_workers - placed[None, :], np.maximum(extra, 0)), -np.inf)
+    log_ways = np.where(
+        extra >= 0, _log_choose(n_workers - placed[None, :], np.maximum(extra, 0)), -np.inf
+    )
     f = np.zeros(n_workers + 1)
     f[0] = 1.0
     previous = 0.0
@@ -130,8 +132,12 @@ def _log_choose(m: np.ndarray | int, k: np.ndarray) -> np.ndarray:
 
 
 def tandon_completion_probability(
-    stragglers: int, alpha: float, coordinates: int, raw_deadline: float,
-    dist: CycleTimeDistribution, n_workers: int,
+    stragglers: int,
+    alpha: float,
+    coordinates: int,
+    raw_deadline: float,
+    dist: CycleTimeDistribution,
+    n_workers: int,
 ) -> float:
     """P(R_Tandon <= r) exactly: at least N - s workers have T <= b and all have T <= alpha b.
 
@@ -141,13 +147,13 @@ def tandon_completion_probability(
     b = raw_deadline / (coordinates * alpha * (stragglers + 1) / (stragglers + alpha))
     low, high = float(dist.cdf(b)), float(dist.cdf(alpha * b))
     i = np.arange(n_workers - stragglers, n_workers + 1)
-    log_terms = _log_choose(n_workers, i) + special.xlogy(i, low) + special.xlogy(n_workers - i, high - low)
+    log_terms = (
+        _log_choose(n_workers, i) + special.xlogy(i, low) + special.xlogy(n_workers - i, high - low)
+    )
     return float(np.sum(np.exp(log_terms)))
 
 
-def expected_from_cdf(
-    cdf, dist: CycleTimeDistribution, scales: np.ndarray
-) -> float:
+def expected_from_cdf(cdf, dist: CycleTimeDistribution, scales: np.ndarray) -> float:
     """E[R] = integral_0^inf (1 - P(R <= r)) dr, where R = max of terms scale_i * (a cycle time).
 
     P(R <= r) can only have a corner (continuous laws) or a jump (discrete laws) at

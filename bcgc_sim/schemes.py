@@ -1,13 +1,13 @@
 """Every scheme and baseline as a plan builder; one registry, one name each (spec/bcgc.md §4-7).
 
-    bcgc-opt       relaxed optimum of Problem 3 by stochastic subgradient (§4), rounded with R2
-    bcgc-t         Theorem 2 closed form x-bar from E[T_(n)] (§5), rounded with R1
-    bcgc-f         Theorem 3 closed form x-tilde from E[1/T_(n)] (§5), rounded with R1
-    single-bcgc    one redundancy level s for every coordinate, s optimal (§7.1)
-    tandon         Tandon et al.'s partial-straggler scheme, alpha = 6, s optimal (§7.2)
-    ferdinand-L    Ferdinand & Draper with r = L layers (= full replication) (§7.3)
-    ferdinand-L/2  Ferdinand & Draper with r = L/2 layers; analytic centre of the degenerate LP
-    uncoded        no redundancy: every worker's partial derivatives are needed
+bcgc-opt       relaxed optimum of Problem 3 by stochastic subgradient (§4), rounded with R2
+bcgc-t         Theorem 2 closed form x-bar from E[T_(n)] (§5), rounded with R1
+bcgc-f         Theorem 3 closed form x-tilde from E[1/T_(n)] (§5), rounded with R1
+single-bcgc    one redundancy level s for every coordinate, s optimal (§7.1)
+tandon         Tandon et al.'s partial-straggler scheme, alpha = 6, s optimal (§7.2)
+ferdinand-L    Ferdinand & Draper with r = L layers (= full replication) (§7.3)
+ferdinand-L/2  Ferdinand & Draper with r = L/2 layers; analytic centre of the degenerate LP
+uncoded        no redundancy: every worker's partial derivatives are needed
 """
 
 from __future__ import annotations
@@ -70,10 +70,14 @@ def theorem2_relaxed(model: SystemModel) -> np.ndarray:
 
 
 def theorem3_relaxed(model: SystemModel) -> np.ndarray:
-    """x-tilde (journal x^(E,f)): the optimum for deterministic frequencies E[1/T_(n)]."""
-    return optimum_from_frequencies(
-        model.distribution.order_stat_inverse_means(model.n_workers), model.coordinates
-    )
+    """x-tilde (journal x^(E,f)): the optimum for deterministic frequencies E[1/T_(n)].
+
+    With t0 = 0, E[1/T_(1)] is infinite and x-tilde degenerates to L e_{N-1} (spec §10.8).
+    """
+    phi = model.distribution.order_stat_inverse_means(model.n_workers)
+    if np.isinf(phi[0]):
+        return np.array(_single_level(model, model.n_workers - 1), dtype=float)
+    return optimum_from_frequencies(phi, model.coordinates)
 
 
 def _single_level(model: SystemModel, level: int) -> tuple[int, ...]:
@@ -109,7 +113,9 @@ def build_bcgc_opt(model: SystemModel, options: SchemeOptions) -> Plan:
 
     relaxed = stochastic_subgradient(theorem2_relaxed(model), model.coordinates, draw, settings)
     rounding = _tuning_samples(model, options, STREAM_ROUNDING)
-    return BlockPlan("bcgc-opt", tuple(int(v) for v in round_r2(relaxed, model.coordinates, rounding)))
+    return BlockPlan(
+        "bcgc-opt", tuple(int(v) for v in round_r2(relaxed, model.coordinates, rounding))
+    )
 
 
 def build_bcgc_t(model: SystemModel, options: SchemeOptions) -> Plan:

@@ -168,7 +168,9 @@ class FailureMixture(CycleTimeDistribution):
 
     def __post_init__(self) -> None:
         if not 0 <= self.probability < 1:
-            raise UserError(f"straggler.failure_probability must be in [0, 1), got {self.probability}")
+            raise UserError(
+                f"straggler.failure_probability must be in [0, 1), got {self.probability}"
+            )
 
     def sample(self, rng, size):
         t = self.base.sample(rng, size)
@@ -213,7 +215,9 @@ class Pareto(CycleTimeDistribution):
 
     def cdf(self, t):
         t = np.asarray(t, dtype=float)
-        return np.where(t < self.scale, 0.0, 1.0 - (self.scale / np.maximum(t, self.scale)) ** self.shape)
+        return np.where(
+            t < self.scale, 0.0, 1.0 - (self.scale / np.maximum(t, self.scale)) ** self.shape
+        )
 
     @property
     def lower_bound(self) -> float:
@@ -225,8 +229,10 @@ class Pareto(CycleTimeDistribution):
         ok = a + power > 0
         out = np.full(n_workers, np.inf)
         out[ok] = np.exp(
-            special.gammaln(a[ok] + power) + special.gammaln(n_workers + 1.0)
-            - special.gammaln(a[ok]) - special.gammaln(n_workers + 1.0 + power)
+            special.gammaln(a[ok] + power)
+            + special.gammaln(n_workers + 1.0)
+            - special.gammaln(a[ok])
+            - special.gammaln(n_workers + 1.0 + power)
         )
         return out
 
@@ -330,7 +336,11 @@ def distribution_to_spec(dist: CycleTimeDistribution) -> dict:
     if isinstance(dist, ShiftedExponential):
         return {"name": dist.name, "rate": dist.rate, "shift": dist.shift}
     if isinstance(dist, FailureMixture):
-        return {"name": dist.name, "probability": dist.probability, "base": distribution_to_spec(dist.base)}
+        return {
+            "name": dist.name,
+            "probability": dist.probability,
+            "base": distribution_to_spec(dist.base),
+        }
     if isinstance(dist, Pareto):
         return {"name": dist.name, "shape": dist.shape, "scale": dist.scale}
     if isinstance(dist, Empirical):
@@ -379,5 +389,7 @@ def monte_carlo_cycle_times(
     This stream is separate from the testbed's (seed, iteration, worker) streams, so that
     out-of-sample evaluation (stream 1) never reuses the samples an optimiser saw (stream 0).
     """
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_MONTE_CARLO_STREAM, stream)))
+    rng = np.random.default_rng(
+        np.random.SeedSequence(seed, spawn_key=(_MONTE_CARLO_STREAM, stream))
+    )
     return dist.sample(rng, (n_samples, n_workers))

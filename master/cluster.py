@@ -50,7 +50,9 @@ def check_capacity(n_workers: int) -> None:
 class LocalCluster:
     """Context manager: `with LocalCluster(n) as cluster: cluster.link.send(...)`."""
 
-    def __init__(self, n_workers: int, startup_timeout_s: float = 60.0, log_dir: str | Path | None = None) -> None:
+    def __init__(
+        self, n_workers: int, startup_timeout_s: float = 60.0, log_dir: str | Path | None = None
+    ) -> None:
         self.n_workers = n_workers
         self.startup_timeout_s = startup_timeout_s
         self.log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="bcgc-workers-"))
@@ -71,19 +73,27 @@ class LocalCluster:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def worker_command(self, rank: int) -> list[str]:
+        """The command line that starts worker `rank`."""
+        return [
+            sys.executable, "-m", "workers", "--connect", self.link.endpoint,
+            "--rank", str(rank), "--parent-pid", str(os.getpid()),
+        ]  # fmt: skip
+
     def _spawn(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **SINGLE_THREADED}
         for rank in range(self.n_workers):
-            log = open(self.log_dir / f"worker-{rank}.log", "wb")  # noqa: SIM115 - the child owns it
-            self.processes.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "workers", "--connect", self.link.endpoint,
-                     "--rank", str(rank), "--parent-pid", str(os.getpid())],
-                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, env=env,
+            with open(self.log_dir / f"worker-{rank}.log", "wb") as log:
+                self.processes.append(
+                    subprocess.Popen(
+                        self.worker_command(rank),
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.DEVNULL,
+                        stderr=log,
+                        env=env,
+                    )  # fmt: skip
                 )
-            )
-            log.close()
 
     def _check_alive(self) -> None:
         for rank, process in enumerate(self.processes):
@@ -96,7 +106,12 @@ class LocalCluster:
     def last_error(self, rank: int) -> str:
         """The last non-empty line worker `rank` wrote to stderr."""
         try:
-            lines = (self.log_dir / f"worker-{rank}.log").read_text(errors="replace").strip().splitlines()
+            lines = (
+                (self.log_dir / f"worker-{rank}.log")
+                .read_text(errors="replace")
+                .strip()
+                .splitlines()
+            )
         except OSError:
             return "(no log)"
         return lines[-1] if lines else "(no output)"

@@ -24,7 +24,9 @@ class Outcome(enum.Enum):
 
 
 class IterationDecoder:
-    def __init__(self, slots: tuple[Slot, ...], n_workers: int, coordinates: int, codes: CodeBook) -> None:
+    def __init__(
+        self, slots: tuple[Slot, ...], n_workers: int, coordinates: int, codes: CodeBook
+    ) -> None:
         self.slots = slots
         self.n_workers = n_workers
         self.coordinates = coordinates

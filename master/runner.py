@@ -24,7 +24,7 @@ from bcgc_sim.problems import ProblemData, full_gradient, prepare_data, step_siz
 from bcgc_sim.results import RunRecorder, environment
 from bcgc_sim.schemes import build_plan
 
-from .cluster import LocalCluster
+from .cluster import LocalCluster, check_capacity
 from .session import SchemeSession, SessionSettings
 
 
@@ -50,12 +50,26 @@ def output_folder(config: Config) -> Path:
 def prepare_problem(config: Config) -> ProblemData:
     p = config.problem
     folder = p.data_dir or str(Path(config.run.output) / "data")
-    return prepare_data(p.kind, p.dataset, config.model.samples, config.model.coordinates, p.noise, config.seed, folder)
+    return prepare_data(
+        p.kind,
+        p.dataset,
+        config.model.samples,
+        config.model.coordinates,
+        p.noise,
+        config.seed,
+        folder,
+    )
 
 
-def testbed_model(config: Config, data: ProblemData) -> SystemModel:
+def model_for_data(config: Config, data: ProblemData) -> SystemModel:
     """The model the testbed realises: L and M are those of the data set."""
-    return SystemModel(config.cluster.workers, data.coordinates, data.rows, config.model.cycles, config.distribution())
+    return SystemModel(
+        config.cluster.workers,
+        data.coordinates,
+        data.rows,
+        config.model.cycles,
+        config.distribution(),
+    )
 
 
 def choose_time_scale(config: Config, model: SystemModel, plans: dict) -> float:
@@ -69,19 +83,26 @@ def choose_time_scale(config: Config, model: SystemModel, plans: dict) -> float:
 
 
 def run_testbed(config: Config, folder: Path, log=print) -> list[SchemeSummary]:
+    check_capacity(config.cluster.workers)  # before any work: refuse an N this machine cannot run
     data = prepare_problem(config)
-    model = testbed_model(config, data)
+    model = model_for_data(config, data)
     plans = {name: build_plan(name, model, config.scheme_options()) for name in config.run.schemes}
     time_scale = choose_time_scale(config, model, plans)
     rate = config.problem.learning_rate or step_size(data)
-    settings = SessionSettings(config.seed, time_scale, config.run.check, rate)
+    settings = SessionSettings(config.seed, time_scale, config.run.check, rate, config.cluster.pin)
     recorder = RunRecorder(folder)
     meta = {
-        "config": asdict(config), "seed": config.seed, "time_scale_s_per_unit": time_scale,
-        "learning_rate": rate, "data": data.to_header(), **environment(),
+        "config": asdict(config),
+        "seed": config.seed,
+        "time_scale_s_per_unit": time_scale,
+        "learning_rate": rate,
+        "data": data.to_header(),
+        **environment(),
         "plans": {name: _plan_description(plan) for name, plan in plans.items()},
-        "started": dt.datetime.now().isoformat(timespec="seconds"), "status": "running",
-        "summaries": {}, "worker_cpu_affinity": {},
+        "started": dt.datetime.now().isoformat(timespec="seconds"),
+        "status": "running",
+        "summaries": {},
+        "worker_cpu_affinity": {},
     }
     recorder.write_metadata(meta)
     summaries: list[SchemeSummary] = []
@@ -90,10 +111,21 @@ def run_testbed(config: Config, folder: Path, log=print) -> list[SchemeSummary]:
         with LocalCluster(model.n_workers, config.run.startup_timeout, folder / "logs") as cluster:
             for name, plan in plans.items():
                 log(f"{name}: {config.run.iterations} iterations on {model.n_workers} workers ...")
-                session = SchemeSession(cluster.link, name, plan, layout_for(plan, data.rows), model,
-                                        data, codes, settings, recorder)
+                session = SchemeSession(
+                    cluster.link,
+                    name,
+                    plan,
+                    layout_for(plan, data.rows),
+                    model,
+                    data,
+                    codes,
+                    settings,
+                    recorder,
+                )
                 session.setup(config.run.startup_timeout)
-                meta["worker_cpu_affinity"] = {str(k): v for k, v in sorted(session.affinity.items())}
+                meta["worker_cpu_affinity"] = {
+                    str(k): v for k, v in sorted(session.affinity.items())
+                }
                 summary = _run_iterations(session, config.run.iterations, data, rate)
                 summaries.append(summary)
                 meta["summaries"][name] = asdict(summary)
@@ -116,7 +148,9 @@ def _plan_description(plan) -> dict:
     return out
 
 
-def _run_iterations(session: SchemeSession, iterations: int, data: ProblemData, rate: float) -> SchemeSummary:
+def _run_iterations(
+    session: SchemeSession, iterations: int, data: ProblemData, rate: float
+) -> SchemeSummary:
     theta = np.zeros(data.coordinates)
     results = []
     for iteration in range(iterations):
@@ -128,13 +162,16 @@ def _run_iterations(session: SchemeSession, iterations: int, data: ProblemData, 
     predicted = np.array([r.predicted_s for r in results])
     errors = [r.gradient_rel_error for r in results if r.gradient_rel_error is not None]
     return SchemeSummary(
-        scheme=session.scheme, iterations=iterations,
-        measured_mean_s=float(measured.mean()), predicted_mean_s=float(predicted.mean()),
+        scheme=session.scheme,
+        iterations=iterations,
+        measured_mean_s=float(measured.mean()),
+        predicted_mean_s=float(predicted.mean()),
         ratio=float(measured.mean() / predicted.mean()),
         median_ratio=float(np.median(measured / predicted)),
         final_loss=final / data.rows,
         gradient_max_rel_error=max(errors) if errors else None,
-        stale_messages=sum(r.stale for r in results), overruns=sum(r.overruns for r in results),
+        stale_messages=sum(r.stale for r in results),
+        overruns=sum(r.overruns for r in results),
     )
 
 

@@ -33,7 +33,7 @@ class WorkerLink:
         if max_message_bytes > 0:
             self.socket.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
         try:
-            if bind.count(":") >= 2:  # tcp://host:port
+            if bind.startswith("ipc://") or bind.count(":") >= 2:  # a full endpoint
                 self.socket.bind(bind)
                 self.endpoint = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
             else:

@@ -35,7 +35,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     rng = np.random.default_rng(12345)
-    print(f"{'N':>4} {'sets tried':>10} {'worst rel. error':>17} {'worst kappa_F':>14} {'build s':>8}")
+    print(
+        f"{'N':>4} {'sets tried':>10} {'worst rel. error':>17} {'worst kappa_F':>14} {'build s':>8}"
+    )
     for n in args.workers:
         start = time.perf_counter()
         book = CodeBook(n, args.seed)
@@ -48,7 +50,9 @@ def main() -> None:
                 coded = b @ g
                 decoded = decoding_vector(b, fastest) @ coded[list(fastest)]
                 truth = g.sum(axis=0)
-                worst_err = max(worst_err, float(np.max(np.abs(decoded - truth)) / np.max(np.abs(truth))))
+                worst_err = max(
+                    worst_err, float(np.max(np.abs(decoded - truth)) / np.max(np.abs(truth)))
+                )
                 worst_kappa = max(worst_kappa, amplification(b, fastest))
                 tried += 1
         flag = "" if n > 32 or worst_err <= DECODING_TOLERANCE else "  ABOVE TOLERANCE"

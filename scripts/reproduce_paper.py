@@ -49,7 +49,13 @@ PAPER_SPSG = "bcgc-opt/paper-SPSG"  # bcgc-opt with the authors' SPSG settings (
 # Ferdinand r = L, Ferdinand r = L/2).
 # ---------------------------------------------------------------------------------------------
 PAPER_COLUMNS = (
-    "bcgc-opt", "bcgc-t", "bcgc-f", "single-bcgc", "tandon", "ferdinand-L", "ferdinand-L/2"
+    "bcgc-opt",
+    "bcgc-t",
+    "bcgc-f",
+    "single-bcgc",
+    "tandon",
+    "ferdinand-L",
+    "ferdinand-L/2",
 )
 PAPER_R_VS_N: dict[int, tuple[float, ...]] = {  # mu = 1e-3, L = 2e4
     10: (2.41, 2.63, 2.56, 3.00, 3.93, 3.00, 2.86),
@@ -74,16 +80,96 @@ PAPER_R_VS_L: dict[int, tuple[float, ...]] = {  # N = 20, mu = 1e-3 (journal onl
 }
 # Fig. 3 of the conference paper (spec §8.1; the authors' file_mat/*.mat), paper point, n = 0..19.
 PAPER_FIG3: dict[str, tuple[int, ...]] = {
-    "bcgc-opt": (4744, 1052, 396, 314, 265, 226, 209, 200, 193, 198,
-                 210, 236, 249, 197, 56, 390, 632, 1184, 2840, 6209),  # x^(E,opt), noisy SPSG
-    "bcgc-t": (5696, 1076, 609, 444, 366, 325, 303, 294, 294, 303,
-               321, 349, 390, 448, 534, 663, 868, 1222, 1912, 3583),  # x-bar = x^(E,t)
-    "bcgc-f": (5521, 939, 549, 408, 340, 305, 287, 282, 285, 297,
-               318, 351, 398, 466, 565, 715, 953, 1356, 2091, 3574),  # x-tilde = x^(E,f)
+    "bcgc-opt": (
+        4744,
+        1052,
+        396,
+        314,
+        265,
+        226,
+        209,
+        200,
+        193,
+        198,
+        210,
+        236,
+        249,
+        197,
+        56,
+        390,
+        632,
+        1184,
+        2840,
+        6209,
+    ),  # x^(E,opt), noisy SPSG
+    "bcgc-t": (
+        5696,
+        1076,
+        609,
+        444,
+        366,
+        325,
+        303,
+        294,
+        294,
+        303,
+        321,
+        349,
+        390,
+        448,
+        534,
+        663,
+        868,
+        1222,
+        1912,
+        3583,
+    ),  # x-bar = x^(E,t)
+    "bcgc-f": (
+        5521,
+        939,
+        549,
+        408,
+        340,
+        305,
+        287,
+        282,
+        285,
+        297,
+        318,
+        351,
+        398,
+        466,
+        565,
+        715,
+        953,
+        1356,
+        2091,
+        3574,
+    ),  # x-tilde = x^(E,f)
 }
 # The spec author's re-implementation of the authors' SPSG at the paper point (spec §8.1, "Mine").
-SPEC_MINE_OPT = (5118, 741, 440, 318, 255, 226, 203, 197, 191, 193,
-                 203, 221, 239, 249, 264, 312, 477, 1012, 2498, 6643)
+SPEC_MINE_OPT = (
+    5118,
+    741,
+    440,
+    318,
+    255,
+    226,
+    203,
+    197,
+    191,
+    193,
+    203,
+    221,
+    239,
+    249,
+    264,
+    312,
+    477,
+    1012,
+    2498,
+    6643,
+)
 # Ferdinand r = L/2 per spec §8.1 (N = 10..50): the two readings of the degenerate LP.
 SPEC_FERDINAND_HALF_CENTRE = (3.18, 4.16, 5.10, 6.04, 7.01)  # analytic centre (our rule)
 SPEC_FERDINAND_HALF_VERTEX = (4.47, 5.65, 6.72, 7.76, 8.78)  # a HiGHS vertex
@@ -107,7 +193,10 @@ class Point:
 
     def model(self) -> SystemModel:
         return SystemModel(
-            self.n_workers, self.coordinates, SAMPLES_M, CYCLES_C,
+            self.n_workers,
+            self.coordinates,
+            SAMPLES_M,
+            CYCLES_C,
             ShiftedExponential(self.rate, SHIFT_T0),
         )
 
@@ -165,19 +254,31 @@ def build_sweeps(quick: bool) -> list[Sweep]:
     l_keys = keep([10_000, 20_000, 30_000, 40_000, 50_000])
     return [
         Sweep(
-            "N", "R vs N (mu = 1e-3, L = 2e4)", "fig4a_vs_N.png",
-            tuple(f"N={n}" for n in n_keys), tuple(float(n) for n in n_keys),
-            tuple(Point(n, PAPER_L, PAPER_LOG10_MU) for n in n_keys), rows(PAPER_R_VS_N, n_keys),
+            "N",
+            "R vs N (mu = 1e-3, L = 2e4)",
+            "fig4a_vs_N.png",
+            tuple(f"N={n}" for n in n_keys),
+            tuple(float(n) for n in n_keys),
+            tuple(Point(n, PAPER_L, PAPER_LOG10_MU) for n in n_keys),
+            rows(PAPER_R_VS_N, n_keys),
         ),
         Sweep(
-            "mu", "R vs mu (N = 20, L = 2e4)", "fig4b_vs_mu.png",
-            tuple(f"mu=10^{m:g}" for m in mu_keys), tuple(10.0**m for m in mu_keys),
-            tuple(Point(PAPER_N, PAPER_L, m) for m in mu_keys), rows(PAPER_R_VS_MU, mu_keys),
+            "mu",
+            "R vs mu (N = 20, L = 2e4)",
+            "fig4b_vs_mu.png",
+            tuple(f"mu=10^{m:g}" for m in mu_keys),
+            tuple(10.0**m for m in mu_keys),
+            tuple(Point(PAPER_N, PAPER_L, m) for m in mu_keys),
+            rows(PAPER_R_VS_MU, mu_keys),
         ),
         Sweep(
-            "L", "R vs L (N = 20, mu = 1e-3)", "fig_vs_L.png",
-            tuple(f"L={c / 1e4:g}e4" for c in l_keys), tuple(float(c) for c in l_keys),
-            tuple(Point(PAPER_N, c, PAPER_LOG10_MU) for c in l_keys), rows(PAPER_R_VS_L, l_keys),
+            "L",
+            "R vs L (N = 20, mu = 1e-3)",
+            "fig_vs_L.png",
+            tuple(f"L={c / 1e4:g}e4" for c in l_keys),
+            tuple(float(c) for c in l_keys),
+            tuple(Point(PAPER_N, c, PAPER_LOG10_MU) for c in l_keys),
+            rows(PAPER_R_VS_L, l_keys),
         ),
     ]
 
@@ -277,8 +378,10 @@ def print_reductions(sweeps: list[Sweep], results: dict[Point, PointResult]) -> 
     """Reduction of bcgc-opt over the best baseline at each point, ours vs the authors'."""
     print("\n=== Reduction of bcgc-opt over the best baseline (spec §8.1 'Quoted reductions') ===")
     print("best baseline = smallest R among single-bcgc, tandon, ferdinand-L, ferdinand-L/2")
-    print(f"{'point':>11} | {'paper: opt  best baseline':<35} {'red.%':>6} | "
-          f"{'ours: opt  best baseline':<35} {'red.%':>6}")
+    print(
+        f"{'point':>11} | {'paper: opt  best baseline':<35} {'red.%':>6} | "
+        f"{'ours: opt  best baseline':<35} {'red.%':>6}"
+    )
     out: dict[str, list] = {}
     for sweep in sweeps:
         rows = []
@@ -291,14 +394,23 @@ def print_reductions(sweeps: list[Sweep], results: dict[Point, PointResult]) -> 
             paper_cell = f"{paper['bcgc-opt']:.2f} vs {p_base:.2f} ({p_name})"
             ours_cell = f"{ours['bcgc-opt']:.3f} vs {o_base:.3f} ({o_name})"
             print(f"{label:>11} | {paper_cell:<35} {p_red:>6.1f} | {ours_cell:<35} {o_red:>6.1f}")
-            rows.append({"point": label, "paper": p_red, "paper_baseline": p_name,
-                         "ours": o_red, "ours_baseline": o_name})
+            rows.append(
+                {
+                    "point": label,
+                    "paper": p_red,
+                    "paper_baseline": p_name,
+                    "ours": o_red,
+                    "ours_baseline": o_name,
+                }
+            )
         out[sweep.key] = rows
         print()
-    print("Note: R(x, T) is linear in x, so the optimum and every baseline scale with L and the "
-          "reduction\ncannot depend on L. The authors' falling L-row reflects their SPSG: a 1/k "
-          "step on the raw\nsubgradient moves x by an L-independent amount, so at large L it "
-          "stays near its start x-bar\n(compare bcgc-opt/paper-SPSG in the L-table).\n")
+    print(
+        "Note: R(x, T) is linear in x, so the optimum and every baseline scale with L and the "
+        "reduction\ncannot depend on L. The authors' falling L-row reflects their SPSG: a 1/k "
+        "step on the raw\nsubgradient moves x by an L-independent amount, so at large L it "
+        "stays near its start x-bar\n(compare bcgc-opt/paper-SPSG in the L-table).\n"
+    )
     return out
 
 
@@ -311,17 +423,28 @@ def print_37(results: dict[Point, PointResult]) -> dict | None:
     paper = dict(zip(PAPER_COLUMNS, PAPER_R_VS_N[40], strict=True))
     o_name, o_base = best_baseline(ours)
     print("=== The quoted 37% (conference Fig. 4(a), N = 40, mu = 1e-3, L = 2e4) ===")
-    print(f"authors: opt {paper['bcgc-opt']:.2f} vs ferdinand-L/2 {paper['ferdinand-L/2']:.2f} "
-          f"-> {reduction(paper['bcgc-opt'], paper['ferdinand-L/2']):.1f}%")
-    print(f"ours:    opt {ours['bcgc-opt']:.3f} vs {o_name} {o_base:.3f} "
-          f"-> {reduction(ours['bcgc-opt'], o_base):.1f}%")
-    print(f"ours vs the authors' 5.86: {reduction(ours['bcgc-opt'], 5.86):.1f}%; the authors' opt "
-          f"vs our best baseline: {reduction(paper['bcgc-opt'], o_base):.1f}%")
-    print("(the 5.86 is the authors' ferdinand-L/2, which nobody reproduces: see the note below; "
-          "against single-bcgc, their own table gives "
-          f"{reduction(paper['bcgc-opt'], paper['single-bcgc']):.1f}%)")
-    return {"paper": reduction(paper["bcgc-opt"], paper["ferdinand-L/2"]),
-            "ours": reduction(ours["bcgc-opt"], o_base), "ours_baseline": o_name}
+    print(
+        f"authors: opt {paper['bcgc-opt']:.2f} vs ferdinand-L/2 {paper['ferdinand-L/2']:.2f} "
+        f"-> {reduction(paper['bcgc-opt'], paper['ferdinand-L/2']):.1f}%"
+    )
+    print(
+        f"ours:    opt {ours['bcgc-opt']:.3f} vs {o_name} {o_base:.3f} "
+        f"-> {reduction(ours['bcgc-opt'], o_base):.1f}%"
+    )
+    print(
+        f"ours vs the authors' 5.86: {reduction(ours['bcgc-opt'], 5.86):.1f}%; the authors' opt "
+        f"vs our best baseline: {reduction(paper['bcgc-opt'], o_base):.1f}%"
+    )
+    print(
+        "(the 5.86 is the authors' ferdinand-L/2, which nobody reproduces: see the note below; "
+        "against single-bcgc, their own table gives "
+        f"{reduction(paper['bcgc-opt'], paper['single-bcgc']):.1f}%)"
+    )
+    return {
+        "paper": reduction(paper["bcgc-opt"], paper["ferdinand-L/2"]),
+        "ours": reduction(ours["bcgc-opt"], o_base),
+        "ours_baseline": o_name,
+    }
 
 
 def print_44(result: PointResult) -> float:
@@ -329,14 +452,19 @@ def print_44(result: PointResult) -> float:
     ours = ours_by_scheme(result)
     o_name, o_base = best_baseline(ours)
     red = reduction(ours["bcgc-opt"], o_base)
-    print("\n=== The quoted 44% (conference Fig. 4(b)): hypothesis N = 30, mu = 10^-2.8, "
-          "L = 2e4 ===")
-    print("spec §8.1: 2.381 vs best baseline 4.21-4.25 -> 43.5-44.0% (not in the journal "
-          "mu-table, which has N = 20)")
+    print(
+        "\n=== The quoted 44% (conference Fig. 4(b)): hypothesis N = 30, mu = 10^-2.8, L = 2e4 ==="
+    )
+    print(
+        "spec §8.1: 2.381 vs best baseline 4.21-4.25 -> 43.5-44.0% (not in the journal "
+        "mu-table, which has N = 20)"
+    )
     for name in ("bcgc-opt", "bcgc-t", "bcgc-f", *BASELINES, "uncoded"):
         est = result.estimates[name]
-        print(f"  {name:<15} R = {est.mean / UNIT:.3f} +- {est.stderr / UNIT:.3f}  "
-              f"({plan_note(result.plans[name])})")
+        print(
+            f"  {name:<15} R = {est.mean / UNIT:.3f} +- {est.stderr / UNIT:.3f}  "
+            f"({plan_note(result.plans[name])})"
+        )
     print(f"ours: {ours['bcgc-opt']:.3f} vs {o_name} {o_base:.3f} -> {red:.1f}% reduction")
     return red
 
@@ -345,19 +473,29 @@ def vector_diff(ours: tuple[int, ...], theirs: tuple[int, ...]) -> str:
     """'exact match' or the differing entries."""
     if tuple(ours) == tuple(theirs):
         return "exact match"
-    diffs = [f"n={n}: ours {a} vs {b}" for n, (a, b) in enumerate(zip(ours, theirs, strict=True))
-             if a != b]
+    diffs = [
+        f"n={n}: ours {a} vs {b}"
+        for n, (a, b) in enumerate(zip(ours, theirs, strict=True))
+        if a != b
+    ]
     return f"{len(diffs)} differ: " + "; ".join(diffs)
 
 
 def print_fig3(result: PointResult) -> dict[str, tuple[int, ...]]:
     """Our partitions at the paper point beside the authors' Fig. 3 vectors."""
-    vectors = {name: tuple(int(v) for v in result.plans[name].x)
-               for name in ("bcgc-t", "bcgc-f", "bcgc-opt", PAPER_SPSG) if name in result.plans}
+    vectors = {
+        name: tuple(int(v) for v in result.plans[name].x)
+        for name in ("bcgc-t", "bcgc-f", "bcgc-opt", PAPER_SPSG)
+        if name in result.plans
+    }
     print("\n=== Fig. 3: x_n vs n at the paper point (N = 20, L = 2e4, mu = 1e-3, t0 = 50) ===")
-    cols = [("x-bar ours", vectors["bcgc-t"]), ("x-bar paper", PAPER_FIG3["bcgc-t"]),
-            ("x-til ours", vectors["bcgc-f"]), ("x-til paper", PAPER_FIG3["bcgc-f"]),
-            ("opt ours", vectors["bcgc-opt"])]
+    cols = [
+        ("x-bar ours", vectors["bcgc-t"]),
+        ("x-bar paper", PAPER_FIG3["bcgc-t"]),
+        ("x-til ours", vectors["bcgc-f"]),
+        ("x-til paper", PAPER_FIG3["bcgc-f"]),
+        ("opt ours", vectors["bcgc-opt"]),
+    ]
     if PAPER_SPSG in vectors:
         cols.append(("opt paperSPSG", vectors[PAPER_SPSG]))
     cols.append(("opt paper", PAPER_FIG3["bcgc-opt"]))
@@ -369,13 +507,17 @@ def print_fig3(result: PointResult) -> dict[str, tuple[int, ...]]:
         match = vector_diff(vectors[name], PAPER_FIG3[name])
         print(f"{name} (R1-rounded Theorem {theorem}) vs {target}: {match}")
     ours_opt, paper_opt = np.array(vectors["bcgc-opt"]), np.array(PAPER_FIG3["bcgc-opt"])
-    print(f"bcgc-opt vs x^(E,opt) (noisy SPSG output, not expected to match): "
-          f"max |diff| = {int(np.max(np.abs(ours_opt - paper_opt)))}, "
-          f"L1 distance / L = {np.abs(ours_opt - paper_opt).sum() / PAPER_L:.3f}")
+    print(
+        f"bcgc-opt vs x^(E,opt) (noisy SPSG output, not expected to match): "
+        f"max |diff| = {int(np.max(np.abs(ours_opt - paper_opt)))}, "
+        f"L1 distance / L = {np.abs(ours_opt - paper_opt).sum() / PAPER_L:.3f}"
+    )
     if PAPER_SPSG in vectors:
         spec = np.array(SPEC_MINE_OPT)
-        print(f"{PAPER_SPSG} vs the spec author's SPSG vector (spec §8.1 'Mine'): L1 distance / L "
-              f"= {np.abs(np.array(vectors[PAPER_SPSG]) - spec).sum() / PAPER_L:.3f}")
+        print(
+            f"{PAPER_SPSG} vs the spec author's SPSG vector (spec §8.1 'Mine'): L1 distance / L "
+            f"= {np.abs(np.array(vectors[PAPER_SPSG]) - spec).sum() / PAPER_L:.3f}"
+        )
     return vectors
 
 
@@ -387,7 +529,8 @@ def evaluate_paper_opt_vector(result: PointResult, options: SchemeOptions) -> Es
 
 
 def worst_relative_diff(
-    scheme: str, pairs: list[tuple[Sweep, str, Point, dict[str, float]]],
+    scheme: str,
+    pairs: list[tuple[Sweep, str, Point, dict[str, float]]],
     results: dict[Point, PointResult],
 ) -> tuple[float, str]:
     """The largest |ours - paper| / paper over all table points (percent, signed) and where."""
@@ -400,7 +543,9 @@ def worst_relative_diff(
 
 
 def opt_check(
-    label_opt: str, required: bool, pairs: list[tuple[Sweep, str, Point, dict[str, float]]],
+    label_opt: str,
+    required: bool,
+    pairs: list[tuple[Sweep, str, Point, dict[str, float]]],
     results: dict[Point, PointResult],
 ) -> Check:
     """`label_opt` no worse than the authors' opt at every point, by RULE_OPT."""
@@ -412,45 +557,79 @@ def opt_check(
         if ours > limit:
             failures.append(f"{sweep.key}-table {label}: {ours:.3f} > {limit:.3f}")
     detail = "; ".join(failures) or f"largest (ours - paper) / paper = {largest:+.2f}%"
-    return Check(f"{label_opt} no worse than the authors' opt (rule above)", not failures,
-                 required, detail)
+    return Check(
+        f"{label_opt} no worse than the authors' opt (rule above)", not failures, required, detail
+    )
 
 
 def run_checks(
-    sweeps: list[Sweep], results: dict[Point, PointResult], fig3: dict[str, tuple[int, ...]],
+    sweeps: list[Sweep],
+    results: dict[Point, PointResult],
+    fig3: dict[str, tuple[int, ...]],
     red44: float | None,
 ) -> list[Check]:
     """All PASS/FAIL checks; `required` ones decide the exit code."""
     checks = [
-        Check(f"Fig. 3: R1-rounded {name} equals {target} exactly",
-              fig3[name] == PAPER_FIG3[name], True, vector_diff(fig3[name], PAPER_FIG3[name]))
+        Check(
+            f"Fig. 3: R1-rounded {name} equals {target} exactly",
+            fig3[name] == PAPER_FIG3[name],
+            True,
+            vector_diff(fig3[name], PAPER_FIG3[name]),
+        )
         for name, target in (("bcgc-t", "x^(E,t)"), ("bcgc-f", "x^(E,f)"))
     ]
-    pairs = [(sweep, label, point, dict(zip(PAPER_COLUMNS, row, strict=True)))
-             for sweep in sweeps
-             for label, point, row in zip(sweep.labels, sweep.points, sweep.paper, strict=True)]
+    pairs = [
+        (sweep, label, point, dict(zip(PAPER_COLUMNS, row, strict=True)))
+        for sweep in sweeps
+        for label, point, row in zip(sweep.labels, sweep.points, sweep.paper, strict=True)
+    ]
     for scheme, required in [*((s, True) for s in REQUIRED_2PCT), ("ferdinand-L", False)]:
         worst, where = worst_relative_diff(scheme, pairs, results)
-        checks.append(Check(f"{scheme} within {TOLERANCE_2PCT:g}% of the authors at every point",
-                            abs(worst) <= TOLERANCE_2PCT, required,
-                            f"worst {worst:+.2f}% at {where}"))
+        checks.append(
+            Check(
+                f"{scheme} within {TOLERANCE_2PCT:g}% of the authors at every point",
+                abs(worst) <= TOLERANCE_2PCT,
+                required,
+                f"worst {worst:+.2f}% at {where}",
+            )
+        )
     checks.append(opt_check("bcgc-opt", True, pairs, results))
     if all(PAPER_SPSG in results[p].estimates for _, _, p, _ in pairs):
         checks.append(opt_check(PAPER_SPSG, False, pairs, results))
     worst, where = worst_relative_diff("ferdinand-L/2", pairs, results)
-    checks.append(Check("ferdinand-L/2 within 2% of the authors (NOT required, see note)",
-                        abs(worst) <= TOLERANCE_2PCT, False, f"worst {worst:+.1f}% at {where}"))
+    checks.append(
+        Check(
+            "ferdinand-L/2 within 2% of the authors (NOT required, see note)",
+            abs(worst) <= TOLERANCE_2PCT,
+            False,
+            f"worst {worst:+.1f}% at {where}",
+        )
+    )
     l_points = [p for sweep in sweeps if sweep.key == "L" for p in sweep.points]
     per_l = [results[p].estimates["ferdinand-L/2"].mean / p.coordinates for p in l_points]
     spread = 100.0 * (max(per_l) / min(per_l) - 1.0)
-    cells = ", ".join(f"{p.coordinates / 1e4:g}e4: {v * 1e4 / UNIT:.3f}"
-                      for p, v in zip(l_points, per_l, strict=True))
-    checks.append(Check("ferdinand-L/2 R/L constant across the L-table within 1% (the LP depends "
-                        "on j/r only, so x scales with L)", spread <= 1.0, False,
-                        f"R/L per 1e4 (1e7): {cells}; spread {spread:.1f}%"))
+    cells = ", ".join(
+        f"{p.coordinates / 1e4:g}e4: {v * 1e4 / UNIT:.3f}"
+        for p, v in zip(l_points, per_l, strict=True)
+    )
+    checks.append(
+        Check(
+            "ferdinand-L/2 R/L constant across the L-table within 1% (the LP depends "
+            "on j/r only, so x scales with L)",
+            spread <= 1.0,
+            False,
+            f"R/L per 1e4 (1e7): {cells}; spread {spread:.1f}%",
+        )
+    )
     if red44 is not None:
-        checks.append(Check("44% hypothesis: reduction at N = 30, mu = 10^-2.8 in [43, 45]%",
-                            43.0 <= red44 <= 45.0, False, f"ours {red44:.1f}%"))
+        checks.append(
+            Check(
+                "44% hypothesis: reduction at N = 30, mu = 10^-2.8 in [43, 45]%",
+                43.0 <= red44 <= 45.0,
+                False,
+                f"ours {red44:.1f}%",
+            )
+        )
     return checks
 
 
@@ -467,19 +646,24 @@ So this column is reported but not required to match."""
 def print_ferdinand_half(results: dict[Point, PointResult]) -> None:
     print("\n" + FERDINAND_NOTE)
     cells = []
-    for n, centre, vertex in zip((10, 20, 30, 40, 50), SPEC_FERDINAND_HALF_CENTRE,
-                                 SPEC_FERDINAND_HALF_VERTEX, strict=True):
+    for n, centre, vertex in zip(
+        (10, 20, 30, 40, 50), SPEC_FERDINAND_HALF_CENTRE, SPEC_FERDINAND_HALF_VERTEX, strict=True
+    ):
         point = Point(n, PAPER_L, PAPER_LOG10_MU)
         if point in results:
             ours = results[point].estimates["ferdinand-L/2"].mean / UNIT
             paper = PAPER_R_VS_N[n][PAPER_COLUMNS.index("ferdinand-L/2")]
-            cells.append(f"  N={n}: ours {ours:.3f} | spec centre {centre:.2f} | "
-                         f"spec vertex {vertex:.2f} | paper {paper:.2f}")
+            cells.append(
+                f"  N={n}: ours {ours:.3f} | spec centre {centre:.2f} | "
+                f"spec vertex {vertex:.2f} | paper {paper:.2f}"
+            )
     print("\n".join(cells))
 
 
 def plot_figures(
-    sweeps: list[Sweep], results: dict[Point, PointResult], fig3: dict[str, tuple[int, ...]],
+    sweeps: list[Sweep],
+    results: dict[Point, PointResult],
+    fig3: dict[str, tuple[int, ...]],
     out: Path,
 ) -> list[Path]:
     """Write the PNG figures; returns their paths."""
@@ -496,16 +680,29 @@ def plot_figures(
 
     fig, ax = plt.subplots(figsize=(8, 5))
     n = np.arange(PAPER_N)
-    for name, label in (("bcgc-opt", "opt x^(E,opt)"), ("bcgc-t", "x-bar x^(E,t)"),
-                        ("bcgc-f", "x-tilde x^(E,f)")):
+    for name, label in (
+        ("bcgc-opt", "opt x^(E,opt)"),
+        ("bcgc-t", "x-bar x^(E,t)"),
+        ("bcgc-f", "x-tilde x^(E,f)"),
+    ):
         ax.plot(n, fig3[name], "-", color=colours[name], label=f"{label}, ours")
-        ax.plot(n, PAPER_FIG3[name], "o", mfc="none", color=colours[name],
-                label=f"{label}, authors")
+        ax.plot(
+            n, PAPER_FIG3[name], "o", mfc="none", color=colours[name], label=f"{label}, authors"
+        )
     if PAPER_SPSG in fig3:
-        ax.plot(n, fig3[PAPER_SPSG], "--", color=colours["bcgc-opt"],
-                label="opt with the authors' SPSG settings, ours")
-    ax.set(xlabel="n (number of stragglers tolerated by block n)", ylabel="x_n (coordinates)",
-           title="Fig. 3: partitions at N=20, L=2e4, mu=1e-3, t0=50", xticks=n)
+        ax.plot(
+            n,
+            fig3[PAPER_SPSG],
+            "--",
+            color=colours["bcgc-opt"],
+            label="opt with the authors' SPSG settings, ours",
+        )
+    ax.set(
+        xlabel="n (number of stragglers tolerated by block n)",
+        ylabel="x_n (coordinates)",
+        title="Fig. 3: partitions at N=20, L=2e4, mu=1e-3, t0=50",
+        xticks=n,
+    )
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     written.append(out / "fig3_partition.png")
@@ -533,9 +730,15 @@ def plot_figures(
             ax.set_yscale("log")
             ax.yaxis.set_major_formatter(ticker.ScalarFormatter())
             ax.yaxis.set_minor_formatter(ticker.FormatStrFormatter("%g"))
-        ax.set(xlabel={"N": "N (workers)", "mu": "mu (rate of the shifted exponential)",
-                       "L": "L (coordinates)"}[sweep.key],
-               ylabel="R = E[max_n T_(N-n) S_n(x)]  (1e7)", title=sweep.title + ", t0 = 50")
+        ax.set(
+            xlabel={
+                "N": "N (workers)",
+                "mu": "mu (rate of the shifted exponential)",
+                "L": "L (coordinates)",
+            }[sweep.key],
+            ylabel="R = E[max_n T_(N-n) S_n(x)]  (1e7)",
+            title=sweep.title + ", t0 = 50",
+        )
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3, which="both")
         written.append(out / sweep.figure)
@@ -546,12 +749,23 @@ def plot_figures(
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=None,
-                        help="Monte-Carlo draws per point (default 100000; 20000 with --quick)")
-    parser.add_argument("--out", type=Path, default=Path("results/paper"),
-                        help="folder for the figures and summary.json (default results/paper)")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke test: two points per table, fewer draws, no extra columns")
+    parser.add_argument(
+        "--samples",
+        type=int,
+        default=None,
+        help="Monte-Carlo draws per point (default 100000; 20000 with --quick)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("results/paper"),
+        help="folder for the figures and summary.json (default results/paper)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: two points per table, fewer draws, no extra columns",
+    )
     parser.add_argument("--seed", type=int, default=1, help="seed of all Monte-Carlo streams")
     args = parser.parse_args(argv)
     if args.samples is None:
@@ -571,9 +785,11 @@ def main(argv: list[str] | None = None) -> int:
     sweeps = build_sweeps(args.quick)
     paper_point = Point(PAPER_N, PAPER_L, PAPER_LOG10_MU)
     points = list(dict.fromkeys([paper_point, *(p for s in sweeps for p in s.points)]))
-    print(f"bcgc-sim reproduction of spec §8.1: {len(points)} distinct points, "
-          f"{args.samples} evaluation draws each (stream STREAM_EVALUATION, seed {args.seed}), "
-          f"common random numbers across schemes{'; QUICK mode' if args.quick else ''}")
+    print(
+        f"bcgc-sim reproduction of spec §8.1: {len(points)} distinct points, "
+        f"{args.samples} evaluation draws each (stream STREAM_EVALUATION, seed {args.seed}), "
+        f"common random numbers across schemes{'; QUICK mode' if args.quick else ''}"
+    )
     results: dict[Point, PointResult] = {}
     for point in points:
         results[point] = evaluate_point(point, options, args.samples, paper_spsg)
@@ -583,9 +799,11 @@ def main(argv: list[str] | None = None) -> int:
     paper_result = results[paper_point]
     fig3 = print_fig3(paper_result)
     paper_opt = evaluate_paper_opt_vector(paper_result, options)
-    print(f"the authors' stored x^(E,opt) evaluated on our draws: R = {paper_opt.mean / UNIT:.3f} "
-          f"+- {paper_opt.stderr / UNIT:.3f} (their tables: 2.87 / 2.88 / 2.86; ours "
-          f"{paper_result.estimates['bcgc-opt'].mean / UNIT:.3f})\n")
+    print(
+        f"the authors' stored x^(E,opt) evaluated on our draws: R = {paper_opt.mean / UNIT:.3f} "
+        f"+- {paper_opt.stderr / UNIT:.3f} (their tables: 2.87 / 2.88 / 2.86; ours "
+        f"{paper_result.estimates['bcgc-opt'].mean / UNIT:.3f})\n"
+    )
 
     reductions = print_reductions(sweeps, results)
     red37 = print_37(results)
@@ -610,23 +828,35 @@ def main(argv: list[str] | None = None) -> int:
     spsg_seconds = sum(r.seconds.get(PAPER_SPSG, 0.0) for r in results.values())
     wall = time.perf_counter() - start
     summary = {
-        "samples": args.samples, "seed": args.seed, "quick": args.quick, "unit": UNIT,
+        "samples": args.samples,
+        "seed": args.seed,
+        "quick": args.quick,
+        "unit": UNIT,
         "points": [
-            {"N": r.point.n_workers, "L": r.point.coordinates, "log10_mu": r.point.log10_rate,
-             "R": {k: e.mean for k, e in r.estimates.items()},
-             "stderr": {k: e.stderr for k, e in r.estimates.items()},
-             "x": {k: list(p.x) for k, p in r.plans.items() if isinstance(p, BlockPlan)}}
+            {
+                "N": r.point.n_workers,
+                "L": r.point.coordinates,
+                "log10_mu": r.point.log10_rate,
+                "R": {k: e.mean for k, e in r.estimates.items()},
+                "stderr": {k: e.stderr for k, e in r.estimates.items()},
+                "x": {k: list(p.x) for k, p in r.plans.items() if isinstance(p, BlockPlan)},
+            }
             for r in results.values()
         ],
         "fig3": {k: list(v) for k, v in fig3.items()},
-        "reductions": reductions, "reduction_N40": red37, "reduction_44_hypothesis": red44,
+        "reductions": reductions,
+        "reduction_N40": red37,
+        "reduction_44_hypothesis": red44,
         "checks": [dataclasses.asdict(c) for c in checks],
-        "figures": [str(p) for p in figures], "wall_seconds": wall,
+        "figures": [str(p) for p in figures],
+        "wall_seconds": wall,
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(f"\nfigures and summary.json written to {args.out}/")
-    print(f"wall time {wall:.1f} s (bcgc-opt planning {opt_seconds:.1f} s, "
-          f"authors' SPSG {spsg_seconds:.1f} s)")
+    print(
+        f"wall time {wall:.1f} s (bcgc-opt planning {opt_seconds:.1f} s, "
+        f"authors' SPSG {spsg_seconds:.1f} s)"
+    )
     if failed:
         print(f"{len(failed)} required check(s) FAILED")
         return 1

@@ -11,12 +11,43 @@ from bcgc_sim.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_CONFIG = REPO / "configs" / "paper.toml"
-FIG3_XBAR = [5696, 1076, 609, 444, 366, 325, 303, 294, 294, 303, 321, 349, 390, 448, 534, 663,
-             868, 1222, 1912, 3583]
+FIG3_XBAR = [
+    5696,
+    1076,
+    609,
+    444,
+    366,
+    325,
+    303,
+    294,
+    294,
+    303,
+    321,
+    349,
+    390,
+    448,
+    534,
+    663,
+    868,
+    1222,
+    1912,
+    3583,
+]
 # the paper's file (M = 50, C = 1, mu = 1e-3, t0 = 50, all schemes) at a small size
-SMALL = ["--config", str(PAPER_CONFIG), "--set", "predict.samples=2000",
-         "--set", "cluster.workers=5", "--set", "model.coordinates=200",
-         "--set", "model.samples=50", "--set", "model.cycles=1.0"]
+SMALL = [
+    "--config",
+    str(PAPER_CONFIG),
+    "--set",
+    "predict.samples=2000",
+    "--set",
+    "cluster.workers=5",
+    "--set",
+    "model.coordinates=200",
+    "--set",
+    "model.samples=50",
+    "--set",
+    "model.cycles=1.0",
+]
 
 
 def _one_error_line(capsys):
@@ -84,11 +115,6 @@ def test_bad_value_inside_config_file(tmp_path, capsys):
     assert "straggler.rate" in _one_error_line(capsys)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="`bcgc predict --scheme nope` exits 0 and prints 'nope' as a table row instead of "
-    "failing with one 'bcgc: error:' line (predict() turns the UserError into a row)",
-)
 def test_predict_unknown_scheme_flag(capsys):
     assert main(["predict", "--scheme", "nope", *SMALL]) == 2
     _one_error_line(capsys)
@@ -102,7 +128,10 @@ def _bcgc_command():
 def test_console_script_has_no_traceback():
     proc = subprocess.run(
         [*_bcgc_command(), "plan", "--set", "straggler.rat=1"],
-        capture_output=True, text=True, timeout=60, cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
@@ -130,8 +159,14 @@ def test_predict_json_every_scheme(capsys):
     out = json.loads(capsys.readouterr().out)
     schemes = out["schemes"]
     assert set(schemes) == {
-        "bcgc-opt", "bcgc-t", "bcgc-f", "single-bcgc", "tandon",
-        "ferdinand-L", "ferdinand-L/2", "uncoded",
+        "bcgc-opt",
+        "bcgc-t",
+        "bcgc-f",
+        "single-bcgc",
+        "tandon",
+        "ferdinand-L",
+        "ferdinand-L/2",
+        "uncoded",
     }
     scale = 50 * 1.0 / 5  # M C / N
     for name, r in schemes.items():
@@ -152,8 +187,15 @@ def test_predict_json_every_scheme(capsys):
 
 
 def test_predict_json_failure_mixture_reports_unplannable_schemes(capsys):
-    argv = ["predict", "--json", *SMALL, "--set", "straggler.distribution=failure-mixture",
-            "--set", "straggler.failure_probability=0.1"]
+    argv = [
+        "predict",
+        "--json",
+        *SMALL,
+        "--set",
+        "straggler.distribution=failure-mixture",
+        "--set",
+        "straggler.failure_probability=0.1",
+    ]
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)["schemes"]
     assert "error" in out["bcgc-t"] and "error" in out["bcgc-opt"]

@@ -59,12 +59,17 @@ def test_every_straggler_pattern(block_case):
             arrivals = [(w, k) for (w, k) in coded if w not in silent]
             rng.shuffle(arrivals)
             for worker, slot in arrivals:
-                assert decoder.offer(worker, slot, coded[worker, slot]) in (Outcome.USED, Outcome.LATE)
+                assert decoder.offer(worker, slot, coded[worker, slot]) in (
+                    Outcome.USED,
+                    Outcome.LATE,
+                )
             for index, slot in enumerate(layout.slots):
                 assert decoder.decoded[index] == (size <= slot.stragglers), (silent, index)
                 if decoder.decoded[index]:
                     got = decoder.gradient[slot.start : slot.stop]
-                    np.testing.assert_allclose(got, expected[slot.start : slot.stop], rtol=1e-9, atol=1e-9)
+                    np.testing.assert_allclose(
+                        got, expected[slot.start : slot.stop], rtol=1e-9, atol=1e-9
+                    )
             assert decoder.complete == (size <= min(s.stragglers for s in layout.slots))
 
 
@@ -131,5 +136,7 @@ def test_tandon_rows_split_one_to_alpha_minus_one():
     unique, shared = layout.partitions["unique"], layout.partitions["shared"]
     per_worker_unique = (unique[-1] - unique[0]) / 4
     per_worker_shared = (plan.stragglers + 1) * (shared[-1] - shared[0]) / 4
-    assert per_worker_unique / (per_worker_unique + per_worker_shared) == pytest.approx(1 / 6, rel=0.01)
+    assert per_worker_unique / (per_worker_unique + per_worker_shared) == pytest.approx(
+        1 / 6, rel=0.01
+    )
     assert shared[-1] == 1000 and unique[0] == 0 and unique[-1] == shared[0]

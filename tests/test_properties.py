@@ -66,7 +66,8 @@ def test_empty_blocks_max_over_all_n(case):
 
 finite_vector = st.lists(
     st.floats(min_value=-1e4, max_value=1e4, allow_nan=False, allow_infinity=False),
-    min_size=1, max_size=25,
+    min_size=1,
+    max_size=25,
 )
 
 
@@ -124,11 +125,6 @@ def test_round_r1_non_negative_when_largest_entry_absorbs_residual(case):
     assert np.all(round_r1(x, total) >= 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="round_r1 puts a negative residual on the largest entry even when that makes it "
-    "negative: round_r1([0.6]*5, 3) -> [-1, 1, 1, 1, 1]",
-)
 def test_round_r1_non_negative_small_total():
     out = round_r1(np.full(5, 0.6), 3)
     assert int(out.sum()) == 3

@@ -78,7 +78,9 @@ def test_a_block_plan_layout():
     plan = BlockPlan("test-a", (1, 2, 1))
     blocks = plan.blocks()
     assert [(b.stragglers, b.start, b.stop, b.load) for b in blocks] == [
-        (0, 0, 1, 1), (1, 1, 3, 5), (2, 3, 4, 8)
+        (0, 0, 1, 1),
+        (1, 1, 3, 5),
+        (2, 3, 4, 8),
     ]
     assert plan.coordinates == 4 and plan.n_workers == 3
     assert plan.raw_runtime(A_T[None, :])[0] == 10.0
@@ -242,8 +244,9 @@ def test_catalan_formula_matches_dp():
     for n_workers in (3, 4):
         for _ in range(3):
             x = rng.integers(1, 10, n_workers).astype(float)
-            deadline = float(rng.uniform(0.8, 2.5) * B_DIST.order_stat_means(n_workers)[1]
-                             * block_loads(x)[-1])
+            deadline = float(
+                rng.uniform(0.8, 2.5) * B_DIST.order_stat_means(n_workers)[1] * block_loads(x)[-1]
+            )
             c = deadline / block_loads(x)
             cdf = np.asarray(B_DIST.cdf(c), dtype=float)
             q = np.append(cdf[:-1] - cdf[1:], cdf[-1])  # q_n = mass of I_n, n = 0..N-1

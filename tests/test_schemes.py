@@ -93,10 +93,50 @@ PAPER_DIST = ShiftedExponential(1e-3, 50.0)
 PAPER = SystemModel(
     n_workers=20, coordinates=20_000, samples=50, cycles=1.0, distribution=PAPER_DIST
 )
-FIG3_XBAR = (5696, 1076, 609, 444, 366, 325, 303, 294, 294, 303, 321, 349, 390, 448, 534, 663,
-             868, 1222, 1912, 3583)
-FIG3_XTILDE = (5521, 939, 549, 408, 340, 305, 287, 282, 285, 297, 318, 351, 398, 466, 565, 715,
-               953, 1356, 2091, 3574)
+FIG3_XBAR = (
+    5696,
+    1076,
+    609,
+    444,
+    366,
+    325,
+    303,
+    294,
+    294,
+    303,
+    321,
+    349,
+    390,
+    448,
+    534,
+    663,
+    868,
+    1222,
+    1912,
+    3583,
+)
+FIG3_XTILDE = (
+    5521,
+    939,
+    549,
+    408,
+    340,
+    305,
+    287,
+    282,
+    285,
+    297,
+    318,
+    351,
+    398,
+    466,
+    565,
+    715,
+    953,
+    1356,
+    2091,
+    3574,
+)
 EVAL_SAMPLES = 200_000
 
 
@@ -236,6 +276,19 @@ def test_every_scheme_small_models(name, model):
 
 def test_registry_is_complete():
     assert set(SCHEMES) == {
-        "bcgc-opt", "bcgc-t", "bcgc-f", "single-bcgc", "tandon",
-        "ferdinand-L", "ferdinand-L/2", "uncoded",
+        "bcgc-opt",
+        "bcgc-t",
+        "bcgc-f",
+        "single-bcgc",
+        "tandon",
+        "ferdinand-L",
+        "ferdinand-L/2",
+        "uncoded",
     }
+
+
+def test_theorem3_without_shift_degenerates_to_full_replication():
+    """t0 = 0: E[1/T_(1)] is infinite and x-tilde becomes L e_{N-1} (spec §10.8)."""
+    model = SystemModel(4, 10, 8, 1.0, ShiftedExponential(1e-3, 0.0))
+    np.testing.assert_array_equal(theorem3_relaxed(model), [0, 0, 0, 10])
+    assert build_plan("bcgc-f", model).x == (0, 0, 0, 10)

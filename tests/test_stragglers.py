@@ -40,8 +40,10 @@ def _e1_sum(rate: float, shift: float, n_workers: int) -> np.ndarray:
     """Spec eq. (8), the alternating E_1 sum; accurate in float64 only for small N."""
     out = []
     for n in range(1, n_workers + 1):
-        coef = rate * math.factorial(n_workers) / (
-            math.factorial(n - 1) * math.factorial(n_workers - n)
+        coef = (
+            rate
+            * math.factorial(n_workers)
+            / (math.factorial(n - 1) * math.factorial(n_workers - n))
         )
         total = 0.0
         for j in range(n):
@@ -67,9 +69,7 @@ def test_test_b_order_stat_inverse_means():
 def test_test_b_inverse_means_match_e1_sum():
     # spec §9 B: "the quadrature and the E_1 sum agree to 1e-14" (small N: no cancellation yet)
     np.testing.assert_allclose(_e1_sum(1.0, 1.0, 3), TEST_B_INVERSE_MEANS, rtol=1e-13)
-    np.testing.assert_allclose(
-        TEST_B.order_stat_inverse_means(3), _e1_sum(1.0, 1.0, 3), rtol=1e-13
-    )
+    np.testing.assert_allclose(TEST_B.order_stat_inverse_means(3), _e1_sum(1.0, 1.0, 3), rtol=1e-13)
 
 
 def test_renyi_means_paper_point():
@@ -108,9 +108,7 @@ def test_generic_quadrature_matches_exact_shifted_exponential(dist, n_workers):
     generic_means = CycleTimeDistribution.order_stat_means(dist, n_workers)
     generic_inverse = CycleTimeDistribution.order_stat_inverse_means(dist, n_workers)
     np.testing.assert_allclose(generic_means, dist.order_stat_means(n_workers), rtol=1e-9)
-    np.testing.assert_allclose(
-        generic_inverse, dist.order_stat_inverse_means(n_workers), rtol=1e-9
-    )
+    np.testing.assert_allclose(generic_inverse, dist.order_stat_inverse_means(n_workers), rtol=1e-9)
 
 
 def test_generic_quadrature_matches_exact_pareto():
@@ -140,12 +138,18 @@ def test_zero_shift_inverse_mean_of_fastest_is_infinite():
     assert inv[0] == math.inf
     # n >= 2 stays finite: E[1/T_(n)] = mu N!/((n-1)!(N-n)!) int_0^1 (1-u)^(n-1) u^(N-n)/(-ln u)
     for n in range(2, n_workers + 1):
-        coef = 2.0 * math.factorial(n_workers) / (
-            math.factorial(n - 1) * math.factorial(n_workers - n)
+        coef = (
+            2.0
+            * math.factorial(n_workers)
+            / (math.factorial(n - 1) * math.factorial(n_workers - n))
         )
         value, _ = integrate.quad(
             lambda u, n=n: (1 - u) ** (n - 1) * u ** (n_workers - n) / (-math.log(u)),
-            0.0, 1.0, epsabs=0.0, epsrel=1e-13, limit=200,
+            0.0,
+            1.0,
+            epsabs=0.0,
+            epsrel=1e-13,
+            limit=200,
         )
         assert inv[n - 1] == pytest.approx(coef * value, rel=1e-11)
 
@@ -159,8 +163,10 @@ def test_pareto_exact_moments_match_monte_carlo():
     rng = np.random.default_rng(20240601)
     t = np.sort(dist.sample(rng, (k, n_workers)), axis=1)
     assert np.all(t >= dist.scale)
-    for values, exact in ((t, dist.order_stat_means(n_workers)),
-                          (1.0 / t, dist.order_stat_inverse_means(n_workers))):
+    for values, exact in (
+        (t, dist.order_stat_means(n_workers)),
+        (1.0 / t, dist.order_stat_inverse_means(n_workers)),
+    ):
         mean = values.mean(axis=0)
         stderr = values.std(axis=0, ddof=1) / math.sqrt(k)
         assert np.all(np.abs(mean - exact) <= 3 * stderr), (mean, exact, stderr)

@@ -16,8 +16,12 @@ class SlotComputer:
     """
 
     def __init__(
-        self, data: ProblemData, partitions: dict[str, tuple[int, ...]], rank: int,
-        n_workers: int, code_rows: dict[int, np.ndarray],
+        self,
+        data: ProblemData,
+        partitions: dict[str, tuple[int, ...]],
+        rank: int,
+        n_workers: int,
+        code_rows: dict[int, np.ndarray],
     ) -> None:
         self.kind = data.kind
         self.features, self.targets = data.load()

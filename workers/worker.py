@@ -24,7 +24,16 @@ import zmq
 
 from bcgc_sim.layout import Slot
 from bcgc_sim.problems import ProblemData
-from bcgc_sim.protocol import PROTOCOL_VERSION, Message, MessageType, ProtocolError, encode, parse, require
+from bcgc_sim.protocol import (
+    PROTOCOL_VERSION,
+    Message,
+    MessageType,
+    ProtocolError,
+    clock_id,
+    encode,
+    parse,
+    require,
+)
 from bcgc_sim.stragglers import distribution_from_spec, worker_rng
 
 from .compute import SlotComputer
@@ -33,12 +42,16 @@ IDLE_POLL_MS = 500
 
 
 def pin_to_core(rank: int) -> list[int] | None:
-    """Pin this process to one allowed core, round-robin by rank; None where unsupported."""
+    """Pin every thread of this process (ZeroMQ's I/O thread too) to one allowed core,
+    round-robin by rank; None where unsupported."""
     try:
         process = psutil.Process()
         allowed = sorted(process.cpu_affinity())
         core = allowed[rank % len(allowed)]
         process.cpu_affinity([core])
+        if hasattr(os, "sched_setaffinity"):
+            for thread in process.threads():
+                os.sched_setaffinity(thread.id, {core})
         return [core]
     except (AttributeError, NotImplementedError, psutil.Error, OSError):
         return None
@@ -58,6 +71,7 @@ class Worker:
         self.rank = rank
         self.affinity: list[int] | None = None
         self.malformed = 0
+        self.clock = clock_id()
 
     def close(self) -> None:
         self.socket.close(0)
@@ -76,7 +90,10 @@ class Worker:
             return None
 
     def serve(self) -> int:
-        self.send(MessageType.READY, {"rank": self.requested_rank, "pid": os.getpid(), "protocol": PROTOCOL_VERSION})
+        self.send(
+            MessageType.READY,
+            {"rank": self.requested_rank, "pid": os.getpid(), "protocol": PROTOCOL_VERSION},
+        )
         started = time.monotonic()
         pending: Message | None = None
         while True:
@@ -106,10 +123,23 @@ class Worker:
     def setup(self, message: Message) -> None:
         h = message.header
         try:
-            require(h, run=str, rank=int, n_workers=int, seed=int, ns_per_load=float, slots=list,
-                    partitions=dict, code_rows=dict, data=dict, straggler=dict)
+            require(
+                h,
+                run=str,
+                rank=int,
+                n_workers=int,
+                seed=int,
+                ns_per_load=float,
+                slots=list,
+                partitions=dict,
+                code_rows=dict,
+                data=dict,
+                straggler=dict,
+            )
             self.rank = h["rank"]
-            self.slots = [Slot(int(a), int(b), int(s), float(load), str(p)) for a, b, s, load, p in h["slots"]]
+            self.slots = [
+                Slot(int(a), int(b), int(s), float(load), str(p)) for a, b, s, load, p in h["slots"]
+            ]
             self.distribution = distribution_from_spec(h["straggler"])
             data = ProblemData(**h["data"])
             code_rows = {int(s): np.asarray(row, dtype=float) for s, row in h["code_rows"].items()}
@@ -118,21 +148,36 @@ class Worker:
             self.seed, self.ns_per_load = h["seed"], h["ns_per_load"]
         except (ProtocolError, ValueError, TypeError, KeyError, OSError) as exc:
             self.run_id = None
-            self.send(MessageType.FAILED, {"rank": self.requested_rank, "reason": f"set-up failed: {exc}"})
+            self.send(
+                MessageType.FAILED, {"rank": self.requested_rank, "reason": f"set-up failed: {exc}"}
+            )
             return
-        if self.affinity is None:
+        if self.affinity is None and h.get("pin", True):
             self.affinity = pin_to_core(self.rank)
         self.run_id = h["run"]
-        self.send(MessageType.SETUP_OK, {"run": self.run_id, "rank": self.rank, "affinity": self.affinity})
+        self.send(
+            MessageType.SETUP_OK, {"run": self.run_id, "rank": self.rank, "affinity": self.affinity}
+        )
 
     def iterate(self, message: Message) -> Message | None:
-        """Run one iteration; return the master's message that interrupted it, if any."""
-        start = time.monotonic_ns()
+        """Run one iteration; return the master's message that interrupted it, if any.
+
+        Deadlines count from the master's broadcast when both share a monotonic clock (same
+        host), so that N workers time-sharing fewer cores all start together as N machines
+        would; across hosts they count from this worker's receipt of theta.
+        """
+        received = time.monotonic_ns()
         h, theta = message.header, message.array
         if h.get("run") != self.run_id or not isinstance(h.get("iteration"), int) or theta is None:
             return None  # stale or malformed: ignore
         iteration = h["iteration"]
-        cycle_time = float(self.distribution.sample(worker_rng(self.seed, iteration, self.rank), 1)[0])
+        shared_clock = (
+            self.clock and h.get("clock") == self.clock and isinstance(h.get("sent_ns"), int)
+        )
+        start = h["sent_ns"] if shared_clock else received
+        cycle_time = float(
+            self.distribution.sample(worker_rng(self.seed, iteration, self.rank), 1)[0]
+        )
         if not math.isfinite(cycle_time):
             return None  # a full straggler this iteration: never answers
         self.computer.begin(np.asarray(theta, dtype=float))
@@ -144,9 +189,16 @@ class Worker:
             if interrupt is not None:
                 return interrupt
             header = {
-                "run": self.run_id, "iteration": iteration, "worker": self.rank, "slot": index,
-                "cycle_time": cycle_time, "start_ns": start, "deadline_ns": deadline,
-                "computed_ns": computed, "overrun_ns": max(0, computed - deadline),
+                "run": self.run_id,
+                "iteration": iteration,
+                "worker": self.rank,
+                "slot": index,
+                "cycle_time": cycle_time,
+                "start_ns": start,
+                "received_ns": received,
+                "deadline_ns": deadline,
+                "computed_ns": computed,
+                "overrun_ns": max(0, computed - deadline),
                 "send_ns": time.monotonic_ns(),
             }
             self.send(MessageType.BLOCK, header, values)
@@ -173,11 +225,19 @@ class Worker:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m workers", description="bcgc-sim worker process")
-    parser.add_argument("--connect", required=True, help="master endpoint, e.g. tcp://127.0.0.1:5555")
+    parser = argparse.ArgumentParser(
+        prog="python -m workers", description="bcgc-sim worker process"
+    )
+    parser.add_argument(
+        "--connect", required=True, help="master endpoint, e.g. tcp://127.0.0.1:5555"
+    )
     parser.add_argument("--rank", type=int, default=-1, help="requested rank (-1: master assigns)")
-    parser.add_argument("--parent-pid", type=int, default=None, help="exit when this process is gone")
-    parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the master")
+    parser.add_argument(
+        "--parent-pid", type=int, default=None, help="exit when this process is gone"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds to wait for the master"
+    )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the master tears workers down
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

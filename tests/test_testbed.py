@@ -1,0 +1,168 @@
+"""A real cluster on loopback: every scheme decodes the exact gradient, stale messages are
+dropped, results are written; start-up failures end quickly and leave no process behind."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import psutil
+import pytest
+
+from bcgc_sim.codes import CodeBook
+from bcgc_sim.config import load_config
+from bcgc_sim.errors import UserError
+from bcgc_sim.layout import layout_for
+from bcgc_sim.results import RunRecorder
+from bcgc_sim.schemes import SCHEMES, build_plan
+from master.cluster import LocalCluster
+from master.runner import model_for_data, prepare_problem, run_testbed
+from master.session import SchemeSession, SessionSettings
+
+pytestmark = pytest.mark.slow
+
+
+def no_children_left(timeout_s: float = 3.0) -> bool:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if not psutil.Process().children(recursive=True):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def small_config(tmp_path, *extra):
+    return load_config(
+        None,
+        [
+            "cluster.workers=5", "model.samples=200", "model.coordinates=60",
+            "run.iterations=3", "run.iteration_seconds=0.03", "run.check=true",
+            f"run.output='{tmp_path}'", "predict.samples=2000", *extra,
+        ],
+    )  # fmt: skip
+
+
+def test_every_scheme_runs_exactly_on_a_local_cluster(tmp_path):
+    schemes = ", ".join(f"'{name}'" for name in SCHEMES)
+    config = small_config(tmp_path, f"run.schemes=[{schemes}]")
+    folder = tmp_path / "run"
+    summaries = run_testbed(config, folder, log=lambda text: None)
+    assert [s.scheme for s in summaries] == list(SCHEMES)
+    for s in summaries:
+        assert s.iterations == 3
+        assert s.gradient_max_rel_error is not None and s.gradient_max_rel_error <= 1e-9, s
+        assert 0.9 < s.ratio < 2.0, s  # measured runtime tracks the prediction
+    # the same exact gradient gives the same loss curve under every scheme
+    rows = list(csv.DictReader(open(folder / "iterations.csv")))
+    assert len(rows) == 3 * len(SCHEMES)
+    for iteration in range(3):
+        losses = [float(r["loss"]) for r in rows if int(r["iteration"]) == iteration]
+        np.testing.assert_allclose(losses, losses[0], rtol=1e-9)
+    assert float(rows[-1]["loss"]) < float(rows[0]["loss"])  # gradient descent makes progress
+    finals = [s.final_loss for s in summaries]
+    np.testing.assert_allclose(finals, finals[0], rtol=1e-9)
+    statuses = {r["status"] for r in csv.DictReader(open(folder / "messages.csv"))}
+    assert statuses <= {"used", "late", "stale"} and "used" in statuses
+    meta = json.loads((folder / "run.json").read_text())
+    assert meta["status"] == "completed"
+    assert set(meta["summaries"]) == set(SCHEMES)
+    assert len(meta["worker_cpu_affinity"]) == 5
+    assert meta["versions"]["numpy"] and meta["host"]["cpu_count"]
+    assert no_children_left()
+
+
+def test_real_data_set_with_logistic_regression(tmp_path):
+    config = small_config(
+        tmp_path, "problem.kind='logistic'", "problem.dataset='breast-cancer'",
+        "cluster.workers=4", "run.schemes=['bcgc-t', 'tandon']",
+    )  # fmt: skip
+    summaries = run_testbed(config, tmp_path / "run", log=lambda text: None)
+    for s in summaries:
+        assert s.gradient_max_rel_error <= 1e-9
+    assert summaries[0].final_loss == pytest.approx(summaries[1].final_loss, rel=1e-9)
+    assert summaries[0].final_loss < np.log(2)  # below the loss at theta = 0
+
+
+def test_stale_messages_are_counted_and_never_decoded(tmp_path):
+    """single-bcgc decodes from the fastest worker; the other N - 1 messages of iteration 0
+    arrive after it completed and must be dropped as stale during iteration 1."""
+    config = small_config(tmp_path, "cluster.workers=4")
+    data = prepare_problem(config)
+    model = model_for_data(config, data)
+    plan = build_plan("single-bcgc", model)
+    assert plan.x[-1] == model.coordinates  # one block, N - 1 stragglers tolerated
+    recorder = RunRecorder(tmp_path / "stale")
+    settings = SessionSettings(seed=1, time_scale=4e-9, check=True, learning_rate=0.0)
+    with LocalCluster(4, log_dir=tmp_path / "logs") as cluster:
+        session = SchemeSession(
+            cluster.link, "single-bcgc", plan, layout_for(plan, data.rows), model, data,
+            CodeBook(4, 1), settings, recorder,
+        )  # fmt: skip
+        session.setup()
+        theta = np.zeros(data.coordinates)
+        first, _ = session.iterate(0, theta)
+        time.sleep(0.5)  # every deadline of iteration 0 has passed
+        second, gradient = session.iterate(1, theta)
+    recorder.close()
+    assert first.stale == 0
+    assert second.stale == 3
+    assert second.gradient_rel_error <= 1e-9
+    stale = [
+        r
+        for r in csv.DictReader(open(tmp_path / "stale" / "messages.csv"))
+        if r["status"] == "stale"
+    ]
+    assert len(stale) == 3 and {r["iteration"] for r in stale} == {"0"}
+    assert no_children_left()
+
+
+class DyingCluster(LocalCluster):
+    def worker_command(self, rank):
+        if rank == 2:
+            return [
+                sys.executable,
+                "-c",
+                "import sys; sys.stderr.write('boom: no data\\n'); sys.exit(3)",
+            ]
+        return super().worker_command(rank)
+
+
+def test_a_worker_dying_at_start_up_is_reported_fast(tmp_path):
+    start = time.monotonic()
+    with pytest.raises(
+        UserError, match=r"worker 2 exited at start-up with status 3: boom: no data"
+    ):
+        with DyingCluster(4, startup_timeout_s=30, log_dir=tmp_path):
+            pass
+    assert time.monotonic() - start < 10
+    assert no_children_left()
+
+
+def test_an_impossible_number_of_workers_is_refused_before_starting(tmp_path):
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "bcgc_sim.cli", "run", "--set", "cluster.workers=1000000",
+         "--set", "model.samples=2000000", "--output", str(tmp_path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bcgc: error: cluster.workers = 1000000 needs")
+    assert time.monotonic() - start < 10
+    assert not (tmp_path / "run.json").exists()
+
+
+def test_a_worker_without_master_gives_up_with_one_line():
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "workers", "--connect", "tcp://127.0.0.1:9", "--timeout", "1"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no answer from the master at tcp://127.0.0.1:9" in lines[0]
+    assert time.monotonic() - start < 5
