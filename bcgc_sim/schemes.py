@@ -112,7 +112,9 @@ def build_bcgc_opt(model: SystemModel, options: SchemeOptions) -> Plan:
         )
 
     relaxed = stochastic_subgradient(theorem2_relaxed(model), model.coordinates, draw, settings)
-    rounding = _tuning_samples(model, options, STREAM_ROUNDING)
+    rounding = monte_carlo_cycle_times(  # one optimiser batch: R2 moves fewer than N coordinates
+        model.distribution, options.seed, settings.batch, model.n_workers, STREAM_ROUNDING
+    )
     return BlockPlan(
         "bcgc-opt", tuple(int(v) for v in round_r2(relaxed, model.coordinates, rounding))
     )
