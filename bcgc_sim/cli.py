@@ -11,10 +11,12 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from .config import Config, load_config
 from .errors import UserError
 from .predict import finite_or_none, predict
-from .schemes import SCHEMES, build_plan, check_scheme_names
+from .schemes import SCHEMES, build_plan, check_scheme_names, missing_deadline, needs_deadline
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,8 +41,26 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
+def _add_deadline_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        metavar="T",
+        help="deadline T in model time units: P(tau <= T) and the deadline schemes "
+        "(overrides predict.deadline)",
+    )
+
+
 def _config(args: argparse.Namespace) -> Config:
-    return load_config(args.config, args.overrides)
+    overrides = list(args.overrides)
+    deadline = getattr(args, "deadline", None)
+    if deadline is not None:
+        if not (deadline > 0 and deadline < float("inf")):
+            raise UserError(
+                f"--deadline must be a positive number of model time units, got {deadline}"
+            )
+        overrides.append(f"predict.deadline={deadline!r}")
+    return load_config(args.config, overrides)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -58,6 +78,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     )
     print(f"cycle times: {model.distribution.describe()}")
     print(plan.describe())
+    deadline = config.predict.deadline
+    if deadline > 0:
+        p = plan.completion_probability(deadline / model.scale, model.distribution)
+        print(f"P(tau <= T) = {p:.6f} exactly, at T = {deadline:g} model time units")
     return 0
 
 
@@ -66,9 +90,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     model = config.system_model()
     schemes = args.scheme or list(config.predict.schemes)
     check_scheme_names(schemes)
-    results = predict(
-        model, schemes, config.scheme_options(), config.predict.samples, config.predict.exact
-    )
+    options = config.scheme_options()
+    if options.deadline is None:  # deadline schemes: an error if asked for, else not listed
+        for name in args.scheme or []:
+            if needs_deadline(name):
+                raise missing_deadline(name)
+        schemes = [name for name in schemes if not needs_deadline(name)]
+        if not schemes:
+            raise missing_deadline(config.predict.schemes[0])
+    results = predict(model, schemes, options, config.predict.samples, config.predict.exact)
     if args.json:
         out = {}
         for r in results:
@@ -82,9 +112,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 "expected_runtime_exact": finite_or_none(r.exact_expected_runtime),
                 "x": r.partition(),
             }
+            if options.deadline is not None:
+                out[r.scheme]["completion_probability"] = r.completion_probability
         print(
             json.dumps(
-                {"schemes": out, "unit": "model time units", "samples": config.predict.samples}
+                {
+                    "schemes": out,
+                    "unit": "model time units",
+                    "samples": config.predict.samples,
+                    "deadline": options.deadline,
+                }
             )
         )
         return 0
@@ -95,7 +132,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     print(
         f"E[tau] = (M C / N) R in model time units; Monte Carlo over {config.predict.samples} draws of T"
     )
-    header = f"{'scheme':<14} {'R':>12} {'E[tau]':>12} {'+- stderr':>10} {'E[tau] exact':>13}  plan"
+    if options.deadline is not None:
+        print(
+            f"P(tau<=T): exact completion probability at T = {options.deadline:g} model time units"
+        )
+    column = f" {'P(tau<=T)':>10}" if options.deadline is not None else ""
+    header = (
+        f"{'scheme':<14} {'R':>12} {'E[tau]':>12} {'+- stderr':>10} {'E[tau] exact':>13}{column}"
+        "  plan"
+    )
     print(header)
     print("-" * len(header))
     for r in results:
@@ -107,9 +152,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
             if r.exact_expected_runtime is not None
             else f"{'-':>13}"
         )
+        probability = (
+            f" {r.completion_probability:>10.6f}" if r.completion_probability is not None else ""
+        )
         print(
             f"{r.scheme:<14} {r.raw.mean:>12.5g} {r.expected_runtime.mean:>12.5g} "
-            f"{r.expected_runtime.stderr:>10.3g} {exact}  {_short(r.plan.describe())}"
+            f"{r.expected_runtime.stderr:>10.3g} {exact}{probability}  {_short(r.plan.describe())}"
         )
     return 0
 
@@ -149,6 +197,111 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    from . import plots
+    from .validation import format_table, load_run, to_json, validate_run
+
+    if args.source:
+        folder = Path(args.source)
+    else:
+        from master.runner import output_folder, run_testbed
+
+        config = _config(args)
+        folder = Path(args.output) if args.output else output_folder(config)
+        run_testbed(config, folder, log=lambda text: print(text, file=sys.stderr))
+    run = load_run(folder)
+    results = validate_run(run)
+    figures = [
+        plots.plot_per_iteration(results, folder / "validate-per-iteration.png"),
+        plots.plot_cdfs(run, results, folder / "validate-cdf.png"),
+    ]
+    for r in results:
+        iteration = int(np.argmin(np.abs(r.measured / r.predicted - r.median_ratio)))
+        figures.append(
+            plots.plot_timeline(
+                run, r.scheme, iteration, folder / f"timeline-{_file_name(r.scheme)}.png"
+            )
+        )
+    if args.json:
+        print(json.dumps(to_json(results) | {"output": str(folder)}))
+        return 0
+    print(format_table(results))
+    print(f"figures: {', '.join(str(f) for f in figures)}")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from master.sweep import DEFAULT_VALUES, SweepSpec, parse_values, reductions, run_sweep
+
+    from . import plots
+
+    if args.values:
+        values = parse_values(args.values)
+    elif args.param in DEFAULT_VALUES:
+        values = DEFAULT_VALUES[args.param]
+    else:
+        raise UserError(f"give --values for --param {args.param}")
+    base = _config(args)  # validates the config and the overrides
+    spec = SweepSpec(args.param, values, base, tuple(args.overrides), args.config)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    folder = Path(args.output or Path(base.run.output) / f"sweep-{args.param}-{stamp}")
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} points"),
+        TimeElapsedColumn(), transient=True,
+    ) as bar:  # fmt: skip
+        task = bar.add_task("sweep", total=len(values))
+
+        def progress(index, value, state):
+            text = f"{args.param} = {value}: {state}" if value is not None else state
+            bar.update(task, completed=index, description=text)
+
+        rows = run_sweep(spec, folder, progress)
+    measured, predicted = reductions(rows, "measured_mean_s"), reductions(rows, "predicted_mean_s")
+    figure = plots.plot_sweep(rows, (measured, predicted), folder / "sweep.png")
+    if args.json:
+        print(json.dumps({"rows": rows, "reduction_measured_pct": measured, "reduction_predicted_pct": predicted,
+                          "output": str(folder)}))  # fmt: skip
+        return 0
+    print(
+        f"{args.param:>18} {'scheme':<14} {'measured s':>11} {'predicted s':>12} {'model s':>9} {'ratio':>6}"
+    )
+    for r in rows:
+        print(
+            f"{r['value']:>18} {r['scheme']:<14} {float(r['measured_mean_s']):>11.4f} "
+            f"{float(r['predicted_mean_s']):>12.4f} {float(r['model_mean_s']):>9.4f} {float(r['ratio']):>6.3f}"
+        )
+    print(
+        "reduction of bcgc-opt over the best baseline (%), measured vs predicted (same cycle times):"
+    )
+    for value in measured:
+        print(f"  {args.param} = {value}: {measured[value]:.1f} vs {predicted[value]:.1f}")
+    print(f"results: {folder / 'sweep.csv'}, figure: {figure}")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from master.calibrate import calibrate, format_calibration
+
+    config = _config(args)  # validates the config and the overrides
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    folder = Path(args.output or Path(config.run.output) / f"calibrate-{stamp}")
+    result = calibrate(
+        args.config, args.overrides, folder, log=lambda text: print(text, file=sys.stderr)
+    )
+    print(json.dumps(result) if args.json else format_calibration(result))
+    return 0
+
+
+def _file_name(scheme: str) -> str:
+    return scheme.replace("/", "-")
+
+
 def _short(text: str, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
@@ -161,11 +314,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     plan = sub.add_parser("plan", help="print the block partition x of a scheme")
     _add_config_arguments(plan)
+    _add_deadline_argument(plan)
     plan.add_argument("--scheme", default="bcgc-opt", help=f"one of: {', '.join(SCHEMES)}")
     plan.set_defaults(func=cmd_plan)
 
     pred = sub.add_parser("predict", help="predicted R, E[tau] and standard error of every scheme")
     _add_config_arguments(pred)
+    _add_deadline_argument(pred)
     pred.add_argument("--scheme", action="append", help="only this scheme (repeatable)")
     pred.set_defaults(func=cmd_predict)
 
@@ -176,6 +331,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--output", "-o", metavar="DIR", help="folder for this run's results")
     run.set_defaults(func=cmd_run)
+
+    val = sub.add_parser("validate", help="run the schemes and compare measurement with prediction")
+    _add_config_arguments(val)
+    val.add_argument("--from", dest="source", metavar="DIR", help="validate an existing run folder")
+    val.add_argument("--output", "-o", metavar="DIR", help="folder for this run's results")
+    val.set_defaults(func=cmd_validate)
+
+    swp = sub.add_parser("sweep", help="sweep one config key on the testbed (resumable)")
+    _add_config_arguments(swp)
+    swp.add_argument("--param", default="cluster.workers", help="config key to sweep")
+    swp.add_argument("--values", nargs="+", help="its values (default: a grid scaled to 2 cores)")
+    swp.add_argument("--output", "-o", metavar="DIR", help="sweep folder; run again to resume")
+    swp.set_defaults(func=cmd_sweep)
+
+    cal = sub.add_parser(
+        "calibrate", help="natural stragglers: measure cycle times, fit, predict and validate"
+    )
+    _add_config_arguments(cal)
+    cal.add_argument("--output", "-o", metavar="DIR", help="folder for the calibration")
+    cal.set_defaults(func=cmd_calibrate)
     return parser
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import os
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -36,6 +38,12 @@ from .stragglers import (
 class ClusterConfig:
     workers: int = 8  # N
     pin: bool = True  # pin each worker to one core (round-robin); off: let the OS schedule
+    heartbeat: float = 0.5  # seconds without a message before master or worker sends a heartbeat
+    liveness: int = 10  # heartbeat intervals of silence before a peer counts as dead
+    on_failure: str = (
+        "error"  # a block can no longer be decoded: "error" ends the run, "replace" waits
+    )
+    replace_timeout: float = 60.0  # seconds to wait for a replacement worker
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,7 @@ class PredictConfig:
     samples: int = 100_000  # Monte-Carlo draws of T
     schemes: tuple[str, ...] = tuple(SCHEMES)
     exact: bool = True  # also E[tau] by integrating the exact completion probability
+    deadline: float = 0.0  # T (model time units) for P(tau <= T) and the deadline schemes; 0 = none
 
 
 @dataclass(frozen=True)
@@ -81,6 +90,15 @@ class RunConfig:
     output: str = "results"  # each run writes a new folder inside
     check: bool = True  # compare every decoded gradient with the uncoded one
     startup_timeout: float = 60.0  # seconds for workers to start and confirm set-up
+    mode: str = "injected"  # or "natural": no injected delay, real compute under real load
+
+
+@dataclass(frozen=True)
+class NaturalConfig:
+    """Real stragglers for run.mode = "natural" (and `bcgc calibrate`)."""
+
+    burners: tuple[int, ...] = ()  # cores that get a busy-looping process during the run
+    slowdown: tuple[int, ...] = ()  # per-worker repetitions of the work (empty: all 1)
 
 
 @dataclass(frozen=True)
@@ -102,6 +120,7 @@ class Config:
     optimize: OptimizeConfig = field(default_factory=OptimizeConfig)
     run: RunConfig = field(default_factory=RunConfig)
     problem: ProblemConfig = field(default_factory=ProblemConfig)
+    natural: NaturalConfig = field(default_factory=NaturalConfig)
 
     def distribution(self) -> CycleTimeDistribution:
         s = self.straggler
@@ -128,7 +147,12 @@ class Config:
             if o.method == "paper"
             else SubgradientSettings(o.iterations, o.batch, o.step_scale)
         )
-        return SchemeOptions(seed=self.seed, optimizer=settings, tuning_samples=o.tuning_samples)
+        return SchemeOptions(
+            seed=self.seed,
+            optimizer=settings,
+            tuning_samples=o.tuning_samples,
+            deadline=self.predict.deadline or None,
+        )
 
 
 def _check(config: Config) -> Config:
@@ -149,6 +173,10 @@ def _check(config: Config) -> Config:
             raise UserError(f"optimize.{key} must be >= 1")
     if config.predict.samples < 2:
         raise UserError("predict.samples must be >= 2")
+    if not (config.predict.deadline >= 0 and math.isfinite(config.predict.deadline)):
+        raise UserError(
+            f"predict.deadline must be >= 0 model time units (0 = none), got {config.predict.deadline}"
+        )
     check_scheme_names(list(config.predict.schemes))
     check_scheme_names(list(config.run.schemes))
     r = config.run
@@ -158,6 +186,25 @@ def _check(config: Config) -> Config:
         raise UserError("run.time_scale must be > 0, or 0 with run.iteration_seconds > 0")
     if not r.startup_timeout > 0:
         raise UserError("run.startup_timeout must be > 0")
+    c = config.cluster
+    if not (c.heartbeat > 0 and c.liveness >= 2 and c.replace_timeout > 0):
+        raise UserError(
+            "cluster.heartbeat and cluster.replace_timeout must be > 0, cluster.liveness >= 2"
+        )
+    if c.on_failure not in ("error", "replace"):
+        raise UserError(f"cluster.on_failure must be 'error' or 'replace', got '{c.on_failure}'")
+    if r.mode not in ("injected", "natural"):
+        raise UserError(f"run.mode must be 'injected' or 'natural', got '{r.mode}'")
+    slowdown = config.natural.slowdown
+    if slowdown and (len(slowdown) != config.cluster.workers or min(slowdown) < 1):
+        raise UserError(
+            f"natural.slowdown needs one whole factor >= 1 per worker ({config.cluster.workers}), got {list(slowdown)}"
+        )
+    cores = os.cpu_count() or 1
+    if any(not 0 <= c < cores for c in config.natural.burners):
+        raise UserError(
+            f"natural.burners must list cores in 0..{cores - 1}, got {list(config.natural.burners)}"
+        )
     p = config.problem
     if p.kind not in PROBLEMS:
         raise UserError(f"problem.kind must be one of {', '.join(PROBLEMS)}, got '{p.kind}'")
@@ -210,6 +257,11 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
         else:
             values[key] = _convert(value, kind, full)
     return cls(**values)
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """A validated Config from a plain dict (such as the "config" of a run.json)."""
+    return _check(_build(Config, data, ""))
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -6,8 +6,11 @@ equalises the layers' failure exponents. For r = L/2 it is degenerate: a whole f
 u* = N / r. **Our rule (spec §10.10): the analytic centre of that optimal face**, computed by a
 damped Newton method whose Hessian is tridiagonal (a Jacobi-scaled banded Cholesky, O(r) per
 step), then s_j rounded to the
-nearest integer. Layers map to BCGC blocks as x_n = sum of the sizes of the layers with s_j = n
-(the expectation part of the authors' code: equal layers of L / r coordinates, s_1 >= 1).
+nearest integer. Layers map to BCGC blocks as x_n = sum of the sizes of the layers with s_j = n.
+The authors' code maps layers in two ways (spec §10.11), chosen by `part`:
+  "expectation"  equal layers of L / r coordinates, s_1 >= 1 (the E-part figures);
+  "cdf"          layer j holds N - s_j coordinates (an (N, N - s_j) code), s_1 >= 0 (the CDF
+                 figures); the s_j are then rounded so that their sum, hence sum x = L, is kept.
 """
 
 from __future__ import annotations
@@ -97,9 +100,21 @@ def analytic_centre(lower: np.ndarray, top: float, total: float) -> np.ndarray:
 
 
 def ferdinand_partition(
-    n_workers: int, coordinates: int, layers: int, s_min: int = 1
+    n_workers: int,
+    coordinates: int,
+    layers: int,
+    s_min: int | None = None,
+    part: str = "expectation",
 ) -> np.ndarray:
-    """Block partition x (length N, integers summing to L) of the r-layer Ferdinand-Draper code."""
+    """Block partition x (length N, integers summing to L) of the r-layer Ferdinand-Draper code.
+
+    `part` picks the layer-to-block mapping ("expectation" or "cdf", see the module docstring);
+    `s_min` defaults to 1 for "expectation" and 0 for "cdf".
+    """
+    if part not in ("expectation", "cdf"):
+        raise ValueError(f"part must be 'expectation' or 'cdf', got {part!r}")
+    if s_min is None:
+        s_min = 1 if part == "expectation" else 0
     n, r = n_workers, layers
     sizes = np.array([len(a) for a in np.array_split(np.arange(coordinates), r)])
     total = float(r * n - coordinates)
@@ -110,5 +125,21 @@ def ferdinand_partition(
     free = np.flatnonzero(~forced)
     if free.size:
         s[free] = analytic_centre(lower[free], n - 1.0, total - (n - 1.0) * forced.sum())
+    if part == "cdf":  # layer j holds N - s_j coordinates: keep sum s = r N - L when rounding
+        levels = _round_keeping_sum(np.clip(s, 0, n - 1), int(total))
+        return np.bincount(levels, weights=n - levels, minlength=n).astype(np.int64)
     levels = np.clip(np.rint(s), 0, n - 1).astype(int)
     return np.bincount(levels, weights=sizes, minlength=n).astype(np.int64)
+
+
+def _round_keeping_sum(values: np.ndarray, total: int) -> np.ndarray:
+    """Integers within one of `values` summing to `total` (largest remainders round up)."""
+    out = np.floor(values + 1e-9).astype(int)
+    missing = total - int(out.sum())
+    if missing > 0:
+        up = np.argsort(-(values - out), kind="stable")[:missing]
+        out[up] += 1
+    elif missing < 0:
+        down = np.argsort(values - out, kind="stable")[:-missing]
+        out[down] -= 1
+    return out

@@ -113,3 +113,22 @@ class TandonPlan:
 
 
 Plan = BlockPlan | TandonPlan
+
+
+def plan_to_dict(plan: Plan) -> dict:
+    """A plain dict (run.json) from which `plan_from_dict` rebuilds the plan."""
+    if isinstance(plan, BlockPlan):
+        return {"kind": "block", "scheme": plan.scheme, "x": [int(v) for v in plan.x]}
+    return {
+        "kind": "tandon", "scheme": plan.scheme, "n_workers": plan.n_workers,
+        "coordinates": plan.coordinates, "stragglers": plan.stragglers, "alpha": plan.alpha,
+    }  # fmt: skip
+
+
+def plan_from_dict(data: dict) -> Plan:
+    if data["kind"] == "block":
+        return BlockPlan(data["scheme"], tuple(int(v) for v in data["x"]))
+    return TandonPlan(
+        data["scheme"], int(data["n_workers"]), int(data["coordinates"]),
+        int(data["stragglers"]), float(data["alpha"]),
+    )  # fmt: skip

@@ -25,6 +25,7 @@ class Prediction:
     expected_runtime: Estimate | None  # E[tau] by Monte Carlo
     exact_expected_runtime: float | None  # E[tau] from the exact completion probability
     error: str = ""  # why the scheme has no plan under this model
+    completion_probability: float | None = None  # exact P(tau <= T) when a deadline T is given
 
     def partition(self) -> list[int]:
         if self.plan is None:
@@ -45,8 +46,11 @@ def predict(
 ) -> list[Prediction]:
     """Plan every scheme and estimate its runtime on the same samples.
 
-    A scheme that cannot be planned under this model (for example E[tau]-minimisers under a
-    failure mixture) is reported with its reason instead of ending the whole prediction.
+    With options.deadline = T (model time units) each plan also gets its exact P(tau <= T)
+    (spec §6; raw deadline T / (M C / N)), and the deadline schemes can be planned. A scheme
+    that cannot be planned under this model (for example E[tau]-minimisers under a failure
+    mixture, or a deadline scheme without a deadline) is reported with its reason instead of
+    ending the whole prediction.
     """
     samples = evaluation_samples(model, options.seed, n_samples)
     out = []
@@ -60,7 +64,14 @@ def predict(
         exact_value = None
         if exact:
             exact_value = plan.exact_expected_raw_runtime(model.distribution) * model.scale
-        out.append(Prediction(name, plan, raw, raw.scaled(model.scale), exact_value))
+        probability = None
+        if options.deadline is not None:
+            probability = plan.completion_probability(
+                options.deadline / model.scale, model.distribution
+            )
+        out.append(
+            Prediction(name, plan, raw, raw.scaled(model.scale), exact_value, "", probability)
+        )
     return out
 
 

@@ -36,8 +36,12 @@ class ProblemData:
     coordinates: int
 
     def load(self) -> tuple[np.ndarray, np.ndarray]:
-        """Memory-mapped (X, y); nothing is copied."""
-        return np.load(self.features, mmap_mode="r"), np.load(self.targets, mmap_mode="r")
+        """Memory-mapped (X, y); nothing is copied. Plain ndarray views of the maps: slicing a
+        np.memmap costs tens of microseconds, slicing an ndarray does not."""
+        return (
+            np.asarray(np.load(self.features, mmap_mode="r")),
+            np.asarray(np.load(self.targets, mmap_mode="r")),
+        )
 
     def to_header(self) -> dict:
         return asdict(self)

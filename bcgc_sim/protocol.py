@@ -37,6 +37,7 @@ class MessageType(bytes, enum.Enum):
     BLOCK = b"BLOCK"  # worker -> master: coded partial derivatives of one slot
     FAILED = b"FAILED"  # worker -> master: set-up failed (reason)
     STOP = b"STOP"  # master -> worker: exit now
+    HEARTBEAT = b"HEARTBEAT"  # both ways: I am alive (sent when nothing else was sent lately)
 
 
 def clock_id() -> str:

@@ -96,8 +96,19 @@ class RunRecorder:
     def write_metadata(self, data: dict[str, Any]) -> None:
         """(Re)write run.json atomically."""
         tmp = self.folder / "run.json.tmp"
-        tmp.write_text(json.dumps(data, indent=2, default=_plain, allow_nan=False))
+        tmp.write_text(json.dumps(json_safe(data), indent=2, default=_plain, allow_nan=False))
         os.replace(tmp, self.folder / "run.json")
+
+
+def json_safe(value: Any) -> Any:
+    """A copy of `value` with NaN and infinities replaced by None (JSON has neither)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def _plain(value: Any) -> Any:

@@ -8,6 +8,11 @@ tandon         Tandon et al.'s partial-straggler scheme, alpha = 6, s optimal (�
 ferdinand-L    Ferdinand & Draper with r = L layers (= full replication) (§7.3)
 ferdinand-L/2  Ferdinand & Draper with r = L/2 layers; analytic centre of the degenerate LP
 uncoded        no redundancy: every worker's partial derivatives are needed
+bcgc-cdf-lg    closed form x^(CDF,lg)_n = L / (H_N (n+1)) for large deadlines (§6), rounded with R1
+bcgc-cdf-opt   x maximising the exact completion probability P(tau <= T) (§6; bcgc_sim/deadline.py)
+
+The last two (DEADLINE_SCHEMES) maximise P(tau <= T) and need SchemeOptions.deadline = T (model
+time units); the others minimise E[tau] and ignore the deadline.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .deadline import cdf_large_t, maximise_completion_probability
 from .errors import UserError
 from .ferdinand import ferdinand_partition
 from .model import SystemModel
@@ -36,6 +42,7 @@ class SchemeOptions:
     optimizer: SubgradientSettings = field(default_factory=SubgradientSettings)
     tuning_samples: int = 20_000  # Monte-Carlo draws for choosing Tandon's s and for R2 rounding
     tandon_alpha: float = TANDON_ALPHA
+    deadline: float | None = None  # T in model time units, for the DEADLINE_SCHEMES
 
 
 def deterministic_optimum(sorted_times: np.ndarray, coordinates: float) -> np.ndarray:
@@ -165,6 +172,31 @@ def build_uncoded(model: SystemModel, options: SchemeOptions) -> Plan:
     return BlockPlan("uncoded", _single_level(model, 0))
 
 
+def _raw_deadline(model: SystemModel, options: SchemeOptions, scheme: str) -> float:
+    """r = T / (M C / N) of options.deadline, or a UserError if there is no valid deadline."""
+    t = options.deadline
+    if t is None:
+        raise missing_deadline(scheme)
+    if not (t > 0 and np.isfinite(t)):
+        raise UserError(f"the deadline T must be a positive number of model time units, got {t}")
+    return t / model.scale
+
+
+def build_bcgc_cdf_lg(model: SystemModel, options: SchemeOptions) -> Plan:
+    """x^(CDF,lg) = L / (H_N (n+1)), R1-rounded; it does not depend on T, but is meant for one."""
+    _raw_deadline(model, options, "bcgc-cdf-lg")
+    x = cdf_large_t(model.n_workers, model.coordinates)
+    return BlockPlan("bcgc-cdf-lg", tuple(int(v) for v in x))
+
+
+def build_bcgc_cdf_opt(model: SystemModel, options: SchemeOptions) -> Plan:
+    raw = _raw_deadline(model, options, "bcgc-cdf-opt")
+    x, _ = maximise_completion_probability(
+        model.n_workers, model.coordinates, raw, model.distribution
+    )
+    return BlockPlan("bcgc-cdf-opt", tuple(int(v) for v in x))
+
+
 SCHEMES: dict[str, Callable[[SystemModel, SchemeOptions], Plan]] = {
     "bcgc-opt": build_bcgc_opt,
     "bcgc-t": build_bcgc_t,
@@ -174,7 +206,23 @@ SCHEMES: dict[str, Callable[[SystemModel, SchemeOptions], Plan]] = {
     "ferdinand-L": build_ferdinand_full,
     "ferdinand-L/2": build_ferdinand_half,
     "uncoded": build_uncoded,
+    "bcgc-cdf-lg": build_bcgc_cdf_lg,
+    "bcgc-cdf-opt": build_bcgc_cdf_opt,
 }
+DEADLINE_SCHEMES = ("bcgc-cdf-lg", "bcgc-cdf-opt")  # these need SchemeOptions.deadline
+
+
+def needs_deadline(name: str) -> bool:
+    """True for the schemes that maximise P(tau <= T) and cannot be planned without T."""
+    return name in DEADLINE_SCHEMES
+
+
+def missing_deadline(name: str) -> UserError:
+    """The error for a deadline scheme planned without a deadline."""
+    return UserError(
+        f"{name} maximises P(tau <= T) and needs a deadline T: set predict.deadline = T "
+        "(model time units), or pass --deadline T to 'bcgc plan' or 'bcgc predict'"
+    )
 
 
 def check_scheme_names(names: list[str]) -> None:

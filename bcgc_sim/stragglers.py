@@ -9,6 +9,7 @@ the predictions draw the same cycle times on any machine (DESIGN.md, Conventions
 from __future__ import annotations
 
 import csv
+import functools
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -137,19 +138,25 @@ class ShiftedExponential(CycleTimeDistribution):
         prod_{j<=n} k_j / (k_j + s), k_j = N-j+1, so
         E[1/T_(n)] = rate * integral_0^inf exp(-rate t0 s) prod_{j<=n} k_j/(k_j+s) ds.
         Every term is positive: no cancellation, unlike the alternating E_1 sum of spec eq. (8),
-        which loses all digits near N = 30. E[1/T_(1)] is infinite when t0 = 0.
+        which loses all digits near N = 30. Gauss-Legendre rules of 64 and 96 nodes on the mapped
+        interval (about 3 ms at N = 1000) are used when they agree to 1e-11; otherwise (a tiny
+        rate * t0) adaptive quadrature. E[1/T_(1)] is infinite when t0 = 0.
         """
         k = n_workers - np.arange(n_workers, dtype=float)  # k_j = N - j + 1, j = 1..N
         a = self.rate * self.shift
         first = 0 if a > 0 else 1  # with t0 = 0 the n = 1 integral diverges
-
-        def integrand(s: float) -> np.ndarray:
-            return np.exp(-a * s) * np.cumprod(k / (k + s))[first:]
-
         scale = 1.0 / (a + 1.0 / n_workers)  # typical decay length of the integrand
-        value, _ = integrate.quad_vec(
-            lambda u: integrand(scale * u) * scale, 0.0, np.inf, epsrel=1e-13, epsabs=0.0
-        )
+
+        def integrand(s: np.ndarray) -> np.ndarray:  # s shape (P,) -> (P, N - first)
+            s = np.asarray(s, dtype=float).reshape(-1, 1)
+            return (np.exp(-a * s) * np.cumprod(k / (k + s), axis=1))[:, first:]
+
+        coarse, fine = (_mapped_rule(n, scale) for n in (64, 96))
+        value = fine[1] @ integrand(fine[0])
+        if np.max(np.abs(coarse[1] @ integrand(coarse[0]) - value) / value) > 1e-11:
+            value, _ = integrate.quad_vec(
+                lambda u: integrand(scale * u)[0] * scale, 0.0, np.inf, epsrel=1e-13, epsabs=0.0
+            )
         out = np.full(n_workers, np.inf)
         out[first:] = self.rate * value
         return out
@@ -326,6 +333,14 @@ def _is_number(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+@functools.cache
+def _mapped_rule(nodes: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss-Legendre nodes and weights for integral_0^inf f(s) ds, s = scale u / (1 - u)."""
+    x, w = special.roots_legendre(nodes)
+    u = 0.5 * (x + 1.0)
+    return scale * u / (1.0 - u), 0.5 * w * scale / (1.0 - u) ** 2
 
 
 DISTRIBUTIONS = ("shifted-exponential", "failure-mixture", "pareto", "empirical")

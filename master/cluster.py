@@ -51,20 +51,31 @@ class LocalCluster:
     """Context manager: `with LocalCluster(n) as cluster: cluster.link.send(...)`."""
 
     def __init__(
-        self, n_workers: int, startup_timeout_s: float = 60.0, log_dir: str | Path | None = None
+        self,
+        n_workers: int,
+        startup_timeout_s: float = 60.0,
+        log_dir: str | Path | None = None,
+        burners: tuple[int, ...] = (),
+        heartbeat_s: float = 0.5,
+        max_message_bytes: int = -1,
     ) -> None:
         self.n_workers = n_workers
         self.startup_timeout_s = startup_timeout_s
         self.log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="bcgc-workers-"))
         self.processes: list[subprocess.Popen] = []
+        self.burner_cores = burners
+        self.burners: list[subprocess.Popen] = []
         self.link: WorkerLink | None = None
+        self.heartbeat_s = heartbeat_s
+        self.max_message_bytes = max_message_bytes
 
     def __enter__(self) -> LocalCluster:
         check_capacity(self.n_workers)
         try:
-            self.link = WorkerLink("tcp://127.0.0.1")
+            self.link = WorkerLink("tcp://127.0.0.1", self.max_message_bytes, self.heartbeat_s)
             self._spawn()
             self.link.wait_for_workers(self.n_workers, self.startup_timeout_s, self._check_alive)
+            self.burners = [self._start_burner(core) for core in self.burner_cores]
         except BaseException:
             self.close()
             raise
@@ -82,18 +93,36 @@ class LocalCluster:
 
     def _spawn(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.processes = [self._start_worker(rank) for rank in range(self.n_workers)]
+
+    def _start_worker(self, rank: int) -> subprocess.Popen:
         env = {**os.environ, **SINGLE_THREADED}
-        for rank in range(self.n_workers):
-            with open(self.log_dir / f"worker-{rank}.log", "wb") as log:
-                self.processes.append(
-                    subprocess.Popen(
-                        self.worker_command(rank),
-                        stdin=subprocess.DEVNULL,
-                        stdout=subprocess.DEVNULL,
-                        stderr=log,
-                        env=env,
-                    )  # fmt: skip
-                )
+        with open(self.log_dir / f"worker-{rank}.log", "ab") as log:
+            return subprocess.Popen(
+                self.worker_command(rank),
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, env=env,
+            )  # fmt: skip
+
+    def dead_ranks(self) -> set[int]:
+        """Ranks whose process has exited."""
+        return {rank for rank, process in enumerate(self.processes) if process.poll() is not None}
+
+    def respawn(self, rank: int) -> None:
+        """Start a replacement process for `rank` (the old one is killed if still there)."""
+        old = self.processes[rank]
+        if old.poll() is None:
+            old.kill()
+        old.wait()
+        self.processes[rank] = self._start_worker(rank)
+
+    @staticmethod
+    def _start_burner(core: int) -> subprocess.Popen:
+        """A process that keeps `core` busy: natural stragglers for the workers pinned there."""
+        code = (
+            f"import os\nif hasattr(os, 'sched_setaffinity'): os.sched_setaffinity(0, {{{core}}})\n"
+            "while True: pass"
+        )
+        return subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL)
 
     def _check_alive(self) -> None:
         for rank, process in enumerate(self.processes):
@@ -124,6 +153,10 @@ class LocalCluster:
         if self.link is not None:
             for rank in list(self.link.identities):
                 self.link.send(rank, MessageType.STOP, {})
+        for burner in self.burners:
+            burner.kill()
+            burner.wait()
+        self.burners = []
         end = time.monotonic() + grace_s
         for process in self.processes:
             try:

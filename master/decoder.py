@@ -31,35 +31,38 @@ class IterationDecoder:
         self.n_workers = n_workers
         self.coordinates = coordinates
         self.codes = codes
+        self._lengths = [slot.stop - slot.start for slot in slots]
+        self._needed = [n_workers - slot.stragglers for slot in slots]
         self.reset()
 
     def reset(self) -> None:
         """Forget everything: start a new iteration."""
-        self.arrived: list[dict[int, np.ndarray]] = [{} for _ in self.slots]
+        self.arrived: list[dict[int, np.ndarray | None]] = [{} for _ in self.slots]
         self.decoded = [False] * len(self.slots)
+        self._undecoded = len(self.slots)
         self.gradient = np.zeros(self.coordinates)
 
     @property
     def complete(self) -> bool:
-        return all(self.decoded)
+        return self._undecoded == 0
 
     def needed(self, slot: int) -> int:
-        return self.n_workers - self.slots[slot].stragglers
+        return self._needed[slot]
 
     def offer(self, worker: int, slot: int, values: np.ndarray) -> Outcome:
         """Take one message; decode its slot when it is the (N - s)-th arrival."""
         if not (0 <= worker < self.n_workers and 0 <= slot < len(self.slots)):
             return Outcome.REJECTED
-        spec = self.slots[slot]
-        if values.ndim != 1 or values.shape[0] != spec.stop - spec.start:
+        if values.shape != (self._lengths[slot],):
             return Outcome.REJECTED
-        if worker in self.arrived[slot]:
+        arrived = self.arrived[slot]
+        if worker in arrived:
             return Outcome.DUPLICATE
         if self.decoded[slot]:
-            self.arrived[slot][worker] = None  # remembered only to spot duplicates
+            arrived[worker] = None  # remembered only to spot duplicates
             return Outcome.LATE
-        self.arrived[slot][worker] = values
-        if len(self.arrived[slot]) == self.needed(slot):
+        arrived[worker] = values
+        if len(arrived) == self._needed[slot]:
             self._decode(slot)
         return Outcome.USED
 
@@ -70,3 +73,4 @@ class IterationDecoder:
         stacked = np.stack([self.arrived[slot][w] for w in fastest])
         self.gradient[spec.start : spec.stop] += weights @ stacked
         self.decoded[slot] = True
+        self._undecoded -= 1

@@ -7,6 +7,7 @@ numbers across schemes. Results are written as they come (bcgc_sim.results).
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 import os
 import sys
@@ -19,6 +20,7 @@ from bcgc_sim.codes import CodeBook
 from bcgc_sim.config import Config
 from bcgc_sim.layout import layout_for
 from bcgc_sim.model import SystemModel
+from bcgc_sim.plans import plan_to_dict
 from bcgc_sim.predict import evaluation_samples
 from bcgc_sim.problems import ProblemData, full_gradient, prepare_data, step_size
 from bcgc_sim.results import RunRecorder, environment
@@ -73,23 +75,66 @@ def model_for_data(config: Config, data: ProblemData) -> SystemModel:
 
 
 def choose_time_scale(config: Config, model: SystemModel, plans: dict) -> float:
-    """run.time_scale, or (if 0) the scale at which the schemes' mean E[tau] is run.iteration_seconds."""
+    """run.time_scale, or (if 0) the scale at which the schemes' mean E[tau] is run.iteration_seconds.
+
+    In natural mode nothing is injected and cycle times are read in seconds: the scale is 1.
+    """
     if config.run.time_scale > 0:
         return config.run.time_scale
+    if config.run.mode == "natural":
+        return 1.0
     samples = evaluation_samples(model, config.seed, 20_000)
     means = [float(np.mean(p.raw_runtime(samples))) * model.scale for p in plans.values()]
     finite = [m for m in means if math.isfinite(m)]
     return config.run.iteration_seconds / float(np.mean(finite))
 
 
-def run_testbed(config: Config, folder: Path, log=print) -> list[SchemeSummary]:
+def local_cluster_factory(config: Config, folder: Path, data: ProblemData):
+    """A LocalCluster of config.cluster.workers processes on this machine (plus burners)."""
+    burners = config.natural.burners if config.run.mode == "natural" else ()
+    return lambda: LocalCluster(
+        config.cluster.workers, config.run.startup_timeout, folder / "logs", burners,
+        config.cluster.heartbeat, max_message_bytes(data),
+    )  # fmt: skip
+
+
+def max_message_bytes(data: ProblemData) -> int:
+    """ZMQ_MAXMSGSIZE for the master: the largest legitimate message (a slot of L float64 values
+    plus its header) with a margin; anything larger disconnects its sender."""
+    return 8 * data.coordinates + (1 << 20)
+
+
+def _master_log(folder: Path) -> logging.Handler:
+    (folder / "logs").mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(folder / "logs" / "master.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger = logging.getLogger("bcgc.master")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    logger.addHandler(handler)
+    return handler
+
+
+def run_testbed(
+    config: Config, folder: Path, log=print, cluster_factory=None
+) -> list[SchemeSummary]:
+    """Every scheme of config.run.schemes on one cluster; results written into `folder`.
+
+    `cluster_factory()` gives a context manager with `.link`, `.dead_ranks()` and
+    `.respawn(rank)`: a LocalCluster by default, a RemoteCluster for `bcgc master`.
+    """
     check_capacity(config.cluster.workers)  # before any work: refuse an N this machine cannot run
     data = prepare_problem(config)
     model = model_for_data(config, data)
     plans = {name: build_plan(name, model, config.scheme_options()) for name in config.run.schemes}
     time_scale = choose_time_scale(config, model, plans)
     rate = config.problem.learning_rate or step_size(data)
-    settings = SessionSettings(config.seed, time_scale, config.run.check, rate, config.cluster.pin)
+    settings = SessionSettings(
+        config.seed, time_scale, config.run.check, rate, config.cluster.pin,
+        natural=config.run.mode == "natural", repeat=config.natural.slowdown,
+        heartbeat_s=config.cluster.heartbeat, liveness=config.cluster.liveness,
+        on_failure=config.cluster.on_failure, replace_timeout_s=config.cluster.replace_timeout,
+    )  # fmt: skip
     recorder = RunRecorder(folder)
     meta = {
         "config": asdict(config),
@@ -98,35 +143,35 @@ def run_testbed(config: Config, folder: Path, log=print) -> list[SchemeSummary]:
         "learning_rate": rate,
         "data": data.to_header(),
         **environment(),
-        "plans": {name: _plan_description(plan) for name, plan in plans.items()},
+        "plans": {name: plan_to_dict(plan) for name, plan in plans.items()},
         "started": dt.datetime.now().isoformat(timespec="seconds"),
         "status": "running",
         "summaries": {},
         "worker_cpu_affinity": {},
+        "worker_events": [],
+        "rejected_messages": {},
     }
     recorder.write_metadata(meta)
     summaries: list[SchemeSummary] = []
+    handler = _master_log(folder)
     try:
         codes = CodeBook(model.n_workers, config.seed)
-        with LocalCluster(model.n_workers, config.run.startup_timeout, folder / "logs") as cluster:
+        with (cluster_factory or local_cluster_factory(config, folder, data))() as cluster:
             for name, plan in plans.items():
                 log(f"{name}: {config.run.iterations} iterations on {model.n_workers} workers ...")
                 session = SchemeSession(
-                    cluster.link,
-                    name,
-                    plan,
-                    layout_for(plan, data.rows),
-                    model,
-                    data,
-                    codes,
-                    settings,
-                    recorder,
-                )
+                    cluster.link, name, plan, layout_for(plan, data.rows), model, data, codes,
+                    settings, recorder, cluster.dead_ranks, cluster.respawn,
+                )  # fmt: skip
                 session.setup(config.run.startup_timeout)
                 meta["worker_cpu_affinity"] = {
                     str(k): v for k, v in sorted(session.affinity.items())
                 }
-                summary = _run_iterations(session, config.run.iterations, data, rate)
+                try:
+                    summary = _run_iterations(session, config.run.iterations, data, rate)
+                finally:
+                    meta["worker_events"] += [{"scheme": name, **e} for e in session.events]
+                    meta["rejected_messages"] = dict(cluster.link.rejected)
                 summaries.append(summary)
                 meta["summaries"][name] = asdict(summary)
                 recorder.write_metadata(meta)
@@ -138,14 +183,9 @@ def run_testbed(config: Config, folder: Path, log=print) -> list[SchemeSummary]:
         meta["finished"] = dt.datetime.now().isoformat(timespec="seconds")
         recorder.write_metadata(meta)
         recorder.close()
+        logging.getLogger("bcgc.master").removeHandler(handler)
+        handler.close()
     return summaries
-
-
-def _plan_description(plan) -> dict:
-    out = {"kind": type(plan).__name__, "describe": plan.describe()}
-    if hasattr(plan, "x"):
-        out["x"] = list(plan.x)
-    return out
 
 
 def _run_iterations(

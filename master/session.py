@@ -3,13 +3,22 @@
 Per iteration the master regenerates every worker's T_n from the seed, so each measured
 runtime has its exact prediction beside it: time_scale * (M C / N) * R(plan, T). The measured
 runtime runs from the broadcast of theta to the decode of the last slot.
+
+Worker failure: a rank counts as dead when its process exits (local cluster) or when it has
+been silent (no message, no heartbeat) for `liveness` heartbeat intervals. Slots that can still
+get N - s messages keep decoding. When a slot can no longer be decoded the run ends with a
+RunError (on_failure = "error"), or (on_failure = "replace") a replacement worker is awaited,
+given the dead rank's plan, code rows and data, and sent the current theta; the iteration then
+completes (its measured runtime includes the wait).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -24,7 +33,9 @@ from bcgc_sim.results import RunRecorder
 from bcgc_sim.stragglers import distribution_to_spec, iteration_cycle_times
 
 from .decoder import IterationDecoder, Outcome
-from .transport import WorkerLink
+from .transport import Received, WorkerLink
+
+log = logging.getLogger("bcgc.master")
 
 
 class RunError(UserError):
@@ -48,11 +59,43 @@ class SessionSettings:
     check: bool  # compare every decoded gradient with the uncoded one
     learning_rate: float  # theta <- theta - learning_rate * gradient / M
     pin: bool = True  # workers pin themselves to cores
-    stall_timeout_s: float = 30.0  # no message for this long inside an iteration: give up
+    natural: bool = False  # no injected delays: real compute (and real load) sets the pace
+    repeat: tuple[int, ...] = ()  # natural mode: per-worker repetitions of the work (slowdown)
+    heartbeat_s: float = 0.5  # both sides send a heartbeat after this long without a message
+    liveness: int = 10  # heartbeat intervals of silence before a peer counts as dead
+    on_failure: str = "error"  # or "replace": wait for a replacement worker
+    replace_timeout_s: float = 60.0
+    stall_timeout_s: float = 60.0  # no usable message for this long inside an iteration: give up
+
+
+@dataclass
+class _Iteration:
+    """Book-keeping of the iteration in progress."""
+
+    number: int
+    header: dict
+    theta: np.ndarray
+    cycle_times: np.ndarray
+    start: int
+    rows: list[dict] = field(default_factory=list)
+    stale: int = 0
+    overruns: int = 0
+    max_overrun: float = 0.0
+    counts: dict = field(default_factory=lambda: {o: 0 for o in Outcome})
+    decoded_at: list[float] = field(default_factory=list)
+
+
+def no_dead_ranks() -> set[int]:
+    return set()
 
 
 class SchemeSession:
-    """Runs one plan on the connected workers; rows go to `recorder`."""
+    """Runs one plan on the connected workers; rows go to `recorder`.
+
+    `dead_ranks()` reports ranks the cluster knows are gone (a local process that exited);
+    `replace(rank)` starts a replacement for a dead rank (a local process) or does nothing
+    (remote workers: an operator or launcher starts one, and its READY takes the place).
+    """
 
     def __init__(
         self,
@@ -65,39 +108,44 @@ class SchemeSession:
         codes: CodeBook,
         settings: SessionSettings,
         recorder: RunRecorder,
+        dead_ranks: Callable[[], set[int]] = no_dead_ranks,
+        replace: Callable[[int], None] = lambda rank: None,
     ) -> None:
         self.link, self.scheme, self.plan, self.layout = link, scheme, plan, layout
         self.model, self.data, self.codes, self.settings = model, data, codes, settings
         self.recorder = recorder
+        self.dead_ranks, self.replace = dead_ranks, replace
         self.run_id = f"{scheme}-{time.monotonic_ns()}"
         self.decoder = IterationDecoder(layout.slots, model.n_workers, data.coordinates, codes)
         self.ns_per_load = settings.time_scale * model.scale * 1e9
         self.affinity: dict[int, list[int] | None] = {}
         self.clock = clock_id()
+        self.events: list[dict] = []  # worker deaths and replacements
+        self.awaiting: dict[int, dict] = {}  # rank -> replacement state
+
+    # -- set-up -----------------------------------------------------------------------------
+
+    def setup_header(self, rank: int) -> dict:
+        n = self.model.n_workers
+        levels = sorted({slot.stragglers for slot in self.layout.slots})
+        return {
+            "run": self.run_id, "rank": rank, "n_workers": n, "seed": self.settings.seed,
+            "ns_per_load": float(self.ns_per_load),
+            "slots": [[s.start, s.stop, s.stragglers, s.load, s.partition] for s in self.layout.slots],
+            "partitions": {k: list(v) for k, v in self.layout.partitions.items()},
+            "code_rows": {str(s): self.codes.matrix(s)[rank, cyclic_support(rank, s, n)].tolist() for s in levels},
+            "data": self.data.to_header(),
+            "straggler": distribution_to_spec(self.model.distribution),
+            "pin": self.settings.pin, "natural": self.settings.natural,
+            "repeat": self.settings.repeat[rank] if self.settings.repeat else 1,
+            "heartbeat_s": self.settings.heartbeat_s, "liveness": self.settings.liveness,
+        }  # fmt: skip
 
     def setup(self, timeout_s: float = 60.0) -> None:
         """Send every worker its rank's plan and code rows; wait for all SETUP_OK."""
         n = self.model.n_workers
-        levels = sorted({slot.stragglers for slot in self.layout.slots})
-        common = {
-            "run": self.run_id,
-            "n_workers": n,
-            "seed": self.settings.seed,
-            "ns_per_load": float(self.ns_per_load),
-            "slots": [
-                [s.start, s.stop, s.stragglers, s.load, s.partition] for s in self.layout.slots
-            ],
-            "partitions": {k: list(v) for k, v in self.layout.partitions.items()},
-            "data": self.data.to_header(),
-            "straggler": distribution_to_spec(self.model.distribution),
-            "pin": self.settings.pin,
-        }
         for rank in range(n):
-            rows = {
-                str(s): self.codes.matrix(s)[rank, cyclic_support(rank, s, n)].tolist()
-                for s in levels
-            }
-            self.link.send(rank, MessageType.SETUP, {**common, "rank": rank, "code_rows": rows})
+            self.link.send(rank, MessageType.SETUP, self.setup_header(rank))
         end = time.monotonic() + timeout_s
         while len(self.affinity) < n:
             received = self.link.receive(max(1, int((end - time.monotonic()) * 1000)))
@@ -106,22 +154,99 @@ class SchemeSession:
                 raise RunError(
                     f"workers {missing} did not confirm set-up of {self.scheme} in {timeout_s:g} s"
                 )
-            h = received.message.header
-            if received.message.kind is MessageType.FAILED:
-                raise RunError(
-                    f"worker {received.rank} could not set up {self.scheme}: {h.get('reason')}"
-                )
-            if received.message.kind is MessageType.SETUP_OK and h.get("run") == self.run_id:
-                self.affinity[received.rank] = h.get("affinity")
+            self._on_setup_reply(received)
+
+    def _on_setup_reply(self, received: Received) -> bool:
+        """Handle FAILED / SETUP_OK; True if it was one."""
+        h, kind = received.message.header, received.message.kind
+        if kind is MessageType.FAILED:
+            raise RunError(
+                f"worker {received.rank} could not set up {self.scheme}: {h.get('reason')}"
+            )
+        if kind is MessageType.SETUP_OK and h.get("run") == self.run_id:
+            self.affinity[received.rank] = h.get("affinity")
+            return True
+        return False
+
+    # -- one iteration ----------------------------------------------------------------------
 
     def predicted_seconds(self, cycle_times: np.ndarray) -> float:
-        return (
-            float(self.plan.raw_runtime(cycle_times[None, :])[0])
-            * self.model.scale
-            * self.settings.time_scale
-        )
+        raw = float(self.plan.raw_runtime(cycle_times[None, :])[0])
+        return raw * self.model.scale * self.settings.time_scale
 
-    def _check_decodable(self, iteration: int, cycle_times: np.ndarray) -> None:
+    def iterate(self, iteration: int, theta: np.ndarray) -> tuple[IterationResult, np.ndarray]:
+        """One iteration at theta; returns its record and the decoded gradient, shape (L,)."""
+        if self.settings.natural:  # nothing injected: no cycle times to predict from
+            cycle_times = np.full(self.model.n_workers, math.nan)
+            predicted = math.nan
+        else:
+            cycle_times = iteration_cycle_times(
+                self.model.distribution, self.settings.seed, iteration, self.model.n_workers
+            )
+            self._check_full_stragglers(iteration, cycle_times)
+            predicted = self.predicted_seconds(cycle_times)
+        self.decoder.reset()
+        start = time.monotonic_ns()
+        header = {"run": self.run_id, "iteration": iteration, "sent_ns": start, "clock": self.clock}
+        state = _Iteration(
+            iteration,
+            header,
+            theta,
+            cycle_times,
+            start,
+            decoded_at=[math.nan] * len(self.layout.slots),
+        )
+        self.link.broadcast(MessageType.ITERATE, header, theta)
+        last_progress = time.monotonic()
+        while not self.decoder.complete:
+            self._watch_workers(state)
+            received = self.link.receive(50)
+            if received is None:
+                if time.monotonic() - last_progress > self.settings.stall_timeout_s:
+                    raise RunError(
+                        f"{self.scheme}, iteration {iteration}: no usable message for "
+                        f"{self.settings.stall_timeout_s:g} s; workers may have died"
+                    )
+                continue
+            if self._on_replacement_reply(received, state) or self._on_block(received, state):
+                last_progress = time.monotonic()
+        measured = (time.monotonic_ns() - start) / 1e9
+        self.recorder.messages.writerows(state.rows)  # after the clock stopped: not part of it
+        gradient = self.decoder.gradient.copy()
+        true_gradient, loss = full_gradient(self.data, theta)
+        error = None
+        if self.settings.check:
+            scale = float(np.max(np.abs(true_gradient))) or 1.0
+            error = float(np.max(np.abs(gradient - true_gradient))) / scale
+        self._record(state, measured, predicted, loss, error)
+        return IterationResult(
+            measured, predicted, loss / self.data.rows, error, state.stale, state.overruns
+        ), gradient
+
+    def _on_block(self, received: Received, state: _Iteration) -> bool:
+        """Feed a BLOCK to the decoder; True if it was used."""
+        row = self._message_row(received, state)
+        if row is None:
+            return False
+        if row["status"] == "stale":
+            state.stale += 1
+            state.rows.append(row)
+            return False
+        outcome = self.decoder.offer(row["worker"], row["slot"], received.message.array)
+        row["status"] = outcome.value
+        state.counts[outcome] += 1
+        state.rows.append(row)
+        if outcome is not Outcome.USED:
+            return False
+        state.overruns += row["overrun_s"] > 0
+        state.max_overrun = max(state.max_overrun, row["overrun_s"])
+        slot = row["slot"]
+        if self.decoder.decoded[slot] and math.isnan(state.decoded_at[slot]):
+            state.decoded_at[slot] = (received.arrival_ns - state.start) / 1e9
+        return True
+
+    def _check_full_stragglers(self, iteration: int, cycle_times: np.ndarray) -> None:
+        """Full stragglers (T = inf) never answer: refuse an iteration they make undecodable."""
         answering = int(np.isfinite(cycle_times).sum())
         for index, slot in enumerate(self.layout.slots):
             if answering < self.decoder.needed(index):
@@ -131,154 +256,131 @@ class SchemeSession:
                     f"answer (full stragglers); use a scheme with more redundancy or a lower failure probability"
                 )
 
-    def iterate(self, iteration: int, theta: np.ndarray) -> tuple[IterationResult, np.ndarray]:
-        """One iteration at theta; returns its record and the decoded gradient, shape (L,)."""
-        cycle_times = iteration_cycle_times(
-            self.model.distribution, self.settings.seed, iteration, self.model.n_workers
-        )
-        self._check_decodable(iteration, cycle_times)
-        predicted = self.predicted_seconds(cycle_times)
-        self.decoder.reset()
-        counts = {o: 0 for o in Outcome} | {"stale": 0}
-        overruns, max_overrun, decoded_at = 0, 0.0, [math.nan] * len(self.layout.slots)
-        start = time.monotonic_ns()
-        header = {"run": self.run_id, "iteration": iteration, "sent_ns": start, "clock": self.clock}
-        self.link.broadcast(MessageType.ITERATE, header, theta)
-        last_progress = time.monotonic()
-        while not self.decoder.complete:
-            received = self.link.receive(200)
-            if received is None:
-                if time.monotonic() - last_progress > self.settings.stall_timeout_s:
-                    raise RunError(
-                        f"{self.scheme}, iteration {iteration}: no usable message for "
-                        f"{self.settings.stall_timeout_s:g} s; workers may have died"
-                    )
-                continue
-            row = self._message_row(received, iteration, start)
-            if row is None:
-                continue
-            if row["status"] == "stale":
-                counts["stale"] += 1
-            else:
-                outcome = self.decoder.offer(row["worker"], row["slot"], received.message.array)
-                row["status"] = outcome.value
-                counts[outcome] += 1
-                if outcome is Outcome.USED:
-                    last_progress = time.monotonic()
-                    overruns += row["overrun_s"] > 0
-                    max_overrun = max(max_overrun, row["overrun_s"])
-                    if self.decoder.decoded[row["slot"]] and math.isnan(decoded_at[row["slot"]]):
-                        decoded_at[row["slot"]] = (received.arrival_ns - start) / 1e9
-            self.recorder.messages.writerow(row)
-        measured = (time.monotonic_ns() - start) / 1e9
-        gradient = self.decoder.gradient.copy()
-        true_gradient, loss = full_gradient(self.data, theta)
-        error = None
-        if self.settings.check:
-            scale = float(np.max(np.abs(true_gradient))) or 1.0
-            error = float(np.max(np.abs(gradient - true_gradient))) / scale
-        self._record(
-            iteration,
-            cycle_times,
-            start,
-            decoded_at,
-            measured,
-            predicted,
-            loss,
-            error,
-            counts,
-            overruns,
-            max_overrun,
-        )
-        result = IterationResult(
-            measured, predicted, loss / self.data.rows, error, counts["stale"], overruns
-        )
-        return result, gradient
+    # -- worker failure ---------------------------------------------------------------------
 
-    def _message_row(self, received, iteration: int, start: int) -> dict | None:
+    def _watch_workers(self, state: _Iteration) -> None:
+        """Notice dead ranks; end the run or start replacements when a slot can no longer decode."""
+        liveness_s = self.settings.liveness * self.settings.heartbeat_s
+        silent = self.link.silent(liveness_s)
+        newly = ((self.dead_ranks() - set(self.awaiting)) | silent) - self.link.dead
+        for rank in sorted(newly):
+            how = (
+                f"silent for more than {liveness_s:g} s" if rank in silent else "its process exited"
+            )
+            log.warning(
+                "%s, iteration %d: worker %d is dead (%s)", self.scheme, state.number, rank, how
+            )
+            self.link.dead.add(rank)
+            self.events.append(
+                {"iteration": state.number, "rank": rank, "event": "died", "how": how}
+            )
+        for rank, pending in list(self.awaiting.items()):
+            if (
+                rank not in self.link.dead and not pending["setup_sent"]
+            ):  # its replacement said READY
+                self.link.send(rank, MessageType.SETUP, self.setup_header(rank))
+                pending["setup_sent"] = True
+            elif time.monotonic() > pending["deadline"]:
+                raise RunError(
+                    f"{self.scheme}, iteration {state.number}: no replacement for worker {rank} within "
+                    f"{self.settings.replace_timeout_s:g} s (cluster.replace_timeout)"
+                )
+        if not newly:
+            return
+        blocked = self._undecodable(state)
+        if blocked is None:
+            return
+        index, have, coming = blocked
+        if self.settings.on_failure != "replace":
+            dead = ", ".join(str(r) for r in sorted(self.link.dead))
+            raise RunError(
+                f"{self.scheme}, iteration {state.number}: worker(s) {dead} died and block {index} "
+                f"(s = {self.layout.slots[index].stragglers}) can no longer be decoded ({have} of the "
+                f"{self.decoder.needed(index)} messages it needs arrived, {coming} live workers still to answer); "
+                f"set cluster.on_failure = 'replace' to wait for replacement workers"
+            )
+        for rank in sorted(self.link.dead - set(self.awaiting)):
+            log.warning("%s: waiting for a replacement of worker %d", self.scheme, rank)
+            self.awaiting[rank] = {
+                "deadline": time.monotonic() + self.settings.replace_timeout_s,
+                "setup_sent": False,
+            }
+            self.replace(rank)
+
+    def _undecodable(self, state: _Iteration) -> tuple[int, int, int] | None:
+        """(slot, arrived, still coming) of the first slot that cannot reach N - s, else None."""
+        answering = {
+            r for r in range(self.model.n_workers)
+            if (r not in self.link.dead or r in self.awaiting)
+            and (self.settings.natural or math.isfinite(state.cycle_times[r]))
+        }  # fmt: skip
+        for index in range(len(self.layout.slots)):
+            if self.decoder.decoded[index]:
+                continue
+            arrived = self.decoder.arrived[index]
+            coming = len(answering - set(arrived))
+            if len(arrived) + coming < self.decoder.needed(index):
+                return index, len(arrived), coming
+        return None
+
+    def _on_replacement_reply(self, received: Received, state: _Iteration) -> bool:
+        """SETUP_OK of a replacement: give it the current theta. True if it was one."""
+        if received.rank not in self.awaiting or not self._on_setup_reply(received):
+            return False
+        del self.awaiting[received.rank]
+        self.events.append({"iteration": state.number, "rank": received.rank, "event": "replaced"})
+        log.warning(
+            "%s, iteration %d: worker %d replaced", self.scheme, state.number, received.rank
+        )
+        self.link.send(received.rank, MessageType.ITERATE, state.header, state.theta)
+        return True
+
+    # -- records ----------------------------------------------------------------------------
+
+    def _message_row(self, received: Received, state: _Iteration) -> dict | None:
         message = received.message
-        if message.kind is not MessageType.BLOCK or received.rank is None or message.array is None:
+        if message.kind is not MessageType.BLOCK or message.array is None:
             return None
         h = message.header
         try:
             require(
-                h,
-                run=str,
-                iteration=int,
-                worker=int,
-                slot=int,
-                cycle_time=float,
-                start_ns=int,
-                received_ns=int,
-                deadline_ns=int,
-                send_ns=int,
-                overrun_ns=int,
-            )
+                h, run=str, iteration=int, worker=int, slot=int, cycle_time=float, start_ns=int,
+                received_ns=int, deadline_ns=int, send_ns=int, overrun_ns=int,
+            )  # fmt: skip
         except ProtocolError:
-            self.link.malformed += 1
+            self.link.rejected["malformed"] += 1
             return None
-        stale = h["run"] != self.run_id or h["iteration"] != iteration
-        worker_start = h["start_ns"]
+        stale = h["run"] != self.run_id or h["iteration"] != state.number
+        worker_start, start = h["start_ns"], state.start
         return {
-            "scheme": self.scheme,
-            "iteration": h["iteration"],
-            "slot": h["slot"],
-            "worker": received.rank,
-            "cycle_time": h["cycle_time"],
-            "worker_start_s": (worker_start - start) / 1e9,
+            "scheme": self.scheme, "iteration": h["iteration"], "slot": h["slot"],
+            "worker": received.rank,  # the sender's identity, never the header's claim
+            "cycle_time": h["cycle_time"], "worker_start_s": (worker_start - start) / 1e9,
             "received_s": (h["received_ns"] - start) / 1e9,
             "deadline_s": (h["deadline_ns"] - worker_start) / 1e9,
             "send_s": (h["send_ns"] - worker_start) / 1e9,
-            "arrival_s": (received.arrival_ns - start) / 1e9,
-            "overrun_s": h["overrun_ns"] / 1e9,
+            "arrival_s": (received.arrival_ns - start) / 1e9, "overrun_s": h["overrun_ns"] / 1e9,
             "status": "stale" if stale else "",
-        }
+        }  # fmt: skip
 
     def _record(
-        self,
-        iteration,
-        cycle_times,
-        start,
-        decoded_at,
-        measured,
-        predicted,
-        loss,
-        error,
-        counts,
-        overruns,
-        max_overrun,
+        self, state: _Iteration, measured: float, predicted: float, loss: float, error: float | None
     ) -> None:
-        order = np.sort(cycle_times)
+        order = np.sort(state.cycle_times)
         unit = self.model.scale * self.settings.time_scale
         for index, slot in enumerate(self.layout.slots):
             needed = self.decoder.needed(index)
-            self.recorder.blocks.writerow(
-                {
-                    "scheme": self.scheme,
-                    "iteration": iteration,
-                    "slot": index,
-                    "stragglers": slot.stragglers,
-                    "start": slot.start,
-                    "stop": slot.stop,
-                    "needed": needed,
-                    "decoded_s": decoded_at[index],
-                    "predicted_s": order[needed - 1] * slot.load * unit,
-                }
-            )
-        self.recorder.iterations.writerow(
-            {
-                "scheme": self.scheme,
-                "iteration": iteration,
-                "measured_s": measured,
-                "predicted_s": predicted,
-                "ratio": measured / predicted if predicted > 0 else math.nan,
-                "loss": loss / self.data.rows,
-                "gradient_rel_error": error,
-                "messages_used": counts[Outcome.USED],
-                "messages_late": counts[Outcome.LATE],
-                "messages_stale": counts["stale"],
-                "overruns": overruns,
-                "max_overrun_s": max_overrun,
-            }
-        )
+            self.recorder.blocks.writerow({
+                "scheme": self.scheme, "iteration": state.number, "slot": index,
+                "stragglers": slot.stragglers, "start": slot.start, "stop": slot.stop,
+                "needed": needed, "decoded_s": state.decoded_at[index],
+                "predicted_s": order[needed - 1] * slot.load * unit,
+            })  # fmt: skip
+        self.recorder.iterations.writerow({
+            "scheme": self.scheme, "iteration": state.number, "measured_s": measured,
+            "predicted_s": predicted, "ratio": measured / predicted if predicted > 0 else math.nan,
+            "loss": loss / self.data.rows, "gradient_rel_error": error,
+            "messages_used": state.counts[Outcome.USED], "messages_late": state.counts[Outcome.LATE],
+            "messages_stale": state.stale, "overruns": state.overruns, "max_overrun_s": state.max_overrun,
+        })  # fmt: skip
         self.recorder.flush()

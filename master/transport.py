@@ -1,18 +1,33 @@
 """The master's end of the wire: one ROUTER socket, worker identities by rank, parsed messages.
 
-Nothing received is trusted: frames are parsed by bcgc_sim.protocol (never unpickled) and a
-message from an identity that never said READY is counted and dropped.
+Nothing received is trusted: frames are parsed by bcgc_sim.protocol (never unpickled); a
+malformed message, a wrong protocol version or a message from an identity that never said
+READY is counted in `rejected` (by reason), logged, and dropped. Messages larger than
+`max_message_bytes` are refused by ZeroMQ itself (ZMQ_MAXMSGSIZE: the peer is disconnected).
+
+Liveness: every message from a rank refreshes `last_seen[rank]`; `receive` sends each rank a
+HEARTBEAT when nothing was sent to it for one interval, so that workers can tell a live master
+from a dead one.
+
+Security: a non-loopback endpoint is refused unless CURVE is on; with CURVE only workers whose
+public key is in the allowlist folder complete the handshake (others never reach this code).
 """
 
 from __future__ import annotations
 
+import collections
+import ipaddress
+import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import zmq
 
 from bcgc_sim.errors import UserError
 from bcgc_sim.protocol import PROTOCOL_VERSION, Message, MessageType, ProtocolError, encode, parse
+
+log = logging.getLogger("bcgc.master")
 
 
 @dataclass(frozen=True)
@@ -22,16 +37,74 @@ class Received:
     arrival_ns: int
 
 
+@dataclass(frozen=True)
+class Curve:
+    """The master's CURVE key pair and the folder of allowed worker public keys (Z85 files)."""
+
+    public: bytes
+    secret: bytes
+    allow: Path
+
+    @classmethod
+    def load(cls, key_file: str, allow: str) -> Curve:
+        import zmq.auth
+
+        try:
+            public, secret = zmq.auth.load_certificate(key_file)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"cannot read the master's CURVE key {key_file}: {exc}") from None
+        if secret is None:
+            raise UserError(f"{key_file} holds no secret key: give the .key_secret file")
+        if not Path(allow).is_dir():
+            raise UserError(
+                f"--allow must be a folder of worker public keys (bcgc keygen), got {allow}"
+            )
+        return cls(public, secret, Path(allow))
+
+
+def is_loopback(endpoint: str) -> bool:
+    """True for ipc:// and tcp:// endpoints on 127.0.0.0/8, ::1 or localhost."""
+    if endpoint.startswith(("ipc://", "inproc://")):
+        return True
+    host = endpoint.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # an interface name or '*': every interface
+
+
 class WorkerLink:
     """Bound ROUTER socket; ranks are assigned on READY."""
 
-    def __init__(self, bind: str = "tcp://127.0.0.1", max_message_bytes: int = -1) -> None:
+    def __init__(
+        self,
+        bind: str = "tcp://127.0.0.1",
+        max_message_bytes: int = -1,
+        heartbeat_s: float = 0.5,
+        curve: Curve | None = None,
+    ) -> None:
+        if not is_loopback(bind) and curve is None:
+            raise UserError(
+                f"binding the master to {bind} exposes it beyond this machine: give --key and --allow "
+                "(CURVE keys from 'bcgc keygen'), or bind to 127.0.0.1"
+            )
         self.context = zmq.Context()
+        self.auth = None
         self.socket = self.context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
         if max_message_bytes > 0:
             self.socket.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
+        if curve is not None:
+            from zmq.auth.thread import ThreadAuthenticator
+
+            self.auth = ThreadAuthenticator(self.context)
+            self.auth.start()
+            self.auth.configure_curve(domain="*", location=str(curve.allow))
+            self.socket.curve_secretkey, self.socket.curve_publickey = curve.secret, curve.public
+            self.socket.curve_server = True
         try:
             if bind.startswith("ipc://") or bind.count(":") >= 2:  # a full endpoint
                 self.socket.bind(bind)
@@ -45,10 +118,15 @@ class WorkerLink:
         self.identities: dict[int, bytes] = {}
         self.ranks: dict[bytes, int] = {}
         self.pids: dict[int, int] = {}
-        self.malformed = 0
-        self.unknown = 0
+        self.dead: set[int] = set()  # ranks given up on; a new READY may take their place
+        self.rejected: collections.Counter[str] = collections.Counter()
+        self.heartbeat_ns = int(heartbeat_s * 1e9)
+        self.last_seen: dict[int, int] = {}
+        self.last_sent: dict[int, int] = {}
 
     def close(self) -> None:
+        if self.auth is not None:
+            self.auth.stop()
         self.context.destroy(linger=0)
 
     def send(self, rank: int, kind: MessageType, header: dict, array=None) -> None:
@@ -57,60 +135,106 @@ class WorkerLink:
     def send_frames(self, rank: int, frames: list) -> None:
         try:
             self.socket.send_multipart([self.identities[rank], *frames], copy=False)
+            self.last_sent[rank] = time.monotonic_ns()
         except zmq.ZMQError:
             pass  # the peer is gone (ROUTER_MANDATORY); liveness is judged elsewhere
 
     def broadcast(self, kind: MessageType, header: dict, array=None) -> None:
         frames = encode(kind, header, array)
         for rank in sorted(self.identities):
-            self.send_frames(rank, frames)
+            if rank not in self.dead:
+                self.send_frames(rank, frames)
+
+    def pulse(self) -> None:
+        """HEARTBEAT to every live rank that was sent nothing for one interval."""
+        now = time.monotonic_ns()
+        frames = None
+        for rank in self.identities:
+            if rank not in self.dead and now - self.last_sent.get(rank, 0) >= self.heartbeat_ns:
+                frames = frames or encode(MessageType.HEARTBEAT, {})
+                self.send_frames(rank, frames)
+
+    def silent(self, limit_s: float) -> set[int]:
+        """Live ranks that sent nothing for more than limit_s."""
+        cutoff = time.monotonic_ns() - int(limit_s * 1e9)
+        return {
+            r for r in self.identities if r not in self.dead and self.last_seen.get(r, 0) < cutoff
+        }
+
+    def _reject(self, reason: str, identity: bytes, detail: str = "") -> None:
+        self.rejected[reason] += 1
+        log.warning("rejected a message (%s) from peer %s %s", reason, identity.hex()[:16], detail)
 
     def receive(self, timeout_ms: int) -> Received | None:
-        """The next well-formed message, or None after timeout_ms with nothing (bad ones dropped)."""
+        """The next message (not READY, not HEARTBEAT), or None after timeout_ms."""
         end = time.monotonic() + timeout_ms / 1000
         while True:
+            self.pulse()
             remaining = max(0, int((end - time.monotonic()) * 1000))
-            if not self.socket.poll(remaining, zmq.POLLIN):
-                return None
+            if not self.socket.poll(min(remaining, self.heartbeat_ns // 1_000_000), zmq.POLLIN):
+                if time.monotonic() >= end:
+                    return None
+                continue
             frames = self.socket.recv_multipart(copy=False)
             arrival = time.monotonic_ns()
             identity = frames[0].bytes
             try:
                 message = parse([f.buffer for f in frames[1:]])
-            except ProtocolError:
-                self.malformed += 1
+            except ProtocolError as exc:
+                self._reject(
+                    "version" if "protocol version" in str(exc) else "malformed", identity, str(exc)
+                )
                 continue
             if message.kind is MessageType.READY:
                 self._register(identity, message)
                 continue
             rank = self.ranks.get(identity)
-            if rank is None:
-                self.unknown += 1
+            if rank is None or rank in self.dead:
+                self._reject("unknown-worker", identity, message.kind.name)
+                continue
+            self.last_seen[rank] = arrival
+            if message.kind is MessageType.HEARTBEAT:
+                continue
             return Received(rank, message, arrival)
 
     def _register(self, identity: bytes, message: Message) -> None:
         h = message.header
-        if h.get("protocol") != PROTOCOL_VERSION or identity in self.ranks:
-            self.malformed += 1
+        if h.get("protocol") != PROTOCOL_VERSION:
+            self._reject("version", identity, f"READY with protocol {h.get('protocol')!r}")
+            return
+        if identity in self.ranks:
+            self._reject("duplicate-ready", identity)
             return
         wanted = h.get("rank")
-        if not isinstance(wanted, int) or wanted < 0 or wanted in self.identities:
-            wanted = next(r for r in range(len(self.identities) + 1) if r not in self.identities)
+        taken = {r for r in self.identities if r not in self.dead}
+        if not isinstance(wanted, int) or isinstance(wanted, bool) or wanted < 0 or wanted in taken:
+            free = sorted(self.dead) or [
+                r for r in range(len(self.identities) + 1) if r not in self.identities
+            ]
+            wanted = free[0]
+        old = self.identities.get(wanted)
+        if old is not None:
+            del self.ranks[old]
         self.identities[wanted] = identity
         self.ranks[identity] = wanted
+        self.dead.discard(wanted)
         self.pids[wanted] = h.get("pid") if isinstance(h.get("pid"), int) else -1
+        self.last_seen[wanted] = time.monotonic_ns()
+        log.info("worker rank %d registered (pid %s)", wanted, self.pids[wanted])
 
     def wait_for_workers(self, count: int, timeout_s: float, check=None) -> None:
-        """Block until `count` workers said READY; `check()` may raise (e.g. a worker died)."""
+        """Block until `count` live workers said READY; `check()` may raise (e.g. a worker died)."""
         end = time.monotonic() + timeout_s
-        while len(self.identities) < count:
+        while len(self.identities) - len(self.dead) < count:
             if check is not None:
                 check()
             if time.monotonic() > end:
                 raise UserError(
-                    f"only {len(self.identities)} of {count} workers connected to {self.endpoint} "
-                    f"within {timeout_s:g} s"
+                    f"only {len(self.identities) - len(self.dead)} of {count} workers connected to "
+                    f"{self.endpoint} within {timeout_s:g} s"
                 )
             received = self.receive(100)
             if received is not None:
-                self.unknown += 1  # anything but READY before set-up is unexpected
+                self._reject(
+                    "unexpected", self.identities[received.rank], received.message.kind.name
+                )

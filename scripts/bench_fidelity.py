@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from bcgc_sim.config import load_config
-from bcgc_sim.schemes import SCHEMES
+from bcgc_sim.schemes import SCHEMES, needs_deadline
 from master.runner import run_testbed
 
 
@@ -31,7 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=0.2, help="target mean iteration (s)")
     parser.add_argument("--coordinates", type=int, default=2000)
     parser.add_argument("--samples", type=int, default=1600)
-    parser.add_argument("--schemes", nargs="+", default=list(SCHEMES))
+    parser.add_argument(
+        "--schemes",
+        nargs="+",
+        default=[name for name in SCHEMES if not needs_deadline(name)],
+        help="default: every scheme that needs no deadline",
+    )
     parser.add_argument("--output", default=None)
     parser.add_argument("--no-pin", action="store_true", help="do not pin workers to cores")
     args = parser.parse_args(argv)

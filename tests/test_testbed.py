@@ -48,7 +48,8 @@ def small_config(tmp_path, *extra):
 
 def test_every_scheme_runs_exactly_on_a_local_cluster(tmp_path):
     schemes = ", ".join(f"'{name}'" for name in SCHEMES)
-    config = small_config(tmp_path, f"run.schemes=[{schemes}]")
+    # the deadline (model time units, about E[tau] of uncoded) lets bcgc-cdf-* be planned too
+    config = small_config(tmp_path, f"run.schemes=[{schemes}]", "predict.deadline=5e6")
     folder = tmp_path / "run"
     summaries = run_testbed(config, folder, log=lambda text: None)
     assert [s.scheme for s in summaries] == list(SCHEMES)

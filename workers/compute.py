@@ -1,6 +1,15 @@
-"""The real arithmetic of a worker: coded partial derivatives of one slot (spec §2)."""
+"""The real arithmetic of a worker: coded partial derivatives of one slot (spec §2).
+
+The s + 1 parts a worker combines for redundancy s are cyclically consecutive, so their rows form
+at most two contiguous ranges of the data file. Per iteration the worker computes the loss
+derivative r = l'(X theta, y) once over all rows it holds (at most two products per
+partition); a slot is then X[range, start:stop]^T (w * r[range]) over at most two ranges, w
+holding each row's code coefficient.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -19,6 +28,7 @@ class SlotComputer:
         self,
         data: ProblemData,
         partitions: dict[str, tuple[int, ...]],
+        slots: Sequence[Slot],
         rank: int,
         n_workers: int,
         code_rows: dict[int, np.ndarray],
@@ -29,29 +39,47 @@ class SlotComputer:
         self.rank = rank
         self.n_workers = n_workers
         self.code_rows = code_rows
-        self._theta: np.ndarray | None = None
-        self._residuals: dict[tuple[str, int], np.ndarray] = {}
+        self.ranges = {
+            (slot.partition, slot.stragglers): self._ranges(
+                slot.partition, slot.stragglers, code_rows[slot.stragglers]
+            )
+            for slot in slots
+        }
+        widest: dict[str, int] = {}
+        for slot in slots:
+            widest[slot.partition] = max(widest.get(slot.partition, 0), slot.stragglers)
+        self.held = [
+            rows for name, s in widest.items() for rows, _ in self._ranges(name, s, np.ones(s + 1))
+        ]
+        self.residual = np.zeros(data.rows)  # loss derivative of the held rows at this theta
+
+    def _ranges(
+        self, partition: str, stragglers: int, weights: np.ndarray
+    ) -> list[tuple[slice, np.ndarray]]:
+        """Row ranges of the parts combined for s, each with its per-row code weights."""
+        bounds = self.partitions[partition]
+        ranges: list[list] = []  # [first row, end row, weights per row]
+        for part, weight in zip(
+            cyclic_support(self.rank, stragglers, self.n_workers), weights, strict=True
+        ):
+            lo, hi = bounds[part], bounds[part + 1]
+            rows = np.full(hi - lo, float(weight))
+            if ranges and ranges[-1][1] == lo:
+                ranges[-1][1] = hi
+                ranges[-1][2] = np.concatenate([ranges[-1][2], rows])
+            else:
+                ranges.append([lo, hi, rows])
+        return [(slice(lo, hi), w) for lo, hi, w in ranges if hi > lo]
 
     def begin(self, theta: np.ndarray) -> None:
-        """Start an iteration at theta, shape (L,)."""
-        self._theta = theta
-        self._residuals.clear()
-
-    def _residual(self, partition: str, part: int) -> tuple[slice, np.ndarray]:
-        bounds = self.partitions[partition]
-        rows = slice(bounds[part], bounds[part + 1])
-        key = (partition, part)
-        if key not in self._residuals:
-            z = self.features[rows] @ self._theta
-            self._residuals[key] = loss_derivative(self.kind, z, self.targets[rows])
-        return rows, self._residuals[key]
+        """Start an iteration at theta, shape (L,): r over every held row."""
+        for rows in self.held:
+            z = self.features[rows] @ theta
+            self.residual[rows] = loss_derivative(self.kind, z, self.targets[rows])
 
     def compute(self, slot: Slot) -> np.ndarray:
         """sum_i B(s)[rank, part_i] X[part_i, start:stop]^T r(part_i), shape (stop - start,)."""
-        parts = cyclic_support(self.rank, slot.stragglers, self.n_workers)
-        weights = self.code_rows[slot.stragglers]
         out = np.zeros(slot.stop - slot.start)
-        for weight, part in zip(weights, parts, strict=True):
-            rows, residual = self._residual(slot.partition, int(part))
-            out += weight * (self.features[rows, slot.start : slot.stop].T @ residual)
+        for rows, weights in self.ranges[slot.partition, slot.stragglers]:
+            out += self.features[rows, slot.start : slot.stop].T @ (weights * self.residual[rows])
         return out

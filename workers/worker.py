@@ -1,12 +1,17 @@
-"""Worker process: `python -m workers --connect tcp://HOST:PORT [--rank R]`.
+"""Worker process: `bcgc worker --connect tcp://HOST:PORT` (or `python -m workers ...`).
 
 Loop: READY -> SETUP (plan, code rows, data, straggler law) -> SETUP_OK, then per ITERATE:
 draw T_n from the seeded stream (seed, iteration, rank); for each slot in order compute the
 real coded partial derivatives, hold them until the deadline
     t_start + time_scale * (M C / N) * T_n * load
-and send them. Any message from the master while waiting (a newer theta, a new plan, STOP)
-abandons the iteration at once. A failed worker (T_n = inf) stays silent for the iteration.
-Compute slower than the deadline is sent at once and its overrun is reported, never hidden.
+and send them. Any message from the master while waiting (a newer theta, a new plan, STOP),
+heartbeats excepted, abandons the iteration at once. A failed worker (T_n = inf) stays silent for
+the iteration. Compute slower than the deadline is sent at once and its overrun is reported.
+
+Liveness: the worker sends a HEARTBEAT whenever it has sent nothing for one heartbeat interval,
+from its own loop (idle, while waiting for a deadline, between blocks), so a killed worker goes
+silent. It exits when the master has been silent for `liveness` intervals (the master sends
+heartbeats the same way), or at once when its local parent (--parent-pid) is gone.
 """
 
 from __future__ import annotations
@@ -38,7 +43,13 @@ from bcgc_sim.stragglers import distribution_from_spec, worker_rng
 
 from .compute import SlotComputer
 
-IDLE_POLL_MS = 500
+RANK_VARIABLES = ("SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMI_RANK")  # set by srun, mpirun, ...
+DEFAULT_HEARTBEAT_S = 0.25
+DEFAULT_LIVENESS = 8  # missed heartbeat intervals before the master counts as gone
+
+
+class MasterGone(Exception):
+    """The master stopped talking; the worker exits."""
 
 
 def pin_to_core(rank: int) -> list[int] | None:
@@ -57,8 +68,25 @@ def pin_to_core(rank: int) -> list[int] | None:
         return None
 
 
+def rank_from_environment() -> int:
+    """The rank a launcher gave this process (Slurm, Open MPI, MPICH/PMI), or -1."""
+    for name in RANK_VARIABLES:
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return -1
+
+
 class Worker:
-    def __init__(self, endpoint: str, rank: int, parent_pid: int | None, timeout_s: float) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        rank: int,
+        parent_pid: int | None,
+        timeout_s: float,
+        curve: tuple[bytes, bytes, bytes] | None = None,
+    ) -> None:
+        """`curve` = (worker public key, worker secret key, master public key), Z85."""
         self.endpoint = endpoint
         self.requested_rank = rank
         self.parent_pid = parent_pid
@@ -66,28 +94,59 @@ class Worker:
         self.context = zmq.Context.instance()
         self.socket = self.context.socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)
+        if curve is not None:
+            (
+                self.socket.curve_publickey,
+                self.socket.curve_secretkey,
+                self.socket.curve_serverkey,
+            ) = curve
         self.socket.connect(endpoint)
         self.run_id: str | None = None
         self.rank = rank
         self.affinity: list[int] | None = None
         self.malformed = 0
         self.clock = clock_id()
+        self.heartbeat_ns = int(DEFAULT_HEARTBEAT_S * 1e9)
+        self.liveness = DEFAULT_LIVENESS
+        self.last_sent = self.last_heard = time.monotonic_ns()
 
     def close(self) -> None:
         self.socket.close(0)
 
     def send(self, kind: MessageType, header: dict, array: np.ndarray | None = None) -> None:
         self.socket.send_multipart(encode(kind, header, array), copy=False)
+        self.last_sent = time.monotonic_ns()
 
     def receive(self) -> Message | None:
-        """One message from the master, or None if it was malformed (counted)."""
+        """One message from the master, or None if it was malformed (counted) or a heartbeat."""
         frames = self.socket.recv_multipart(copy=False)
+        self.last_heard = time.monotonic_ns()
         try:
-            return parse([f.buffer for f in frames])
+            message = parse([f.buffer for f in frames])
         except ProtocolError as exc:
             self.malformed += 1
             print(f"bcgc worker {self.rank}: dropped a malformed message: {exc}", file=sys.stderr)
             return None
+        return None if message.kind is MessageType.HEARTBEAT else message
+
+    def tick(self) -> None:
+        """Send a heartbeat if due; raise MasterGone if the master is silent for too long."""
+        now = time.monotonic_ns()
+        if self.parent_pid is not None and os.getppid() != self.parent_pid:
+            raise MasterGone("the local master process is gone")
+        if self.run_id is not None and now - self.last_heard > self.liveness * self.heartbeat_ns:
+            raise MasterGone(
+                f"the master at {self.endpoint} has been silent for {(now - self.last_heard) / 1e9:.1f} s"
+            )
+        if now - self.last_sent >= self.heartbeat_ns:
+            self.send(MessageType.HEARTBEAT, {"rank": self.rank, "run": self.run_id or ""})
+
+    def poll(self, timeout_ns: int) -> bool:
+        """Wait up to timeout_ns for a message, ticking at least every heartbeat interval."""
+        timeout_ms = max(0, min(timeout_ns, self.heartbeat_ns) // 1_000_000)
+        ready = bool(self.socket.poll(timeout_ms, zmq.POLLIN))
+        self.tick()
+        return ready
 
     def serve(self) -> int:
         self.send(
@@ -96,46 +155,39 @@ class Worker:
         )
         started = time.monotonic()
         pending: Message | None = None
-        while True:
-            message, pending = pending, None
-            if message is None:
-                if not self.socket.poll(IDLE_POLL_MS, zmq.POLLIN):
-                    if self.parent_pid is not None and os.getppid() != self.parent_pid:
-                        return 0  # the local master is gone
-                    if self.run_id is None and time.monotonic() - started > self.timeout_s:
-                        print(
-                            f"bcgc worker: error: no answer from the master at {self.endpoint} "
-                            f"within {self.timeout_s:g} s; check the address and that the master runs",
-                            file=sys.stderr,
-                        )
-                        return 1
-                    continue
-                message = self.receive()
+        try:
+            while True:
+                message, pending = pending, None
                 if message is None:
-                    continue
-            if message.kind is MessageType.STOP:
-                return 0
-            if message.kind is MessageType.SETUP:
-                self.setup(message)
-            elif message.kind is MessageType.ITERATE:
-                pending = self.iterate(message)
+                    if not self.poll(self.heartbeat_ns):
+                        if self.run_id is None and time.monotonic() - started > self.timeout_s:
+                            print(
+                                f"bcgc worker: error: no answer from the master at {self.endpoint} "
+                                f"within {self.timeout_s:g} s; check the address, the keys and that the master runs",
+                                file=sys.stderr,
+                            )
+                            return 1
+                        continue
+                    message = self.receive()
+                    if message is None:
+                        continue
+                if message.kind is MessageType.STOP:
+                    return 0
+                if message.kind is MessageType.SETUP:
+                    self.setup(message)
+                elif message.kind is MessageType.ITERATE:
+                    pending = self.iterate(message)
+        except MasterGone as gone:
+            print(f"bcgc worker {self.rank}: {gone}; exiting", file=sys.stderr)
+            return 3
 
     def setup(self, message: Message) -> None:
         h = message.header
         try:
             require(
-                h,
-                run=str,
-                rank=int,
-                n_workers=int,
-                seed=int,
-                ns_per_load=float,
-                slots=list,
-                partitions=dict,
-                code_rows=dict,
-                data=dict,
-                straggler=dict,
-            )
+                h, run=str, rank=int, n_workers=int, seed=int, ns_per_load=float, slots=list,
+                partitions=dict, code_rows=dict, data=dict, straggler=dict,
+            )  # fmt: skip
             self.rank = h["rank"]
             self.slots = [
                 Slot(int(a), int(b), int(s), float(load), str(p)) for a, b, s, load, p in h["slots"]
@@ -144,8 +196,14 @@ class Worker:
             data = ProblemData(**h["data"])
             code_rows = {int(s): np.asarray(row, dtype=float) for s, row in h["code_rows"].items()}
             partitions = {str(k): tuple(int(v) for v in b) for k, b in h["partitions"].items()}
-            self.computer = SlotComputer(data, partitions, self.rank, h["n_workers"], code_rows)
+            self.computer = SlotComputer(
+                data, partitions, self.slots, self.rank, h["n_workers"], code_rows
+            )
             self.seed, self.ns_per_load = h["seed"], h["ns_per_load"]
+            self.natural = bool(h.get("natural", False))
+            self.repeat = max(1, int(h.get("repeat", 1)))
+            self.heartbeat_ns = int(float(h.get("heartbeat_s", DEFAULT_HEARTBEAT_S)) * 1e9)
+            self.liveness = int(h.get("liveness", DEFAULT_LIVENESS))
         except (ProtocolError, ValueError, TypeError, KeyError, OSError) as exc:
             self.run_id = None
             self.send(
@@ -175,48 +233,50 @@ class Worker:
             self.clock and h.get("clock") == self.clock and isinstance(h.get("sent_ns"), int)
         )
         start = h["sent_ns"] if shared_clock else received
-        cycle_time = float(
-            self.distribution.sample(worker_rng(self.seed, iteration, self.rank), 1)[0]
-        )
+        cycle_time = 0.0  # natural mode: no injected delay, messages go when computed
+        if not self.natural:
+            cycle_time = float(
+                self.distribution.sample(worker_rng(self.seed, iteration, self.rank), 1)[0]
+            )
         if not math.isfinite(cycle_time):
-            return None  # a full straggler this iteration: never answers
-        self.computer.begin(np.asarray(theta, dtype=float))
+            return self.wait_until(None)  # a full straggler this iteration: never answers
+        for _ in range(self.repeat):  # a per-worker slowdown is real extra work
+            self.computer.begin(np.asarray(theta, dtype=float))
         for index, slot in enumerate(self.slots):
-            values = self.computer.compute(slot)
+            for _ in range(self.repeat):
+                values = self.computer.compute(slot)
             computed = time.monotonic_ns()
-            deadline = start + round(self.ns_per_load * cycle_time * slot.load)
+            deadline = (
+                computed
+                if self.natural
+                else start + round(self.ns_per_load * cycle_time * slot.load)
+            )
             interrupt = self.wait_until(deadline)
             if interrupt is not None:
                 return interrupt
             header = {
-                "run": self.run_id,
-                "iteration": iteration,
-                "worker": self.rank,
-                "slot": index,
-                "cycle_time": cycle_time,
-                "start_ns": start,
-                "received_ns": received,
-                "deadline_ns": deadline,
-                "computed_ns": computed,
-                "overrun_ns": max(0, computed - deadline),
-                "send_ns": time.monotonic_ns(),
-            }
+                "run": self.run_id, "iteration": iteration, "worker": self.rank, "slot": index,
+                "cycle_time": cycle_time, "start_ns": start, "received_ns": received,
+                "deadline_ns": deadline, "computed_ns": computed,
+                "overrun_ns": max(0, computed - deadline), "send_ns": time.monotonic_ns(),
+            }  # fmt: skip
             self.send(MessageType.BLOCK, header, values)
         return None
 
-    def wait_until(self, deadline_ns: int) -> Message | None:
-        """Sleep until deadline_ns (monotonic); return early with any message from the master.
+    def wait_until(self, deadline_ns: int | None) -> Message | None:
+        """Sleep until deadline_ns (monotonic; None: until the master speaks); return early with
+        any message from the master but a heartbeat.
 
         zmq polls in whole milliseconds, so the last sub-millisecond is slept.
         """
         while True:
-            remaining = deadline_ns - time.monotonic_ns()
-            if self.socket.poll(max(0, remaining // 1_000_000), zmq.POLLIN):
+            remaining = 2**62 if deadline_ns is None else deadline_ns - time.monotonic_ns()
+            if self.poll(remaining):
                 message = self.receive()
                 if message is not None:
                     return message
                 continue
-            remaining = deadline_ns - time.monotonic_ns()
+            remaining = 2**62 if deadline_ns is None else deadline_ns - time.monotonic_ns()
             if remaining <= 0:
                 return None
             if remaining < 1_000_000:
@@ -224,24 +284,57 @@ class Worker:
                 return None
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m workers", description="bcgc-sim worker process"
-    )
+def load_curve_keys(
+    key_file: str | None, server_key_file: str | None
+) -> tuple[bytes, bytes, bytes] | None:
+    """(public, secret, server public) from `bcgc keygen` files; None without keys."""
+    if not key_file and not server_key_file:
+        return None
+    if not (key_file and server_key_file):
+        raise SystemExit(
+            "bcgc worker: error: CURVE needs both --key (this worker's .key_secret) and --server-key (the master's .key)"
+        )
+    import zmq.auth
+
+    try:
+        public, secret = zmq.auth.load_certificate(key_file)
+        server, _ = zmq.auth.load_certificate(server_key_file)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"bcgc worker: error: cannot read CURVE keys: {exc}") from None
+    if secret is None:
+        raise SystemExit(
+            f"bcgc worker: error: {key_file} holds no secret key (use the .key_secret file)"
+        )
+    return public, secret, server
+
+
+def build_parser(prog: str = "python -m workers") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="bcgc-sim worker process")
     parser.add_argument(
         "--connect", required=True, help="master endpoint, e.g. tcp://127.0.0.1:5555"
     )
-    parser.add_argument("--rank", type=int, default=-1, help="requested rank (-1: master assigns)")
+    parser.add_argument(
+        "--rank", type=int, default=None,
+        help=f"requested rank (default: from {', '.join(RANK_VARIABLES)}, else the master assigns)",
+    )  # fmt: skip
     parser.add_argument(
         "--parent-pid", type=int, default=None, help="exit when this process is gone"
     )
     parser.add_argument(
         "--timeout", type=float, default=10.0, help="seconds to wait for the master"
     )
-    args = parser.parse_args(argv)
+    parser.add_argument("--key", help="this worker's CURVE secret key file (bcgc keygen)")
+    parser.add_argument("--server-key", help="the master's CURVE public key file")
+    return parser
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m workers") -> int:
+    args = build_parser(prog).parse_args(argv)
+    rank = args.rank if args.rank is not None else rank_from_environment()
+    curve = load_curve_keys(args.key, args.server_key)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the master tears workers down
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    worker = Worker(args.connect, args.rank, args.parent_pid, args.timeout)
+    worker = Worker(args.connect, rank, args.parent_pid, args.timeout, curve)
     try:
         return worker.serve()
     finally:

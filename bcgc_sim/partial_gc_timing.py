@@ -1,0 +1,508 @@
+"""Partial-straggler GC: the original-GC baseline, the timing model and the fair comparison.
+
+Reconstruction of spec/partial-gc.md (§1.7, §3, §5.3); see `bcgc_sim.partial_gc` for the
+protocol and the recommended interpretations followed (spec §6).
+
+Units. Work is counted in *chunk gradients* (one chunk = one data partition, its full gradient).
+A cycle time T_j is model time per cycle and `chunk_cycles` the cycles of one chunk gradient, so
+under the per-worker speed model (BCGC's, spec §5.3.2) worker j finishes its k-th chunk at
+    k * chunk_cycles * T_j        (model time units).
+With chunk_cycles = 1 (the default) times are "chunk-gradient units at unit cycle time"; with
+T = 1 + Exp(1) one unit is t0 times the cost of one chunk gradient. Every time-returning function
+takes `finish`, shape (K, N, P) (P = max load): finish[k, j, p] = the model time at which worker j
+has completed its first p + 1 chunks in realisation k (+inf for failed workers or p >= delta_j).
+Build it with `speed_finish_times` (constant speed within an iteration) or `chunk_finish_times`
+(per-chunk i.i.d. durations, spec §3.3 (b)).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import optimize as sp_optimize
+
+from .codes import well_conditioned_matrix
+from .model import SystemModel
+from .optimize import SubgradientSettings, round_r2, stochastic_subgradient
+from .partial_gc import Assignment, check_ordering, latin_ordering, positions, split_blocks
+from .plans import BlockPlan
+from .runtime import Estimate
+from .schemes import SchemeOptions, build_plan, deterministic_optimum
+from .stragglers import (
+    STREAM_EVALUATION,
+    STREAM_ROUNDING,
+    STREAM_TUNING,
+    CycleTimeDistribution,
+    FailureMixture,
+    monte_carlo_cycle_times,
+)
+
+
+# ------------------------------------------------------------------------------------------------
+# The original GC protocol (spec §1.7): fixed codes, one upload after all delta chunks
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class OriginalCode:
+    """B (N x m l): worker j uploads y_j = sum_(i,u) B[j, i l + u] g_i^(u) after all its chunks.
+
+    Any N - s uploads decode the l target blocks exactly; fewer give the LS estimate (§1.7).
+    `nodes` are the Ye-Abbe evaluation points (None for Tandon's code).
+    """
+
+    name: str
+    matrix: np.ndarray
+    parts: int
+    stragglers: int
+    nodes: np.ndarray | None = None
+
+    @property
+    def n_workers(self) -> int:
+        return int(self.matrix.shape[0])
+
+    @property
+    def n_chunks(self) -> int:
+        return int(self.matrix.shape[1] // self.parts)
+
+    def target(self) -> np.ndarray:
+        """T = [I_l I_l ... I_l], shape (l, m l)."""
+        return np.tile(np.eye(self.parts), (1, self.n_chunks))
+
+    def decoder(self, finished) -> np.ndarray:
+        """D* (l x |F|) = argmin ||D B_F - T||_F (exact with >= N - s finished workers)."""
+        rows = self.matrix[np.asarray(finished, dtype=int)]
+        if rows.shape[0] == 0:
+            return np.zeros((self.parts, 0))
+        d, *_ = np.linalg.lstsq(rows.T, self.target().T, rcond=None)
+        return d.T
+
+    def error(self, finished) -> float:
+        """||D* B_F - T||_F^2; NMSE = error / (m l) under the gradient model of §1.4."""
+        rows = self.matrix[np.asarray(finished, dtype=int)]
+        if rows.shape[0] == 0:
+            return float(self.n_chunks * self.parts)
+        residual = self.decoder(finished) @ rows - self.target()
+        return float(np.sum(residual**2))
+
+    def upload(self, rank: int, gradients: np.ndarray) -> np.ndarray:
+        """y_rank, shape (ceil(d/l),), from all chunk gradients (m, d) (only held chunks count)."""
+        blocks = np.stack([split_blocks(g, self.parts) for g in gradients])  # (m, l, w)
+        return self.matrix[rank] @ blocks.reshape(-1, blocks.shape[2])
+
+    def interpolation_decoder(self, finished) -> tuple[np.ndarray, float]:
+        """Ye-Abbe decoding by Vandermonde solve from N - s workers: (D, cond(V_F)) (spec §1.5).
+
+        p has degree N - s - 1; its coefficients of x^{N-delta} .. x^{N-s-1} are the targets.
+        """
+        if self.nodes is None:
+            raise ValueError("interpolation decoding is for Ye-Abbe codes")
+        f = np.asarray(finished, dtype=int)
+        k = self.n_workers - self.stragglers
+        if f.size != k:
+            raise ValueError(f"interpolation needs exactly N - s = {k} workers")
+        v = np.vander(self.nodes[f], k, increasing=True)
+        inverse = np.linalg.solve(v, np.eye(k))
+        load = self.stragglers + self.parts
+        top = self.n_workers - load
+        return inverse[top : top + self.parts], float(np.linalg.cond(v))
+
+
+def tandon_code(n_workers: int, stragglers: int, seed: int = 0, matrix=None) -> OriginalCode:
+    """l = 1: Tandon's cyclic-repetition code B(s) (bcgc_sim.codes), delta = s + 1 (§1.7)."""
+    b = well_conditioned_matrix(n_workers, stragglers, seed) if matrix is None else matrix
+    return OriginalCode("tandon", np.asarray(b, dtype=float), 1, stragglers)
+
+
+def chebyshev_nodes(n: int) -> np.ndarray:
+    """cos((2w + 1) pi / (2 N)), w = 0..N-1: the favourable nodes for the polynomial code."""
+    return np.cos((2 * np.arange(n) + 1) * np.pi / (2 * n))
+
+
+def ye_abbe_code(n_workers: int, load: int, parts: int, nodes=None) -> OriginalCode:
+    """Ye & Abbe's communication-efficient code on the cyclic assignment, s = delta - l (§1.7).
+
+    B[w, (i, u)] = q_i(alpha_w) sum_v alpha_w^v (U_i^{-1})[v, u], q_i(x) = prod_{w not in H_i}
+    (x - alpha_w), U_i the upper-triangular Toeplitz matrix of q_i's leading coefficients.
+    """
+    s = load - parts
+    if s < 0:
+        raise ValueError(f"need delta >= l, got delta = {load}, l = {parts}")
+    alpha = chebyshev_nodes(n_workers) if nodes is None else np.asarray(nodes, dtype=float)
+    assignment = Assignment.cyclic(n_workers, load)
+    b = np.zeros((n_workers, n_workers * parts))
+    powers = np.vander(alpha, parts, increasing=True)  # (N, l): alpha_w^v
+    for i in range(n_workers):
+        others = np.flatnonzero(assignment.matrix[i] == 0)
+        c = np.poly(alpha[others])  # [1, c_1, c_2, ...]
+        c = np.concatenate([c, np.zeros(parts)])
+        u = np.array([[c[v - t] if v >= t else 0.0 for v in range(parts)] for t in range(parts)])
+        q_at = np.polyval(np.poly(alpha[others]), alpha)  # q_i(alpha_w), zero off H_i
+        b[:, i * parts : (i + 1) * parts] = q_at[:, None] * (powers @ np.linalg.inv(u))
+    return OriginalCode("ye-abbe", b, parts, s, alpha)
+
+
+def original_code(n_workers: int, load: int, parts: int, seed: int = 0) -> OriginalCode:
+    """The baseline of spec A6: Tandon for l = 1, Ye-Abbe with Chebyshev nodes for l >= 2."""
+    if parts == 1:
+        return tandon_code(n_workers, load - 1, seed)
+    return ye_abbe_code(n_workers, load, parts)
+
+
+# ------------------------------------------------------------------------------------------------
+# Finish times: when each worker has completed its first p chunks
+# ------------------------------------------------------------------------------------------------
+def speed_finish_times(
+    cycle_times: np.ndarray, loads: np.ndarray, chunk_cycles: float = 1.0
+) -> np.ndarray:
+    """Per-worker speed model: finish[k, j, p] = (p + 1) chunk_cycles T[k, j]; shape (K, N, P)."""
+    t = np.atleast_2d(np.asarray(cycle_times, dtype=float))
+    loads = np.asarray(loads, dtype=int)
+    steps = np.arange(1, loads.max() + 1, dtype=float)
+    out = chunk_cycles * t[:, :, None] * steps[None, None, :]
+    return np.where(steps[None, None, :] <= loads[None, :, None], out, np.inf)
+
+
+def chunk_finish_times(durations: np.ndarray, loads: np.ndarray) -> np.ndarray:
+    """Per-chunk model: finish = cumulative sum of i.i.d. chunk durations (K, N, P), model time."""
+    d = np.asarray(durations, dtype=float)
+    loads = np.asarray(loads, dtype=int)
+    out = np.cumsum(d[:, :, : loads.max()], axis=2)
+    return np.where(
+        np.arange(1, loads.max() + 1)[None, None, :] <= loads[None, :, None], out, np.inf
+    )
+
+
+def chunk_durations(
+    distribution: CycleTimeDistribution,
+    seed: int,
+    samples: int,
+    n_workers: int,
+    max_load: int,
+    stream: int = STREAM_EVALUATION,
+    chunk_cycles: float = 1.0,
+) -> np.ndarray:
+    """i.i.d. chunk durations chunk_cycles * T, shape (K, N, P), from the seeded MC stream."""
+    t = monte_carlo_cycle_times(distribution, seed, samples, n_workers * max_load, stream)
+    return chunk_cycles * t.reshape(samples, n_workers, max_load)
+
+
+# ------------------------------------------------------------------------------------------------
+# The proposed protocol: time to the exact gradient and NMSE against time
+# ------------------------------------------------------------------------------------------------
+def random_positions(assignment: Assignment, rng: np.random.Generator, samples: int) -> np.ndarray:
+    """A fresh uniformly random ordering per realisation, as positions (K, m, N) (0 = not held)."""
+    pos = np.zeros((samples, *assignment.matrix.shape), dtype=int)
+    for j in range(assignment.n_workers):
+        chunks = assignment.chunks(j)
+        pos[:, chunks, j] = np.argsort(rng.random((samples, chunks.size)), axis=1) + 1
+    return pos
+
+
+def copy_times(assignment: Assignment, pos: np.ndarray, finish: np.ndarray) -> np.ndarray:
+    """When worker j has processed chunk i, shape (K, m, N); +inf where j does not hold i.
+
+    `pos` (m, N) from `positions(assignment, ordering)` or (K, m, N) from `random_positions`.
+    """
+    k = finish.shape[0]
+    shape = (k, *assignment.matrix.shape)
+    index = np.broadcast_to(np.maximum(np.asarray(pos) - 1, 0), shape)
+    times = np.take_along_axis(np.swapaxes(finish, 1, 2), index, axis=1)  # (K, m, N)
+    return np.where(np.broadcast_to(np.asarray(pos) > 0, shape), times, np.inf)
+
+
+def notice_events(
+    assignment: Assignment, ordering, finish_row: np.ndarray
+) -> list[tuple[float, int, int]]:
+    """The NOTICEs of one realisation in time order: (time, worker, chunk), finite times only.
+
+    `finish_row` (N, P) is one realisation of `finish`; feed the events to R1Decoder/R2Decoder.
+    """
+    order = check_ordering(assignment, ordering)
+    events = [
+        (float(finish_row[j, k]), j, chunk)
+        for j in range(assignment.n_workers)
+        for k, chunk in enumerate(order[j])
+        if np.isfinite(finish_row[j, k])
+    ]
+    return sorted(events)
+
+
+def ready_times(copies: np.ndarray, parts: int) -> np.ndarray:
+    """When chunk i has l processed copies (spec §1.3): the l-th smallest copy time, (K, m)."""
+    if parts > copies.shape[2]:
+        return np.full(copies.shape[:2], np.inf)
+    return np.partition(copies, parts - 1, axis=2)[:, :, parts - 1]
+
+
+def exact_times(
+    assignment: Assignment, pos: np.ndarray, finish: np.ndarray, parts: int = 1, overhead=0.0
+) -> np.ndarray:
+    """Time to the exact gradient (R1 and R2 alike), shape (K,), model time units.
+
+    max_i ready_i + `overhead` (the R1 round trip COMBINE/UPLOAD, or R2's last REQUEST/BLOCK).
+    """
+    return ready_times(copy_times(assignment, pos, finish), parts).max(axis=1) + overhead
+
+
+def nmse_at(
+    assignment: Assignment, pos: np.ndarray, finish: np.ndarray, parts: int, deadlines
+) -> np.ndarray:
+    """Coefficient-level NMSE sum_i (l - kappa_i(t))^+ / (m l) at each deadline t, (K, D) (§1.4)."""
+    copies = copy_times(assignment, pos, finish)
+    out = np.empty((finish.shape[0], len(deadlines)))
+    for col, t in enumerate(deadlines):
+        kappa = (copies <= t).sum(axis=2)
+        out[:, col] = np.maximum(parts - kappa, 0).sum(axis=1) / (assignment.n_chunks * parts)
+    return out
+
+
+def expected_nmse(
+    assignment: Assignment,
+    pos: np.ndarray,
+    distribution: CycleTimeDistribution,
+    parts: int,
+    deadlines,
+    chunk_cycles: float = 1.0,
+) -> np.ndarray:
+    """E[NMSE(t)] exactly under the per-worker model with i.i.d. cycle times, shape (D,).
+
+    The holders of a chunk are distinct independent workers, so kappa_i(t) is Poisson-binomial
+    with P(copy at position p done by t) = F(t / (p chunk_cycles)); no Monte-Carlo error.
+    """
+    out = np.zeros(len(deadlines))
+    for col, t in enumerate(deadlines):
+        total = 0.0
+        for i in range(assignment.n_chunks):
+            p = np.asarray(distribution.cdf(t / (pos[i, assignment.holders(i)] * chunk_cycles)))
+            law = np.array([1.0])  # P(kappa = k), k = 0..
+            for q in np.atleast_1d(p):
+                law = np.concatenate([law * (1 - q), [0.0]]) + np.concatenate([[0.0], law * q])
+            shortfall = np.maximum(parts - np.arange(law.size), 0)
+            total += float(law @ shortfall)
+        out[col] = total / (assignment.n_chunks * parts)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# The original protocol's timing
+# ------------------------------------------------------------------------------------------------
+def all_done_times(finish: np.ndarray, loads: np.ndarray) -> np.ndarray:
+    """When each worker has finished all its delta_j chunks, shape (K, N)."""
+    return finish[:, np.arange(finish.shape[1]), np.asarray(loads) - 1]
+
+
+def original_exact_times(finish: np.ndarray, loads: np.ndarray, stragglers: int) -> np.ndarray:
+    """Original GC (§1.7): the (N - s)-th smallest all-done time, shape (K,)."""
+    done = np.sort(all_done_times(finish, loads), axis=1)
+    return done[:, done.shape[1] - stragglers - 1]
+
+
+def original_nmse_at(code: OriginalCode, finish: np.ndarray, loads, deadlines) -> np.ndarray:
+    """NMSE ||D* B_F - T||^2 / (m l) of the original GC at each deadline, (K, D) (§1.7)."""
+    done = all_done_times(finish, loads)
+    cache: dict[bytes, float] = {}
+    out = np.empty((finish.shape[0], len(deadlines)))
+    scale = code.n_chunks * code.parts
+    for col, t in enumerate(deadlines):
+        for k, row in enumerate(done <= t):
+            key = np.packbits(row).tobytes()
+            if key not in cache:
+                cache[key] = max(code.error(np.flatnonzero(row)), 0.0) / scale
+            out[k, col] = cache[key]
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# The fair comparison (spec §5.3)
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SchemeTimes:
+    """Time to the exact gradient of one scheme on the common evaluation draws (§5.3).
+
+    `times` (K,) in chunk-gradient units (one partition's full gradient at unit cycle time);
+    `storage` in partitions per worker; `uplink` in floats per worker per iteration, units of d.
+    """
+
+    scheme: str
+    detail: str
+    storage: int
+    uplink: float
+    times: np.ndarray
+
+    @property
+    def estimate(self) -> Estimate:
+        return Estimate.of(self.times)
+
+    @property
+    def finished(self) -> float:
+        """Fraction of iterations that ever finish (< 1 only with failed workers)."""
+        return float(np.isfinite(self.times).mean())
+
+    @property
+    def std(self) -> float:
+        t = self.times[np.isfinite(self.times)]
+        return float(t.std(ddof=1)) if t.size > 1 else math.nan
+
+    @property
+    def p90(self) -> float:
+        return float(np.quantile(self.times, 0.9, method="inverted_cdf"))
+
+
+def fit_capped_bcgc(
+    n_workers: int,
+    storage: int,
+    distribution: CycleTimeDistribution,
+    coordinates: int = 1000,
+    seed: int = 1,
+    settings: SubgradientSettings | None = None,
+) -> BlockPlan:
+    """bcgc-opt restricted to redundancy levels 0..delta-1 (storage delta, spec §5.3.1).
+
+    Same optimiser as schemes.build_bcgc_opt, on the delta largest cycle times (the only ones
+    levels < delta use), tuning and rounding streams only (never the evaluation stream).
+    """
+    settings = settings or SubgradientSettings()
+
+    def top(k: int, stream: int) -> np.ndarray:
+        t = monte_carlo_cycle_times(distribution, seed, settings.batch, n_workers, stream + k)
+        return np.sort(t, axis=1)[:, n_workers - storage :]
+
+    means = distribution.order_stat_means(n_workers)[n_workers - storage :]
+    start = deterministic_optimum(means, coordinates)
+    relaxed = stochastic_subgradient(start, coordinates, lambda k: top(k, STREAM_TUNING), settings)
+    x = round_r2(relaxed, coordinates, top(0, STREAM_ROUNDING))
+    return BlockPlan("bcgc-capped", tuple(int(v) for v in x) + (0,) * (n_workers - storage))
+
+
+def oracle_times(assignment: Assignment, cycle_times: np.ndarray) -> np.ndarray:
+    """The storage-limited lower bound of §5.3.7 by LP per realisation, shape (K,).
+
+    min t s.t. sum_{j in H_i} x_ij = 1, T_j sum_i x_ij <= t, x >= 0 (fractional chunk work).
+    """
+    edges = np.argwhere(assignment.matrix > 0)  # (E, 2): (chunk, worker)
+    out = np.empty(cycle_times.shape[0])
+    for k, t in enumerate(np.atleast_2d(cycle_times)):
+        alive = np.isfinite(t[edges[:, 1]])
+        e = edges[alive]
+        if np.unique(e[:, 0]).size < assignment.n_chunks:
+            out[k] = np.inf
+            continue
+        n_e = e.shape[0]
+        a_eq = np.zeros((assignment.n_chunks, n_e + 1))
+        a_eq[e[:, 0], np.arange(n_e)] = 1.0
+        a_ub = np.zeros((assignment.n_workers, n_e + 1))
+        a_ub[e[:, 1], np.arange(n_e)] = t[e[:, 1]]
+        a_ub[:, -1] = -1.0
+        cost = np.zeros(n_e + 1)
+        cost[-1] = 1.0
+        res = sp_optimize.linprog(
+            cost,
+            A_ub=a_ub,
+            b_ub=np.zeros(assignment.n_workers),
+            A_eq=a_eq,
+            b_eq=np.ones(assignment.n_chunks),
+            method="highs",
+        )
+        out[k] = res.fun if res.success else np.inf
+    return out
+
+
+def fair_comparison(
+    n_workers: int,
+    storage: int,
+    distribution: CycleTimeDistribution,
+    parts=(1, 2),
+    samples: int = 4000,
+    seed: int = 1,
+    coordinates: int = 1000,
+    options: SchemeOptions | None = None,
+    uncapped_bcgc: bool = True,
+    oracle_samples: int = 0,
+) -> list[SchemeTimes]:
+    """Expected time to the exact gradient of BCGC, original GC and partial GC (spec §5.3).
+
+    Mapping (all on the same evaluation draws T, shape (K, N), stream STREAM_EVALUATION of `seed`,
+    which no scheme was tuned on; per-worker constant speed; time unit = one partition's full
+    gradient at unit cycle time):
+      * data: m = N partitions, cyclic storage of `storage` = delta partitions per worker;
+      * partial GC, chunk = partition: worker j finishes its k-th chunk at k T_j; exact when every
+        chunk has l copies (R1/R2); Latin (= the cyclic natural order, optimal) and a fresh random
+        order per draw; uplink d / l floats;
+      * original GC (Tandon, s = delta - 1) = BlockPlan x = L e_s: time delta T_(N-s); uplink d;
+      * BCGC, coordinate = 1/L of a partition gradient, level n costs (n + 1)/L units: time
+        R(x, T) / L = max_n T_(N-n) S_n(x) / L. "bcgc-capped" (levels <= delta - 1, storage
+        delta, `fit_capped_bcgc`) is the fair one; "bcgc-opt" = schemes.build_plan (levels up to
+        N - 1: storage up to N, reported for reference); uplink d (L coordinates);
+      * uncoded (delta = 1): time T_(N);
+      * oracle (optional, LP on the first `oracle_samples` draws): best possible with the storage.
+    With a FailureMixture the BCGC plans are fitted on its base law (they need finite means).
+    """
+    options = options or SchemeOptions(seed=seed)
+    fit_law = distribution.base if isinstance(distribution, FailureMixture) else distribution
+    t = monte_carlo_cycle_times(distribution, seed, samples, n_workers, STREAM_EVALUATION)
+    assignment = Assignment.cyclic(n_workers, storage)
+    finish = speed_finish_times(t, assignment.loads)
+    rows: list[SchemeTimes] = []
+    level0 = BlockPlan("uncoded", (coordinates,) + (0,) * (n_workers - 1))
+    rows.append(SchemeTimes("uncoded", "delta = 1", 1, 1.0, level0.raw_runtime(t) / coordinates))
+    s = storage - 1
+    single = BlockPlan("original-gc", tuple(coordinates if n == s else 0 for n in range(n_workers)))
+    rows.append(
+        SchemeTimes(
+            "original GC", f"Tandon s = {s}", storage, 1.0, single.raw_runtime(t) / coordinates
+        )
+    )
+    capped = fit_capped_bcgc(n_workers, storage, fit_law, coordinates, seed, options.optimizer)
+    rows.append(
+        SchemeTimes(
+            "BCGC capped",
+            _fractions(capped.x, storage),
+            storage,
+            1.0,
+            capped.raw_runtime(t) / coordinates,
+        )
+    )
+    if uncapped_bcgc:
+        model = SystemModel(n_workers, coordinates, n_workers, 1.0, fit_law)
+        plan = build_plan("bcgc-opt", model, options)
+        top = int(np.flatnonzero(np.array(plan.x) > 0).max()) + 1
+        rows.append(
+            SchemeTimes(
+                "BCGC (bcgc-opt)",
+                _fractions(plan.x, top),
+                top,
+                1.0,
+                plan.raw_runtime(t) / coordinates,
+            )
+        )
+    latin = positions(assignment, latin_ordering(assignment))
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(8, n_workers, storage)))
+    shuffled = random_positions(assignment, rng, samples)
+    for l in parts:
+        for label, pos in (("Latin", latin), ("random", shuffled)):
+            rows.append(
+                SchemeTimes(
+                    f"partial GC l={l}",
+                    f"{label} order",
+                    storage,
+                    1.0 / l,
+                    exact_times(assignment, pos, finish, l),
+                )
+            )
+    if oracle_samples:
+        rows.append(
+            SchemeTimes(
+                "oracle bound",
+                f"LP, first {oracle_samples} draws",
+                storage,
+                math.nan,
+                oracle_times(assignment, t[:oracle_samples]),
+            )
+        )
+    return rows
+
+
+def _fractions(x, levels: int) -> str:
+    total = float(sum(x))
+    return "x/L = [" + ", ".join(f"{v / total:.2f}" for v in x[:levels]) + "]"

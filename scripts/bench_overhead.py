@@ -1,0 +1,117 @@
+"""Testbed overhead per iteration with zero injected delay vs a raw pyzmq round trip of the
+same bytes; target ratio <= 2.
+
+Testbed: `bcgc run` in natural mode (no injected delay) with the uncoded scheme and a tiny data
+set (4 rows per worker), so an iteration is: broadcast theta (L float64) to N pinned workers,
+each computes and returns one message of L float64, the master decodes. Raw: the same N
+processes' worth of pyzmq DEALER echo peers, pinned the same way, each answering the master's
+ROUTER with a message of the same size. Both report the median over the iterations of
+broadcast-to-last-reply time.
+
+    python scripts/bench_overhead.py [--workers 8] [--coordinates 10000] [--iterations 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import zmq
+
+from bcgc_sim.config import load_config
+from master.runner import run_testbed
+
+ECHO = """
+import os, sys, zmq
+core = int(sys.argv[2])
+if hasattr(os, "sched_setaffinity"):
+    os.sched_setaffinity(0, {core})
+context = zmq.Context()
+socket = context.socket(zmq.DEALER)
+socket.connect(sys.argv[1])
+socket.send(b"ready")
+while True:
+    frames = socket.recv_multipart(copy=False)
+    if frames[0].bytes == b"stop":
+        break
+    socket.send_multipart([bytes(len(frames[-1].buffer))], copy=False)
+"""
+
+
+def raw_round_trips(n: int, length: int, iterations: int) -> np.ndarray:
+    context = zmq.Context()
+    router = context.socket(zmq.ROUTER)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
+    peers = [
+        subprocess.Popen(
+            [sys.executable, "-c", ECHO, f"tcp://127.0.0.1:{port}", str(cores[r % len(cores)])]
+        )
+        for r in range(n)
+    ]
+    try:
+        identities = [router.recv_multipart()[0] for _ in range(n)]
+        payload = np.zeros(length)
+        times = []
+        for _ in range(iterations):
+            start = time.perf_counter()
+            for identity in identities:
+                router.send_multipart(
+                    [identity, b"theta", memoryview(payload).cast("B")], copy=False
+                )
+            for _ in range(n):
+                router.recv_multipart(copy=False)
+            times.append(time.perf_counter() - start)
+        for identity in identities:
+            router.send_multipart([identity, b"stop"])
+    finally:
+        for peer in peers:
+            peer.wait(5)
+        context.destroy(linger=0)
+    return np.array(times[5:])
+
+
+def testbed_iterations(n: int, length: int, iterations: int, folder: Path) -> np.ndarray:
+    config = load_config(
+        None,
+        [
+            f"cluster.workers={n}", f"model.samples={4 * n}", f"model.coordinates={length}",
+            f"run.iterations={iterations}", "run.mode='natural'", "run.check=false",
+            "run.schemes=['uncoded']", f"run.output='{folder}'",
+        ],
+    )  # fmt: skip
+    run_testbed(config, folder / "run", log=lambda text: None)
+    with open(folder / "run" / "iterations.csv") as handle:
+        return np.array([float(r["measured_s"]) for r in csv.DictReader(handle)][5:])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--coordinates", type=int, default=10_000)
+    parser.add_argument("--iterations", type=int, default=200)
+    args = parser.parse_args(argv)
+    folder = Path(tempfile.mkdtemp(prefix="bcgc-overhead-"))
+    bed = testbed_iterations(args.workers, args.coordinates, args.iterations, folder)
+    raw = raw_round_trips(args.workers, args.coordinates, args.iterations)
+    ratio = float(np.median(bed) / np.median(raw))
+    print(f"N = {args.workers} workers, {args.coordinates} float64 each way, {bed.size} iterations")
+    print(
+        f"testbed per iteration: median {1e3 * np.median(bed):.3f} ms (p90 {1e3 * np.quantile(bed, 0.9):.3f})"
+    )
+    print(
+        f"raw pyzmq round trip:  median {1e3 * np.median(raw):.3f} ms (p90 {1e3 * np.quantile(raw, 0.9):.3f})"
+    )
+    print(f"ratio {ratio:.2f} (target <= 2)")
+    return 0 if ratio <= 2 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
