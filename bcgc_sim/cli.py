@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -163,37 +164,70 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from master.runner import output_folder, print_summaries, run_testbed
+    from master.runner import output_folder, run_testbed
 
-    config = _config(args)
-    if args.check:
-        config = load_config(args.config, [*args.overrides, "run.check=true"])
+    config = load_config(
+        args.config, [*args.overrides, *(["run.check=true"] if args.check else [])]
+    )
     folder = Path(args.output) if args.output else output_folder(config)
     summaries = run_testbed(config, folder, log=lambda text: print(text, file=sys.stderr))
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "schemes": {
-                        s.scheme: {
-                            "iterations": s.iterations,
-                            "measured_mean_s": s.measured_mean_s,
-                            "predicted_mean_s": s.predicted_mean_s,
-                            "ratio": s.ratio,
-                            "median_ratio": s.median_ratio,
-                            "final_loss": s.final_loss,
-                            "gradient_max_rel_error": s.gradient_max_rel_error,
-                            "stale_messages": s.stale_messages,
-                            "overruns": s.overruns,
-                        }
-                        for s in summaries
-                    },
-                    "output": str(folder),
-                }
-            )
+    return _report_run(summaries, folder, args.json)
+
+
+def _report_run(summaries, folder: Path, as_json: bool) -> int:
+    from dataclasses import asdict
+
+    from master.runner import print_summaries
+
+    from .results import json_safe
+
+    if as_json:
+        schemes = {
+            s.scheme: {k: v for k, v in asdict(s).items() if k != "scheme"} for s in summaries
+        }
+        print(json.dumps(json_safe({"schemes": schemes, "output": str(folder)})))
+    else:
+        print_summaries(summaries, folder)
+    return 0
+
+
+def cmd_master(args: argparse.Namespace) -> int:
+    from master.cluster import RemoteCluster
+    from master.runner import max_message_bytes, output_folder, prepare_problem, run_testbed
+    from master.transport import Curve
+
+    config = load_config(args.config, [*args.overrides, f"cluster.workers={args.workers}"])
+    if bool(args.key) != bool(args.allow):
+        raise UserError(
+            "CURVE needs both --key (the master's .key_secret) and --allow (folder of worker .key files)"
         )
-        return 0
-    print_summaries(summaries, folder)
+    curve = Curve.load(args.key, args.allow) if args.key else None
+    folder = Path(args.output) if args.output else output_folder(config)
+    data = prepare_problem(config)
+
+    def cluster():
+        return RemoteCluster(
+            config.cluster.workers, args.bind, config.run.startup_timeout,
+            max_message_bytes(data), curve, log=lambda text: print(text, file=sys.stderr),
+        )  # fmt: skip
+
+    summaries = run_testbed(
+        config, folder, log=lambda text: print(text, file=sys.stderr), cluster_factory=cluster
+    )
+    return _report_run(summaries, folder, args.json)
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    import zmq.auth
+
+    folder = Path(args.dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    public, secret = zmq.auth.create_certificates(str(folder), args.name)
+    print(f"public key: {public}")
+    print(f"secret key: {secret}  (keep it private)")
+    print(
+        "workers: put each worker's public .key file in the folder given to 'bcgc master --allow'"
+    )
     return 0
 
 
@@ -210,7 +244,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         folder = Path(args.output) if args.output else output_folder(config)
         run_testbed(config, folder, log=lambda text: print(text, file=sys.stderr))
     run = load_run(folder)
-    results = validate_run(run)
+    # T in model time units: --deadline, else the run's predict.deadline (0 = none)
+    deadline = args.deadline if args.deadline is not None else run.config.predict.deadline
+    results = validate_run(run, deadline)
     figures = [
         plots.plot_per_iteration(results, folder / "validate-per-iteration.png"),
         plots.plot_cdfs(run, results, folder / "validate-cdf.png"),
@@ -334,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     val = sub.add_parser("validate", help="run the schemes and compare measurement with prediction")
     _add_config_arguments(val)
+    _add_deadline_argument(val)
     val.add_argument("--from", dest="source", metavar="DIR", help="validate an existing run folder")
     val.add_argument("--output", "-o", metavar="DIR", help="folder for this run's results")
     val.set_defaults(func=cmd_validate)
@@ -351,19 +388,62 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_arguments(cal)
     cal.add_argument("--output", "-o", metavar="DIR", help="folder for the calibration")
     cal.set_defaults(func=cmd_calibrate)
+
+    mas = sub.add_parser(
+        "master", help="multi-host: bind, wait for N remote workers, run the schemes"
+    )
+    _add_config_arguments(mas)
+    mas.add_argument(
+        "--bind", default="tcp://127.0.0.1:5555", help="endpoint, e.g. tcp://0.0.0.0:5555"
+    )
+    mas.add_argument("--workers", type=int, required=True, help="number of workers to wait for (N)")
+    mas.add_argument("--key", help="the master's CURVE secret key file (required off loopback)")
+    mas.add_argument("--allow", help="folder of allowed worker public keys (.key files)")
+    mas.add_argument("--output", "-o", metavar="DIR", help="folder for this run's results")
+    mas.set_defaults(func=cmd_master)
+
+    sub.add_parser(
+        "worker",
+        help="a worker process for 'bcgc master' (see 'bcgc worker --help')",
+        add_help=False,
+    )
+
+    key = sub.add_parser("keygen", help="create a CURVE key pair (NAME.key, NAME.key_secret)")
+    key.add_argument("--dir", default="keys", help="folder for the key files")
+    key.add_argument("--name", required=True, help="e.g. master, or worker-3")
+    key.set_defaults(func=cmd_keygen)
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: handled like Ctrl-C (clean shutdown, results kept), exit status 143."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["worker"]:  # the worker has its own parser and its own signal handling
+        from workers.worker import main as worker_main
+
+        return worker_main(argv[1:], prog="bcgc worker")
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)
     except UserError as exc:
         print(f"bcgc: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("bcgc: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print(
+            "bcgc: terminated" if isinstance(exc, Terminated) else "bcgc: interrupted",
+            file=sys.stderr,
+        )
+        return 143 if isinstance(exc, Terminated) else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .validation import RunRecord, SchemeValidation, model_cdf  # noqa: E402
+from .validation import CONFIDENCE, DeadlineCheck, RunRecord, SchemeValidation, model_cdf  # noqa: E402
 
 
 def plot_per_iteration(results: list[SchemeValidation], path: Path) -> Path:
@@ -40,6 +40,8 @@ def plot_cdfs(run: RunRecord, results: list[SchemeValidation], path: Path) -> Pa
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
     for ax, r in zip(axes.ravel(), results, strict=False):
         top = max(r.measured.max(), r.predicted.max()) * 1.2
+        if r.deadline is not None:
+            top = max(top, r.deadline.deadline_s * 1.1)
         grid = np.linspace(0, top, 200)
         ax.plot(
             grid,
@@ -51,6 +53,8 @@ def plot_cdfs(run: RunRecord, results: list[SchemeValidation], path: Path) -> Pa
         for values, label in ((r.measured, "measured"), (r.predicted, "predicted, same T")):
             x = np.sort(values)
             ax.step(x, np.arange(1, x.size + 1) / x.size, where="post", label=label)
+        if r.deadline is not None:
+            _draw_deadline(ax, r.deadline)
         ax.set(
             title=f"{r.scheme}: KS {r.ks_distance:.2f}",
             xlabel="runtime (s)",
@@ -60,6 +64,23 @@ def plot_cdfs(run: RunRecord, results: list[SchemeValidation], path: Path) -> Pa
     for ax in axes.ravel()[len(results) :]:
         ax.axis("off")
     return _save(fig, path)
+
+
+def _draw_deadline(ax, check: DeadlineCheck) -> None:
+    """The deadline as a vertical line, and the measured fraction by it with its interval."""
+    lo, hi = check.measured_ci
+    ax.axvline(
+        check.deadline_s,
+        color="0.4",
+        lw=1,
+        ls=":",
+        label=f"deadline ({check.deadline:g} model units)",
+    )
+    ax.errorbar(
+        [check.deadline_s], [check.measured_fraction],
+        yerr=[[check.measured_fraction - lo], [hi - check.measured_fraction]],
+        fmt="o", ms=4, color="C3", capsize=3, label=f"measured fraction by it, {CONFIDENCE:.0%} CI",
+    )  # fmt: skip
 
 
 def plot_timeline(run: RunRecord, scheme: str, iteration: int, path: Path) -> Path:

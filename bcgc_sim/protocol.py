@@ -27,6 +27,7 @@ PROTOCOL_VERSION = 1
 TAG = b"BCGC" + bytes([PROTOCOL_VERSION])
 MAX_HEADER_BYTES = 1 << 20  # 1 MiB: the setup header carries code rows, never data
 ALLOWED_DTYPES = ("<f8", "<f4")
+MAX_PAYLOAD_BYTES = 1 << 40  # no dimension may claim more (a zero-size array could otherwise)
 
 
 class MessageType(bytes, enum.Enum):
@@ -73,7 +74,7 @@ def encode(kind: MessageType, header: dict[str, Any], array: np.ndarray | None =
         header["shape"] = list(array.shape)
     frames.append(msgpack.packb(header, use_bin_type=True))
     if array is not None:
-        frames.append(memoryview(array).cast("B"))
+        frames.append(memoryview(array).cast("B") if array.size else b"")
     return frames
 
 
@@ -118,7 +119,10 @@ def _array(header: dict[str, Any], payload: bytes | memoryview) -> np.ndarray:
         or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
     ):
         raise ProtocolError(f"bad shape {shape!r}")
-    expected = math.prod(shape) * np.dtype(dtype).itemsize
+    itemsize = np.dtype(dtype).itemsize
+    if any(d > MAX_PAYLOAD_BYTES // itemsize for d in shape):
+        raise ProtocolError(f"shape {shape} exceeds {MAX_PAYLOAD_BYTES} bytes")
+    expected = math.prod(shape) * itemsize
     if len(payload) != expected:
         raise ProtocolError(f"payload has {len(payload)} bytes, shape {shape} needs {expected}")
     return np.frombuffer(payload, dtype=dtype).reshape(shape)

@@ -221,7 +221,8 @@ def missing_deadline(name: str) -> UserError:
     """The error for a deadline scheme planned without a deadline."""
     return UserError(
         f"{name} maximises P(tau <= T) and needs a deadline T: set predict.deadline = T "
-        "(model time units), or pass --deadline T to 'bcgc plan' or 'bcgc predict'"
+        "(model time units), or pass --deadline T to 'bcgc plan', 'bcgc predict' or "
+        "'bcgc validate'"
     )
 
 

@@ -4,6 +4,10 @@ Reads a run folder (bcgc_sim.results) and, per scheme, compares the measured run
 predictions for the same cycle times (paired, per iteration) and with the model's exact runtime
 distribution (Kolmogorov-Smirnov distance of the measured sample to the model's CDF, which is
 P(R <= t / (time_scale * M C / N)) from the exact completion probability, spec §6).
+
+With a deadline T (model time units, `bcgc validate --deadline T`), also the measured fraction of
+iterations finishing by T * time_scale seconds with a 95% Wilson score interval, beside the
+fraction of the predicted runtimes (same cycle times) and the model's exact P(tau <= T).
 """
 
 from __future__ import annotations
@@ -67,6 +71,76 @@ def load_run(folder: str | Path) -> RunRecord:
     )
 
 
+CONFIDENCE = 0.95  # of the interval for the measured fraction of iterations done by the deadline
+
+
+def wilson_interval(
+    successes: int, trials: int, confidence: float = CONFIDENCE
+) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion: (lo, hi) within [0, 1].
+
+    Unlike the normal (Wald) interval it stays inside [0, 1] and does not collapse to a point at
+    0 or n successes; its coverage is close to nominal already for small n.
+    """
+    if trials <= 0 or not 0 <= successes <= trials:
+        raise ValueError(f"need 0 <= successes <= trials, trials > 0; got {successes}/{trials}")
+    z = float(stats.norm.ppf(0.5 + confidence / 2))
+    p = successes / trials
+    shrink = 1 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / shrink
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / shrink
+    lo = 0.0 if successes == 0 else max(0.0, centre - half)  # exact ends at 0 and n successes
+    hi = 1.0 if successes == trials else min(1.0, centre + half)
+    return lo, hi
+
+
+@dataclass(frozen=True)
+class DeadlineCheck:
+    """Iterations of one scheme finishing by the deadline, measured vs predicted vs the model."""
+
+    deadline: float  # T, model time units
+    deadline_s: float  # T * time_scale
+    hits: int  # iterations with measured_s <= deadline_s
+    iterations: int
+    measured_ci: tuple[float, float]  # Wilson interval at CONFIDENCE
+    predicted_fraction: float | None  # of the predicted runtimes, same cycle times (None: natural)
+    completion_probability: float  # exact P(tau <= T) of the plan
+
+    @property
+    def measured_fraction(self) -> float:
+        return self.hits / self.iterations
+
+    @property
+    def consistent(self) -> bool:
+        """The model's probability lies inside the interval for the measured fraction."""
+        lo, hi = self.measured_ci
+        return lo <= self.completion_probability <= hi
+
+
+def deadline_check(
+    run: RunRecord, plan: Plan, measured: np.ndarray, predicted: np.ndarray, deadline: float
+) -> DeadlineCheck:
+    deadline_s = deadline * run.time_scale
+    hits = int(np.count_nonzero(measured <= deadline_s))
+    known = predicted[~np.isnan(predicted)]  # NaN: nothing predicted (natural stragglers)
+    probability = plan.completion_probability(deadline / run.model.scale, run.model.distribution)
+    return DeadlineCheck(
+        deadline, deadline_s, hits, int(measured.size), wilson_interval(hits, int(measured.size)),
+        float(np.mean(known <= deadline_s)) if known.size else None, float(probability),
+    )  # fmt: skip
+
+
+def check_deadline(deadline: float | None) -> float | None:
+    """A deadline from the command line or the config: None (no deadline) or a positive number."""
+    if deadline is None or deadline == 0:
+        return None
+    if not (deadline > 0 and math.isfinite(deadline)):
+        raise UserError(
+            f"the deadline must be a positive number of model time units, got {deadline}"
+        )
+    return float(deadline)
+
+
 @dataclass(frozen=True)
 class SchemeValidation:
     """Measured vs predicted runtimes of one scheme (seconds)."""
@@ -76,6 +150,7 @@ class SchemeValidation:
     predicted: np.ndarray  # per iteration, same cycle times
     ks_distance: float  # sup |F_measured - F_model|
     ks_pvalue: float
+    deadline: DeadlineCheck | None = None  # with a deadline T
 
     @property
     def ratio(self) -> float:
@@ -101,7 +176,9 @@ def model_cdf(run: RunRecord, plan: Plan):
     return cdf
 
 
-def validate_run(run: RunRecord) -> list[SchemeValidation]:
+def validate_run(run: RunRecord, deadline: float | None = None) -> list[SchemeValidation]:
+    """Per scheme with finished iterations; `deadline` T (model time units) adds a DeadlineCheck."""
+    deadline = check_deadline(deadline)
     out = []
     for name, plan in run.plans.items():
         rows = [r for r in run.iterations if r["scheme"] == name]
@@ -110,8 +187,15 @@ def validate_run(run: RunRecord) -> list[SchemeValidation]:
         measured = np.array([float(r["measured_s"]) for r in rows])
         predicted = np.array([float(r["predicted_s"]) for r in rows])
         ks = stats.kstest(measured, model_cdf(run, plan))
+        check = (
+            deadline_check(run, plan, measured, predicted, deadline)
+            if deadline is not None
+            else None
+        )
         out.append(
-            SchemeValidation(name, measured, predicted, float(ks.statistic), float(ks.pvalue))
+            SchemeValidation(
+                name, measured, predicted, float(ks.statistic), float(ks.pvalue), check
+            )
         )
     if not out:
         raise UserError(f"{run.folder} holds no finished iteration")
@@ -135,7 +219,42 @@ def format_table(results: list[SchemeValidation]) -> str:
         "seconds; ratio = mean measured / mean predicted (same cycle times); KS = distance of the"
     )
     lines.append("measured runtimes to the model's exact runtime distribution, with its p-value")
+    checks = [(r.scheme, r.deadline) for r in results if r.deadline is not None]
+    if checks:
+        lines += ["", *format_deadline_table(checks)]
     return "\n".join(lines)
+
+
+def format_deadline_table(checks: list[tuple[str, DeadlineCheck]]) -> list[str]:
+    first = checks[0][1]
+    level = f"{CONFIDENCE:.0%}"
+    header = (
+        f"{'scheme':<14} {'iters':>5} {'by T':>5} {'measured':>8} {level + ' Wilson CI':>17} "
+        f"{'pred. same T':>12} {'P(tau<=T)':>9}  consistent"
+    )
+    lines = [
+        f"deadline T = {first.deadline:g} model time units = {first.deadline_s:.4f} s",
+        header,
+        "-" * len(header),
+    ]
+    for scheme, c in checks:
+        lo, hi = c.measured_ci
+        predicted = (
+            f"{c.predicted_fraction:>12.3f}" if c.predicted_fraction is not None else f"{'-':>12}"
+        )
+        lines.append(
+            f"{scheme:<14} {c.iterations:>5} {c.hits:>5} {c.measured_fraction:>8.3f} "
+            f"{f'[{lo:.3f}, {hi:.3f}]':>17} {predicted} {c.completion_probability:>9.3f}  "
+            f"{'yes' if c.consistent else 'NO'}"
+        )
+    lines.append(
+        "fractions of iterations with runtime <= T: measured (with its Wilson score interval) and"
+    )
+    lines.append(
+        "predicted for the same cycle times; P(tau<=T) = the model's exact completion probability;"
+    )
+    lines.append("consistent = P(tau<=T) lies inside the interval")
+    return lines
 
 
 def to_json(results: list[SchemeValidation]) -> dict:
@@ -154,7 +273,22 @@ def to_json(results: list[SchemeValidation]) -> dict:
                 "measured_p95_s": r.quantiles(0.95)[0], "predicted_p95_s": r.quantiles(0.95)[1],
                 "ks_distance": num(r.ks_distance),
                 "ks_pvalue": num(r.ks_pvalue),
-            }
+            } | _deadline_json(r.deadline)
             for r in results
         }
     }  # fmt: skip
+
+
+def _deadline_json(c: DeadlineCheck | None) -> dict:
+    if c is None:
+        return {}
+    return {
+        "deadline": c.deadline,
+        "deadline_s": c.deadline_s,
+        "measured_fraction": c.measured_fraction,
+        "measured_ci": list(c.measured_ci),
+        "measured_ci_method": f"wilson {CONFIDENCE:g}",
+        "predicted_fraction": c.predicted_fraction,
+        "completion_probability": c.completion_probability,
+        "consistent": c.consistent,
+    }

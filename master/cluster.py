@@ -56,7 +56,6 @@ class LocalCluster:
         startup_timeout_s: float = 60.0,
         log_dir: str | Path | None = None,
         burners: tuple[int, ...] = (),
-        heartbeat_s: float = 0.5,
         max_message_bytes: int = -1,
     ) -> None:
         self.n_workers = n_workers
@@ -66,13 +65,12 @@ class LocalCluster:
         self.burner_cores = burners
         self.burners: list[subprocess.Popen] = []
         self.link: WorkerLink | None = None
-        self.heartbeat_s = heartbeat_s
         self.max_message_bytes = max_message_bytes
 
     def __enter__(self) -> LocalCluster:
         check_capacity(self.n_workers)
         try:
-            self.link = WorkerLink("tcp://127.0.0.1", self.max_message_bytes, self.heartbeat_s)
+            self.link = WorkerLink("tcp://127.0.0.1", self.max_message_bytes)
             self._spawn()
             self.link.wait_for_workers(self.n_workers, self.startup_timeout_s, self._check_alive)
             self.burners = [self._start_burner(core) for core in self.burner_cores]
@@ -148,8 +146,8 @@ class LocalCluster:
     def alive(self) -> list[bool]:
         return [p.poll() is None for p in self.processes]
 
-    def close(self, grace_s: float = 1.0) -> None:
-        """Stop every worker within about grace_s + 0.5 s; idempotent."""
+    def close(self, grace_s: float = 0.5) -> None:
+        """Stop every worker within about grace_s + 0.5 s (STOP, then SIGTERM, then SIGKILL)."""
         if self.link is not None:
             for rank in list(self.link.identities):
                 self.link.send(rank, MessageType.STOP, {})
@@ -172,4 +170,60 @@ class LocalCluster:
                 process.wait()
         if self.link is not None:
             self.link.close()
+            self.link = None
+
+
+class RemoteCluster:
+    """The master's side of a multi-host run: bind, then wait for N workers started elsewhere
+    (`bcgc worker --connect ...` by ssh, srun, mpirun, ...). Dead workers are noticed by silence;
+    a replacement is whatever worker connects next."""
+
+    def __init__(
+        self,
+        n_workers: int,
+        bind: str,
+        startup_timeout_s: float,
+        max_message_bytes: int = -1,
+        curve=None,
+        log=print,
+    ) -> None:
+        self.n_workers = n_workers
+        self.bind = bind
+        self.startup_timeout_s = startup_timeout_s
+        self.max_message_bytes = max_message_bytes
+        self.curve = curve
+        self.log = log
+        self.link: WorkerLink | None = None
+
+    def __enter__(self) -> RemoteCluster:
+        self.link = WorkerLink(self.bind, self.max_message_bytes, self.curve)
+        try:
+            self.log(
+                f"master listening on {self.link.endpoint}: start {self.n_workers} workers with "
+                f"'bcgc worker --connect {self.link.endpoint}'"
+                + (" --key WORKER.key_secret --server-key MASTER.key" if self.curve else "")
+            )
+            self.link.wait_for_workers(self.n_workers, self.startup_timeout_s)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def dead_ranks(self) -> set[int]:
+        return set()  # remote processes are judged by their silence (heartbeats)
+
+    def respawn(self, rank: int) -> None:
+        self.log(
+            f"worker {rank} is gone: start a replacement with 'bcgc worker --connect {self.link.endpoint}'"
+        )
+
+    def close(self) -> None:
+        if self.link is not None:
+            for rank in list(self.link.identities):
+                if rank not in self.link.dead:
+                    self.link.send(rank, MessageType.STOP, {})
+            self.link.close(linger_ms=500)
             self.link = None

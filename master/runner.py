@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import math
 import os
 import sys
 from dataclasses import asdict, dataclass
@@ -18,6 +17,7 @@ import numpy as np
 
 from bcgc_sim.codes import CodeBook
 from bcgc_sim.config import Config
+from bcgc_sim.errors import UserError
 from bcgc_sim.layout import layout_for
 from bcgc_sim.model import SystemModel
 from bcgc_sim.plans import plan_to_dict
@@ -78,15 +78,25 @@ def choose_time_scale(config: Config, model: SystemModel, plans: dict) -> float:
     """run.time_scale, or (if 0) the scale at which the schemes' mean E[tau] is run.iteration_seconds.
 
     In natural mode nothing is injected and cycle times are read in seconds: the scale is 1.
+    Under full stragglers E[tau] is infinite; the mean over the draws where the plan decodes
+    (tau finite) is used instead.
     """
     if config.run.time_scale > 0:
         return config.run.time_scale
     if config.run.mode == "natural":
         return 1.0
     samples = evaluation_samples(model, config.seed, 20_000)
-    means = [float(np.mean(p.raw_runtime(samples))) * model.scale for p in plans.values()]
-    finite = [m for m in means if math.isfinite(m)]
-    return config.run.iteration_seconds / float(np.mean(finite))
+    means = []
+    for plan in plans.values():
+        raw = plan.raw_runtime(samples)
+        raw = raw[np.isfinite(raw)]
+        if raw.size:
+            means.append(float(raw.mean()) * model.scale)
+    if not means:
+        raise UserError(
+            "no scheme ever decodes under this straggler law: set run.time_scale by hand"
+        )
+    return config.run.iteration_seconds / float(np.mean(means))
 
 
 def local_cluster_factory(config: Config, folder: Path, data: ProblemData):
@@ -94,7 +104,7 @@ def local_cluster_factory(config: Config, folder: Path, data: ProblemData):
     burners = config.natural.burners if config.run.mode == "natural" else ()
     return lambda: LocalCluster(
         config.cluster.workers, config.run.startup_timeout, folder / "logs", burners,
-        config.cluster.heartbeat, max_message_bytes(data),
+        max_message_bytes(data),
     )  # fmt: skip
 
 

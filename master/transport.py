@@ -5,9 +5,10 @@ malformed message, a wrong protocol version or a message from an identity that n
 READY is counted in `rejected` (by reason), logged, and dropped. Messages larger than
 `max_message_bytes` are refused by ZeroMQ itself (ZMQ_MAXMSGSIZE: the peer is disconnected).
 
-Liveness: every message from a rank refreshes `last_seen[rank]`; `receive` sends each rank a
-HEARTBEAT when nothing was sent to it for one interval, so that workers can tell a live master
-from a dead one.
+Liveness: every message from a rank (workers send heartbeats from their own loop) refreshes
+`last_seen[rank]`; `silent()` names the ranks quiet for too long. Workers watch the connection
+to the master instead (ZeroMQ's own heartbeats and disconnect events), so a master busy with a
+long computation is never mistaken for a dead one.
 
 Security: a non-loopback endpoint is refused unless CURVE is on; with CURVE only workers whose
 public key is in the allowlist folder complete the handshake (others never reach this code).
@@ -82,7 +83,6 @@ class WorkerLink:
         self,
         bind: str = "tcp://127.0.0.1",
         max_message_bytes: int = -1,
-        heartbeat_s: float = 0.5,
         curve: Curve | None = None,
     ) -> None:
         if not is_loopback(bind) and curve is None:
@@ -120,14 +120,15 @@ class WorkerLink:
         self.pids: dict[int, int] = {}
         self.dead: set[int] = set()  # ranks given up on; a new READY may take their place
         self.rejected: collections.Counter[str] = collections.Counter()
-        self.heartbeat_ns = int(heartbeat_s * 1e9)
         self.last_seen: dict[int, int] = {}
-        self.last_sent: dict[int, int] = {}
+        self.n_workers: int | None = None  # ranks are 0..n_workers-1 once known
+        self._pending: collections.deque[Received] = collections.deque()  # read by silent()
 
-    def close(self) -> None:
+    def close(self, linger_ms: int = 0) -> None:
+        """Close the socket; linger_ms lets messages already queued (a STOP) still leave."""
         if self.auth is not None:
             self.auth.stop()
-        self.context.destroy(linger=0)
+        self.context.destroy(linger=linger_ms)
 
     def send(self, rank: int, kind: MessageType, header: dict, array=None) -> None:
         self.send_frames(rank, encode(kind, header, array))
@@ -135,7 +136,6 @@ class WorkerLink:
     def send_frames(self, rank: int, frames: list) -> None:
         try:
             self.socket.send_multipart([self.identities[rank], *frames], copy=False)
-            self.last_sent[rank] = time.monotonic_ns()
         except zmq.ZMQError:
             pass  # the peer is gone (ROUTER_MANDATORY); liveness is judged elsewhere
 
@@ -145,17 +145,12 @@ class WorkerLink:
             if rank not in self.dead:
                 self.send_frames(rank, frames)
 
-    def pulse(self) -> None:
-        """HEARTBEAT to every live rank that was sent nothing for one interval."""
-        now = time.monotonic_ns()
-        frames = None
-        for rank in self.identities:
-            if rank not in self.dead and now - self.last_sent.get(rank, 0) >= self.heartbeat_ns:
-                frames = frames or encode(MessageType.HEARTBEAT, {})
-                self.send_frames(rank, frames)
-
     def silent(self, limit_s: float) -> set[int]:
-        """Live ranks that sent nothing for more than limit_s."""
+        """Live ranks that sent nothing for more than limit_s (after reading what is queued)."""
+        while self.socket.poll(0, zmq.POLLIN):
+            received = self._read_one()
+            if received is not None:
+                self._pending.append(received)
         cutoff = time.monotonic_ns() - int(limit_s * 1e9)
         return {
             r for r in self.identities if r not in self.dead and self.last_seen.get(r, 0) < cutoff
@@ -167,35 +162,39 @@ class WorkerLink:
 
     def receive(self, timeout_ms: int) -> Received | None:
         """The next message (not READY, not HEARTBEAT), or None after timeout_ms."""
+        if self._pending:
+            return self._pending.popleft()
         end = time.monotonic() + timeout_ms / 1000
         while True:
-            self.pulse()
             remaining = max(0, int((end - time.monotonic()) * 1000))
-            if not self.socket.poll(min(remaining, self.heartbeat_ns // 1_000_000), zmq.POLLIN):
-                if time.monotonic() >= end:
-                    return None
-                continue
-            frames = self.socket.recv_multipart(copy=False)
-            arrival = time.monotonic_ns()
-            identity = frames[0].bytes
-            try:
-                message = parse([f.buffer for f in frames[1:]])
-            except ProtocolError as exc:
-                self._reject(
-                    "version" if "protocol version" in str(exc) else "malformed", identity, str(exc)
-                )
-                continue
-            if message.kind is MessageType.READY:
-                self._register(identity, message)
-                continue
-            rank = self.ranks.get(identity)
-            if rank is None or rank in self.dead:
-                self._reject("unknown-worker", identity, message.kind.name)
-                continue
-            self.last_seen[rank] = arrival
-            if message.kind is MessageType.HEARTBEAT:
-                continue
-            return Received(rank, message, arrival)
+            if not self.socket.poll(remaining, zmq.POLLIN):
+                return None
+            received = self._read_one()
+            if received is not None:
+                return received
+
+    def _read_one(self) -> Received | None:
+        """Read one queued message: registrations, heartbeats and rejects are handled here."""
+        frames = self.socket.recv_multipart(copy=False)
+        arrival = time.monotonic_ns()
+        identity = frames[0].bytes
+        try:
+            message = parse([f.buffer for f in frames[1:]])
+        except ProtocolError as exc:
+            reason = "version" if "protocol version" in str(exc) else "malformed"
+            self._reject(reason, identity, str(exc))
+            return None
+        if message.kind is MessageType.READY:
+            self._register(identity, message)
+            return None
+        rank = self.ranks.get(identity)
+        if rank is None or rank in self.dead:
+            self._reject("unknown-worker", identity, message.kind.name)
+            return None
+        self.last_seen[rank] = arrival
+        if message.kind is MessageType.HEARTBEAT:
+            return None
+        return Received(rank, message, arrival)
 
     def _register(self, identity: bytes, message: Message) -> None:
         h = message.header
@@ -206,11 +205,12 @@ class WorkerLink:
             self._reject("duplicate-ready", identity)
             return
         wanted = h.get("rank")
-        taken = {r for r in self.identities if r not in self.dead}
-        if not isinstance(wanted, int) or isinstance(wanted, bool) or wanted < 0 or wanted in taken:
-            free = sorted(self.dead) or [
-                r for r in range(len(self.identities) + 1) if r not in self.identities
-            ]
+        limit = self.n_workers if self.n_workers is not None else len(self.identities) + 1
+        free = sorted(r for r in range(limit) if r not in self.identities or r in self.dead)
+        if not free:
+            self._reject("surplus-worker", identity, f"all {limit} ranks are taken")
+            return
+        if not isinstance(wanted, int) or isinstance(wanted, bool) or wanted not in free:
             wanted = free[0]
         old = self.identities.get(wanted)
         if old is not None:
@@ -223,9 +223,11 @@ class WorkerLink:
         log.info("worker rank %d registered (pid %s)", wanted, self.pids[wanted])
 
     def wait_for_workers(self, count: int, timeout_s: float, check=None) -> None:
-        """Block until `count` live workers said READY; `check()` may raise (e.g. a worker died)."""
+        """Block until ranks 0..count-1 are taken by live workers (later READYs beyond them are
+        refused as surplus); `check()` may raise (e.g. a worker died)."""
+        self.n_workers = count
         end = time.monotonic() + timeout_s
-        while len(self.identities) - len(self.dead) < count:
+        while any(r not in self.identities or r in self.dead for r in range(count)):
             if check is not None:
                 check()
             if time.monotonic() > end:

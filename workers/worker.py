@@ -10,8 +10,10 @@ the iteration. Compute slower than the deadline is sent at once and its overrun 
 
 Liveness: the worker sends a HEARTBEAT whenever it has sent nothing for one heartbeat interval,
 from its own loop (idle, while waiting for a deadline, between blocks), so a killed worker goes
-silent. It exits when the master has been silent for `liveness` intervals (the master sends
-heartbeats the same way), or at once when its local parent (--parent-pid) is gone.
+silent. It watches its connection to the master: ZeroMQ heartbeats (ZMQ_HEARTBEAT_IVL) close
+a connection whose peer stopped answering, a dead master process resets it, and the worker
+exits when the connection has been down for `liveness` intervals, or at once when its local
+parent (--parent-pid) is gone.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import time
 import numpy as np
 import psutil
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from bcgc_sim.layout import Slot
 from bcgc_sim.problems import ProblemData
@@ -44,8 +47,8 @@ from bcgc_sim.stragglers import distribution_from_spec, worker_rng
 from .compute import SlotComputer
 
 RANK_VARIABLES = ("SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMI_RANK")  # set by srun, mpirun, ...
-DEFAULT_HEARTBEAT_S = 0.25
-DEFAULT_LIVENESS = 8  # missed heartbeat intervals before the master counts as gone
+DEFAULT_HEARTBEAT_S = 0.5
+DEFAULT_LIVENESS = 10  # heartbeat intervals the connection may be down before the worker exits
 
 
 class MasterGone(Exception):
@@ -94,6 +97,8 @@ class Worker:
         self.context = zmq.Context.instance()
         self.socket = self.context.socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)
+        self.monitor = self.socket.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        self.down_since: int | None = None  # when the connection to the master was lost
         if curve is not None:
             (
                 self.socket.curve_publickey,
@@ -108,19 +113,32 @@ class Worker:
         self.clock = clock_id()
         self.heartbeat_ns = int(DEFAULT_HEARTBEAT_S * 1e9)
         self.liveness = DEFAULT_LIVENESS
-        self.last_sent = self.last_heard = time.monotonic_ns()
+        self.last_sent = time.monotonic_ns()
+        self._connection_heartbeats()
+
+    def _connection_heartbeats(self) -> None:
+        """ZeroMQ-level pings on the connection: a silent master host gets disconnected."""
+        interval_ms = max(1, self.heartbeat_ns // 1_000_000)
+        self.socket.setsockopt(zmq.HEARTBEAT_IVL, interval_ms)
+        self.socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, interval_ms * self.liveness)
 
     def close(self) -> None:
+        self.socket.disable_monitor()
+        self.monitor.close(0)
         self.socket.close(0)
 
     def send(self, kind: MessageType, header: dict, array: np.ndarray | None = None) -> None:
-        self.socket.send_multipart(encode(kind, header, array), copy=False)
+        """Send without ever blocking: with no connection to the master (not yet up, a refused
+        CURVE handshake, gone) the message is dropped and the liveness rules decide."""
+        try:
+            self.socket.send_multipart(encode(kind, header, array), copy=False, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            return
         self.last_sent = time.monotonic_ns()
 
     def receive(self) -> Message | None:
         """One message from the master, or None if it was malformed (counted) or a heartbeat."""
         frames = self.socket.recv_multipart(copy=False)
-        self.last_heard = time.monotonic_ns()
         try:
             message = parse([f.buffer for f in frames])
         except ProtocolError as exc:
@@ -130,14 +148,19 @@ class Worker:
         return None if message.kind is MessageType.HEARTBEAT else message
 
     def tick(self) -> None:
-        """Send a heartbeat if due; raise MasterGone if the master is silent for too long."""
+        """Send a heartbeat if due; raise MasterGone if the master is gone."""
         now = time.monotonic_ns()
         if self.parent_pid is not None and os.getppid() != self.parent_pid:
             raise MasterGone("the local master process is gone")
-        if self.run_id is not None and now - self.last_heard > self.liveness * self.heartbeat_ns:
-            raise MasterGone(
-                f"the master at {self.endpoint} has been silent for {(now - self.last_heard) / 1e9:.1f} s"
-            )
+        while self.monitor.poll(0):
+            event = recv_monitor_message(self.monitor)["event"]
+            self.down_since = (self.down_since or now) if event == zmq.EVENT_DISCONNECTED else None
+        if self.run_id is not None and self.down_since is not None:
+            if now - self.down_since > self.liveness * self.heartbeat_ns:
+                raise MasterGone(
+                    f"lost the connection to the master at {self.endpoint} "
+                    f"{(now - self.down_since) / 1e9:.1f} s ago"
+                )
         if now - self.last_sent >= self.heartbeat_ns:
             self.send(MessageType.HEARTBEAT, {"rank": self.rank, "run": self.run_id or ""})
 
@@ -200,10 +223,13 @@ class Worker:
                 data, partitions, self.slots, self.rank, h["n_workers"], code_rows
             )
             self.seed, self.ns_per_load = h["seed"], h["ns_per_load"]
+            if not (math.isfinite(self.ns_per_load) and self.ns_per_load >= 0):
+                raise ValueError(f"ns_per_load must be finite and >= 0, got {self.ns_per_load}")
             self.natural = bool(h.get("natural", False))
             self.repeat = max(1, int(h.get("repeat", 1)))
             self.heartbeat_ns = int(float(h.get("heartbeat_s", DEFAULT_HEARTBEAT_S)) * 1e9)
             self.liveness = int(h.get("liveness", DEFAULT_LIVENESS))
+            self._connection_heartbeats()
         except (ProtocolError, ValueError, TypeError, KeyError, OSError) as exc:
             self.run_id = None
             self.send(
