@@ -51,12 +51,6 @@ def coordinate_raw_runtime(redundancy: np.ndarray, cycle_times: np.ndarray) -> n
     return np.max(t[:, t.shape[1] - 1 - s] * loads, axis=1)
 
 
-def tandon_load(stragglers: int, alpha: float, n_workers: int) -> float:
-    """Fraction of the data set each worker of Tandon's partial-straggler scheme processes (§7.2)."""
-    s = stragglers
-    return alpha * (s + 1) / ((s + alpha) * n_workers)
-
-
 def tandon_raw_runtime(
     stragglers: int, alpha: float, coordinates: int, cycle_times: np.ndarray
 ) -> np.ndarray:

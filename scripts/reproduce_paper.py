@@ -33,6 +33,21 @@ import numpy as np
 from bcgc_sim.deadline import deadline_baselines, raw_deadline
 from bcgc_sim.model import SystemModel
 from bcgc_sim.optimize import SubgradientSettings
+from bcgc_sim.paper import (
+    CDF_COLUMNS,
+    PAPER_COLUMNS,
+    PAPER_FIG3,
+    PAPER_P_VS_L,
+    PAPER_P_VS_MU,
+    PAPER_P_VS_N,
+    PAPER_P_VS_T,
+    PAPER_R_VS_L,
+    PAPER_R_VS_MU,
+    PAPER_R_VS_N,
+    SPEC_FERDINAND_HALF_CENTRE,
+    SPEC_FERDINAND_HALF_VERTEX,
+    SPEC_MINE_OPT,
+)
 from bcgc_sim.plans import BlockPlan, Plan, TandonPlan
 from bcgc_sim.predict import evaluation_samples
 from bcgc_sim.runtime import Estimate
@@ -47,138 +62,7 @@ PAPER_N, PAPER_L, PAPER_LOG10_MU = 20, 20_000, -3.0  # the paper point (spec §8
 PAPER_MC_SAMPLES = 10_000  # the authors' Monte-Carlo size per evaluation (spec §8)
 PAPER_SPSG = "bcgc-opt/paper-SPSG"  # bcgc-opt with the authors' SPSG settings (extra column)
 
-# ---------------------------------------------------------------------------------------------
-# The authors' numbers. Source: spec/bcgc.md §8.1, the "paper" columns of the three tables, which
-# are the hard-coded tables of the authors' plot scripts (CuiYing123456/Block_Gradient_Coding
-# @912a11d, 1_Part__Expectation/file_m/3_plot). Raw R = E[max_n T_(N-n) S_n(x)] in units of 1e7.
-# Column order: PAPER_COLUMNS (opt = SPSG, x-bar = bcgc-t, x-tilde = bcgc-f, Single BCGC, Tandon,
-# Ferdinand r = L, Ferdinand r = L/2).
-# ---------------------------------------------------------------------------------------------
-PAPER_COLUMNS = (
-    "bcgc-opt",
-    "bcgc-t",
-    "bcgc-f",
-    "single-bcgc",
-    "tandon",
-    "ferdinand-L",
-    "ferdinand-L/2",
-)
-PAPER_R_VS_N: dict[int, tuple[float, ...]] = {  # mu = 1e-3, L = 2e4
-    10: (2.41, 2.63, 2.56, 3.00, 3.93, 3.00, 2.86),
-    20: (2.87, 3.16, 3.12, 4.01, 5.65, 4.03, 5.28),
-    30: (3.30, 3.64, 3.62, 5.04, 6.70, 4.99, 6.35),
-    40: (3.68, 4.04, 4.03, 6.00, 7.40, 6.02, 5.86),
-    50: (4.03, 4.42, 4.42, 7.03, 7.95, 7.02, 6.95),
-}
-PAPER_R_VS_MU: dict[float, tuple[float, ...]] = {  # keyed by log10(mu); N = 20, L = 2e4
-    -3.4: (5.90, 6.78, 6.49, 6.98, 13.9, 6.99, 10.7),
-    -3.2: (4.09, 4.56, 4.47, 5.15, 8.89, 5.22, 7.45),
-    -3.0: (2.88, 3.16, 3.14, 3.99, 5.62, 4.00, 5.30),
-    -2.8: (2.08, 2.22, 2.22, 3.25, 3.57, 3.25, 4.03),
-    -2.6: (1.56, 1.58, 1.58, 2.80, 2.32, 2.81, 3.19),
-}
-PAPER_R_VS_L: dict[int, tuple[float, ...]] = {  # N = 20, mu = 1e-3 (journal only)
-    10_000: (1.41, 1.58, 1.57, 2.01, 2.80, 2.00, 2.20),
-    20_000: (2.86, 3.17, 3.12, 4.01, 5.62, 4.00, 5.35),
-    30_000: (4.41, 4.74, 4.70, 5.98, 8.40, 5.99, 8.04),
-    40_000: (6.01, 6.33, 6.25, 8.04, 11.2, 8.00, 10.6),
-    50_000: (7.61, 7.87, 7.84, 10.1, 14.0, 9.91, 13.7),
-}
-# Fig. 3 of the conference paper (spec §8.1; the authors' file_mat/*.mat), paper point, n = 0..19.
-PAPER_FIG3: dict[str, tuple[int, ...]] = {
-    "bcgc-opt": (
-        4744,
-        1052,
-        396,
-        314,
-        265,
-        226,
-        209,
-        200,
-        193,
-        198,
-        210,
-        236,
-        249,
-        197,
-        56,
-        390,
-        632,
-        1184,
-        2840,
-        6209,
-    ),  # x^(E,opt), noisy SPSG
-    "bcgc-t": (
-        5696,
-        1076,
-        609,
-        444,
-        366,
-        325,
-        303,
-        294,
-        294,
-        303,
-        321,
-        349,
-        390,
-        448,
-        534,
-        663,
-        868,
-        1222,
-        1912,
-        3583,
-    ),  # x-bar = x^(E,t)
-    "bcgc-f": (
-        5521,
-        939,
-        549,
-        408,
-        340,
-        305,
-        287,
-        282,
-        285,
-        297,
-        318,
-        351,
-        398,
-        466,
-        565,
-        715,
-        953,
-        1356,
-        2091,
-        3574,
-    ),  # x-tilde = x^(E,f)
-}
-# The spec author's re-implementation of the authors' SPSG at the paper point (spec §8.1, "Mine").
-SPEC_MINE_OPT = (
-    5118,
-    741,
-    440,
-    318,
-    255,
-    226,
-    203,
-    197,
-    191,
-    193,
-    203,
-    221,
-    239,
-    249,
-    264,
-    312,
-    477,
-    1012,
-    2498,
-    6643,
-)
-# Ferdinand r = L/2 per spec §8.1 (N = 10..50): the two readings of the degenerate LP.
-SPEC_FERDINAND_HALF_CENTRE = (3.18, 4.16, 5.10, 6.04, 7.01)  # analytic centre (our rule)
-SPEC_FERDINAND_HALF_VERTEX = (4.47, 5.65, 6.72, 7.76, 8.78)  # a HiGHS vertex
+# The authors' numbers (PAPER_*, CDF_COLUMNS, SPEC_*) are in bcgc_sim/paper.py.
 BASELINES = ("single-bcgc", "tandon", "ferdinand-L", "ferdinand-L/2")  # the papers' baselines
 REQUIRED_2PCT = ("bcgc-t", "bcgc-f", "single-bcgc", "tandon")  # must be within 2% everywhere
 TOLERANCE_2PCT = 2.0  # percent
@@ -758,50 +642,11 @@ def plot_figures(
 # ---------------------------------------------------------------------------------------------
 # Spec §8.2: completion probability P(tau <= t) (journal only). Parameters [C]: L = 4e4,
 # mu = 0.1, t0 = 1, t = 10^6.5, N = 20, M = 50, C = 1 unless varied; t in model time units, so
-# the raw deadline is r = t N / (M C). The authors' numbers below are copied from spec §8.2, which
-# took them from the hard-coded tables of CuiYing123456/Block_Gradient_Coding @912a11d
-# (2_Part__CDF/file_m/3_plot_2022/*/plot_table_*.m), 3 decimals, 1e4-1e5 Monte-Carlo draws.
-# Column order: CDF_COLUMNS (CDF,st = the authors' CSSCA point, compared with our bcgc-cdf-opt;
-# CDF,lg; Single BCGC; Tandon; Ferdinand r = L; Ferdinand r = L/2).
+# the raw deadline is r = t N / (M C). The authors' numbers (PAPER_P_VS_*, in CDF_COLUMNS order)
+# are in bcgc_sim/paper.py.
 # ---------------------------------------------------------------------------------------------
-CDF_COLUMNS = (
-    "bcgc-cdf-opt",
-    "bcgc-cdf-lg",
-    "single-bcgc",
-    "tandon",
-    "ferdinand-L",
-    "ferdinand-L/2",
-)
 CDF_PAPER_LABELS = ("CDF,st", "CDF,lg", "Single", "Tandon", "Ferd. r=L", "Ferd. r=L/2")
 CDF_N, CDF_L, CDF_LOG10_MU, CDF_LOG10_T, CDF_SHIFT_T0 = 20, 40_000, -1.0, 6.5, 1.0
-PAPER_P_VS_N: dict[int, tuple[float, ...]] = {  # t = 10^6.5, mu = 0.1, L = 4e4
-    10: (0.628, 0.510, 0.442, 0.325, 0.442, 0.363),
-    20: (0.905, 0.760, 0.688, 0.692, 0.688, 0.524),
-    30: (0.963, 0.939, 0.826, 0.912, 0.826, 0.656),
-    40: (0.998, 0.988, 0.924, 0.981, 0.902, 0.794),
-    50: (0.999, 0.998, 0.980, 0.996, 0.945, 0.902),
-}
-PAPER_P_VS_T: dict[float, tuple[float, ...]] = {  # keyed by log10(t); N = 20
-    6.50: (0.910, 0.760, 0.686, 0.692, 0.686, 0.525),
-    6.55: (0.942, 0.866, 0.786, 0.806, 0.786, 0.651),
-    6.60: (0.969, 0.943, 0.861, 0.890, 0.861, 0.759),
-    6.65: (0.989, 0.982, 0.915, 0.943, 0.915, 0.843),
-    6.70: (0.996, 0.996, 0.950, 0.974, 0.950, 0.904),
-}
-PAPER_P_VS_MU: dict[float, tuple[float, ...]] = {  # keyed by log10(mu); N = 20
-    -1.0: (0.910, 0.760, 0.686, 0.689, 0.687, 0.525),
-    -0.9: (0.972, 0.933, 0.768, 0.886, 0.768, 0.651),
-    -0.8: (0.993, 0.990, 0.855, 0.970, 0.841, 0.767),
-    -0.7: (0.999, 0.999, 0.935, 0.995, 0.902, 0.864),
-    -0.6: (1.000, 1.000, 0.991, 0.997, 0.945, 0.935),
-}
-PAPER_P_VS_L: dict[int, tuple[float, ...]] = {  # N = 20
-    20_000: (1.000, 1.000, 0.987, 0.997, 0.988, 0.971),
-    25_000: (0.998, 0.997, 0.954, 0.975, 0.954, 0.879),
-    30_000: (0.976, 0.967, 0.892, 0.920, 0.893, 0.768),
-    35_000: (0.952, 0.876, 0.801, 0.823, 0.801, 0.661),
-    40_000: (0.910, 0.760, 0.687, 0.694, 0.688, 0.526),
-}
 # Cases where spec §8.2 itself records that the analytic value differs from the table.
 CDF_KNOWN_MISMATCHES = {("single-bcgc", "mu", "mu=10^-0.7")}  # analytic 0.957, paper 0.935
 # Info checks: the authors' own tables disagree by up to 0.003 at the shared point N = 20,

@@ -8,31 +8,11 @@ from pathlib import Path
 import pytest
 
 from bcgc_sim.cli import main
+from bcgc_sim.paper import PAPER_FIG3
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_CONFIG = REPO / "configs" / "paper.toml"
-FIG3_XBAR = [
-    5696,
-    1076,
-    609,
-    444,
-    366,
-    325,
-    303,
-    294,
-    294,
-    303,
-    321,
-    349,
-    390,
-    448,
-    534,
-    663,
-    868,
-    1222,
-    1912,
-    3583,
-]
+FIG3_XBAR = list(PAPER_FIG3["bcgc-t"])
 # the paper's file (M = 50, C = 1, mu = 1e-3, t0 = 50, all schemes) at a small size
 SMALL = [
     "--config",

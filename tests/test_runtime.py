@@ -16,7 +16,6 @@ from bcgc_sim.runtime import (
     expected_from_cdf,
     runtime_scale,
     tandon_completion_probability,
-    tandon_load,
     tandon_raw_runtime,
 )
 from bcgc_sim.stragglers import Empirical, FailureMixture, Pareto, ShiftedExponential
@@ -351,7 +350,6 @@ def test_tandon_runtime_formula():
     assert r[0] == pytest.approx(4 * 6 * 2 / 7 * 2.0, rel=1e-15)
     # alpha small: the slowest worker dominates
     assert tandon_raw_runtime(1, 1.5, 4, A_T)[0] == pytest.approx(4 * 1.5 * 2 / 2.5 * 4 / 1.5)
-    assert tandon_load(1, 6.0, 3) == pytest.approx(6 * 2 / (7 * 3))
 
 
 @pytest.mark.parametrize("stragglers", [1, 2])

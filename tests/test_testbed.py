@@ -10,8 +10,8 @@ import sys
 import time
 
 import numpy as np
-import psutil
 import pytest
+from helpers import no_children_left
 
 from bcgc_sim.codes import CodeBook
 from bcgc_sim.config import load_config
@@ -24,15 +24,6 @@ from master.runner import model_for_data, prepare_problem, run_testbed
 from master.session import SchemeSession, SessionSettings
 
 pytestmark = pytest.mark.slow
-
-
-def no_children_left(timeout_s: float = 3.0) -> bool:
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if not psutil.Process().children(recursive=True):
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def small_config(tmp_path, *extra):

@@ -18,9 +18,9 @@ import time
 
 import msgpack
 import numpy as np
-import psutil
 import pytest
 import zmq
+from helpers import no_children_left
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
@@ -734,15 +734,6 @@ class RoguedCluster(LocalCluster):
             super().__exit__(*exc)
         finally:
             self.rogue.join()
-
-
-def no_children_left(timeout_s: float = 3.0) -> bool:
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if not psutil.Process().children(recursive=True):
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.mark.slow
