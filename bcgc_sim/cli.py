@@ -17,7 +17,14 @@ import numpy as np
 from .config import Config, load_config
 from .errors import UserError
 from .predict import finite_or_none, predict
-from .schemes import SCHEMES, build_plan, check_scheme_names, missing_deadline, needs_deadline
+from .schemes import (
+    PARTIAL_SCHEMES,
+    SCHEMES,
+    build_plan,
+    check_scheme_names,
+    missing_deadline,
+    needs_deadline,
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -138,15 +145,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
             f"P(tau<=T): exact completion probability at T = {options.deadline:g} model time units"
         )
     column = f" {'P(tau<=T)':>10}" if options.deadline is not None else ""
+    w = max([14, *(len(r.scheme) for r in results)])
     header = (
-        f"{'scheme':<14} {'R':>12} {'E[tau]':>12} {'+- stderr':>10} {'E[tau] exact':>13}{column}"
+        f"{'scheme':<{w}} {'R':>12} {'E[tau]':>12} {'+- stderr':>10} {'E[tau] exact':>13}{column}"
         "  plan"
     )
     print(header)
     print("-" * len(header))
     for r in results:
         if r.plan is None:
-            print(f"{r.scheme:<14} {'n/a':>12}  {r.error}")
+            print(f"{r.scheme:<{w}} {'n/a':>12}  {r.error}")
             continue
         exact = (
             f"{r.exact_expected_runtime:>13.5g}"
@@ -157,8 +165,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
             f" {r.completion_probability:>10.6f}" if r.completion_probability is not None else ""
         )
         print(
-            f"{r.scheme:<14} {r.raw.mean:>12.5g} {r.expected_runtime.mean:>12.5g} "
+            f"{r.scheme:<{w}} {r.raw.mean:>12.5g} {r.expected_runtime.mean:>12.5g} "
             f"{r.expected_runtime.stderr:>10.3g} {exact}{probability}  {_short(r.plan.describe())}"
+        )
+    if any(name in PARTIAL_SCHEMES for name in schemes):
+        print(
+            "partial-gc*: no exact E[tau]; P(tau<=T) by Monte Carlo over 20000 draws "
+            "(bcgc_sim/partial_plan.py); R excludes the COMBINE/UPLOAD round trip"
         )
     return 0
 
@@ -302,12 +315,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(json.dumps({"rows": rows, "reduction_measured_pct": measured, "reduction_predicted_pct": predicted,
                           "output": str(folder)}))  # fmt: skip
         return 0
+    w = max([14, *(len(r["scheme"]) for r in rows)])
     print(
-        f"{args.param:>18} {'scheme':<14} {'measured s':>11} {'predicted s':>12} {'model s':>9} {'ratio':>6}"
+        f"{args.param:>18} {'scheme':<{w}} {'measured s':>11} {'predicted s':>12} {'model s':>9} {'ratio':>6}"
     )
     for r in rows:
         print(
-            f"{r['value']:>18} {r['scheme']:<14} {float(r['measured_mean_s']):>11.4f} "
+            f"{r['value']:>18} {r['scheme']:<{w}} {float(r['measured_mean_s']):>11.4f} "
             f"{float(r['predicted_mean_s']):>12.4f} {float(r['model_mean_s']):>9.4f} {float(r['ratio']):>6.3f}"
         )
     print(

@@ -35,8 +35,9 @@ being chunk pi_j(k), k = 1..delta_j:
     target. `coefficients = decoder.stop()`; then
     master -> worker j in `coefficients`: COMBINE(iteration, chunks = coefficients[j].chunks,
         beta = coefficients[j].beta, shape (n_j, l) float64; at most delta_j * l floats);
-    master -> every other worker: STOP (the testbed's usual abandon). A worker that gets COMBINE
-    also abandons the chunk in progress.
+    master -> every other worker: ABANDON(iteration) (implemented as its own message type: the
+    testbed's STOP ends the worker process). A worker that gets COMBINE also abandons the chunk
+    in progress. (Implemented: workers/partial.py, master/partial_session.py.)
  4. worker j -> master: UPLOAD(iteration, z_j), z_j = `r1_upload(coefficients[j], grads, l)`,
     one float vector of ceil(d / l) entries, sent immediately (no deadline). It uses exactly the
     chunks listed, which the worker has computed already (it announced them), so a NOTICE that
@@ -318,6 +319,9 @@ def chunk_coefficients(
     if not workers:
         return np.zeros((0, combiner.shape[0]))
     if selection == "pinv":
+        if combiner.shape[0] == 1:  # l = 1: pinv of a row phi is phi^T / |phi|^2 (no SVD)
+            row = combiner[0, workers]
+            return (row / (row @ row))[:, None]
         return np.linalg.pinv(combiner[:, workers])
     if selection == "first":
         used = min(len(workers), combiner.shape[0])
@@ -496,6 +500,8 @@ class R1Decoder:
     # -- stop -----------------------------------------------------------------------------------
     def _choose_combiner(self) -> np.ndarray:
         n = self.assignment.n_workers
+        if self.parts == 1:  # all ones: nothing to choose (and no SVD to score it)
+            return default_combiner(n, 1, self.rng)
         sets = [s for s in self._state.processed_by if s]
         best, best_score = None, -math.inf
         for _ in range(1 if self.parts == 1 else self.candidates):
@@ -521,9 +527,10 @@ class R1Decoder:
                     continue
                 b = chunk_coefficients(self.combiner, workers, self.selection)
                 self.coefficient_blocks[chunk] = b
-                conds.append(float(np.linalg.cond(self.combiner[:, workers])))
+                if self.parts > 1:  # a non-zero 1 x kappa matrix has condition number 1
+                    conds.append(float(np.linalg.cond(self.combiner[:, workers])))
                 for row, worker in zip(b, workers, strict=True):
-                    if np.any(row != 0):
+                    if row.any():
                         per_worker.setdefault(worker, []).append((chunk, row))
             self.worst_condition = max(conds)
             self.coefficients = {

@@ -92,7 +92,8 @@ def plot_timeline(run: RunRecord, scheme: str, iteration: int, path: Path) -> Pa
     ]
     blocks = [b for b in run.rows(scheme, "blocks.csv") if int(b["iteration"]) == iteration]
     fig, ax = plt.subplots(figsize=(9, 0.35 * run.model.n_workers + 2))
-    colors = plt.get_cmap("viridis")(np.linspace(0, 0.9, max(1, len(blocks))))
+    slots = max([len(blocks), *(int(m["slot"]) + 1 for m in messages)])  # partial-gc: positions
+    colors = plt.get_cmap("viridis")(np.linspace(0, 0.9, max(1, slots)))
     for m in messages:
         worker, slot = int(m["worker"]), int(m["slot"])
         due = float(m["worker_start_s"]) + float(m["deadline_s"])

@@ -9,7 +9,7 @@ import numpy as np
 
 from .errors import UserError
 from .model import SystemModel
-from .plans import Plan, TandonPlan
+from .plans import BlockPlan, Plan, TandonPlan
 from .runtime import Estimate
 from .schemes import SchemeOptions, build_plan
 from .stragglers import STREAM_EVALUATION, monte_carlo_cycle_times
@@ -28,10 +28,11 @@ class Prediction:
     completion_probability: float | None = None  # exact P(tau <= T) when a deadline T is given
 
     def partition(self) -> list[int]:
-        if self.plan is None:
-            return []
-        x = self.plan.block_partition() if isinstance(self.plan, TandonPlan) else self.plan.x
-        return [int(v) for v in x]
+        if isinstance(self.plan, TandonPlan):
+            return [int(v) for v in self.plan.block_partition()]
+        if isinstance(self.plan, BlockPlan):
+            return [int(v) for v in self.plan.x]
+        return []  # no plan, or a PartialPlan (no block partition)
 
 
 def evaluation_samples(model: SystemModel, seed: int, n_samples: int) -> np.ndarray:
@@ -63,7 +64,8 @@ def predict(
         raw = Estimate.of(plan.raw_runtime(samples))
         exact_value = None
         if exact:
-            exact_value = plan.exact_expected_raw_runtime(model.distribution) * model.scale
+            value = plan.exact_expected_raw_runtime(model.distribution)  # None: not available
+            exact_value = None if value is None else value * model.scale
         probability = None
         if options.deadline is not None:
             probability = plan.completion_probability(

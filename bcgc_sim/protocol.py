@@ -28,6 +28,7 @@ TAG = b"BCGC" + bytes([PROTOCOL_VERSION])
 MAX_HEADER_BYTES = 1 << 20  # 1 MiB: the setup header carries code rows, never data
 ALLOWED_DTYPES = ("<f8", "<f4")
 MAX_PAYLOAD_BYTES = 1 << 40  # no dimension may claim more (a zero-size array could otherwise)
+PARTIAL_PROTOCOL = "partial-r1"  # SETUP["protocol"] of a partial-gc plan (else: BCGC slots)
 
 
 class MessageType(bytes, enum.Enum):
@@ -39,6 +40,11 @@ class MessageType(bytes, enum.Enum):
     FAILED = b"FAILED"  # worker -> master: set-up failed (reason)
     STOP = b"STOP"  # master -> worker: exit now
     HEARTBEAT = b"HEARTBEAT"  # both ways: I am alive (sent when nothing else was sent lately)
+    # the partial-straggler protocol, variant R1 (bcgc_sim.partial_gc, workers/partial.py):
+    NOTICE = b"NOTICE"  # worker -> master: chunk done (header only, no payload)
+    COMBINE = b"COMBINE"  # master -> worker: the chunks to combine and their coefficients beta
+    UPLOAD = b"UPLOAD"  # worker -> master: z_j = sum beta g_i^(u), ceil(L / l) floats
+    ABANDON = b"ABANDON"  # master -> worker: this iteration is over for you (keep running)
 
 
 def clock_id() -> str:

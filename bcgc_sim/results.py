@@ -8,6 +8,11 @@ Folder layout of one run:
                   stale). Times ending in _s are seconds; worker_start_s, received_s and
                   arrival_s count from the master's broadcast (same host: one monotonic clock).
   blocks.csv      one row per (scheme, iteration, slot): when it was decoded, measured and predicted
+  partial.csv     (partial-gc schemes only) one row per iteration: stop rule and time, COMBINE /
+                  UPLOAD round trip, copies, estimated / predicted / measured NMSE, bytes
+                  (PARTIAL_FIELDS). In messages.csv these schemes write one row per NOTICE
+                  (slot = the chunk's 0-based position in the worker's order) and per UPLOAD
+                  (slot = delta; deadline_s = when the worker received COMBINE).
   run.json        config, seed, package versions, git commit, host, CPU affinity, summaries
 Rows are flushed after every iteration, so an interrupted run keeps everything finished.
 """
@@ -65,6 +70,26 @@ BLOCK_FIELDS = (
     "decoded_s",
     "predicted_s",
 )
+PARTIAL_FIELDS = (
+    "scheme",
+    "iteration",
+    "stop_reason",  # exact | deadline | nmse
+    "stop_s",  # master's stop decision, from the broadcast
+    "round_trip_s",  # stop decision -> last UPLOAD decoded (coefficients, COMBINE, UPLOAD)
+    "measured_s",  # stop_s + round_trip_s
+    "predicted_s",  # the model's stop time for the same T (it has no round trip)
+    "notices_used",
+    "notices_late",
+    "uploads",
+    "covered_chunks",  # chunks with >= l processed copies at the stop
+    "nmse_estimated",  # sum_i (l - kappa_i)^+ / (m l) at the stop, from the notices
+    "nmse_predicted",  # the same from the model, same T
+    "nmse",  # measured ||g_hat - g||^2 / ||g||^2 (needs run.check)
+    "gradient_rel_error",  # max |g_hat - g| / max |g| (needs run.check)
+    "uplink_floats",  # all UPLOAD payloads (NOTICEs carry none)
+    "downlink_floats",  # all COMBINE coefficients
+    "worst_condition",  # max_i cond(Phi[:, S_i])
+)
 
 
 class RunRecorder:
@@ -77,6 +102,13 @@ class RunRecorder:
         self.iterations = self._writer("iterations.csv", ITERATION_FIELDS)
         self.messages = self._writer("messages.csv", MESSAGE_FIELDS)
         self.blocks = self._writer("blocks.csv", BLOCK_FIELDS)
+        self._tables: dict[str, csv.DictWriter] = {}
+
+    def table(self, name: str, fields: tuple[str, ...]) -> csv.DictWriter:
+        """An extra table of this run (created on first use), e.g. partial.csv."""
+        if name not in self._tables:
+            self._tables[name] = self._writer(name, fields)
+        return self._tables[name]
 
     def _writer(self, name: str, fields: tuple[str, ...]) -> csv.DictWriter:
         handle = open(self.folder / name, "w", newline="")  # noqa: SIM115 - closed in close()

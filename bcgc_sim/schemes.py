@@ -10,9 +10,13 @@ ferdinand-L/2  Ferdinand & Draper with r = L/2 layers; analytic centre of the de
 uncoded        no redundancy: every worker's partial derivatives are needed
 bcgc-cdf-lg    closed form x^(CDF,lg)_n = L / (H_N (n+1)) for large deadlines (§6), rounded with R1
 bcgc-cdf-opt   x maximising the exact completion probability P(tau <= T) (§6; bcgc_sim/deadline.py)
+partial-gc         the partial-straggler protocol (spec/partial-gc.md, a reconstruction), variant
+                   R1, exact: cyclic storage, chunk = data partition (bcgc_sim/partial_plan.py)
+partial-gc-approx  the same, stopped at a deadline: approximate gradient, error recorded
 
 The last two (DEADLINE_SCHEMES) maximise P(tau <= T) and need SchemeOptions.deadline = T (model
-time units); the others minimise E[tau] and ignore the deadline.
+time units); the others minimise E[tau] and ignore the deadline. The partial-gc schemes
+(PARTIAL_SCHEMES) give a PartialPlan, not a block partition; their knobs are SchemeOptions.partial.
 """
 
 from __future__ import annotations
@@ -35,6 +39,17 @@ TANDON_ALPHA = 6.0  # ceil((1 - ln 0.5)/(1 + ln 0.5)), the authors' code (spec �
 
 
 @dataclass(frozen=True)
+class PartialOptions:
+    """Knobs of partial-gc and partial-gc-approx (config section `partial`, partial_plan.py)."""
+
+    storage: int = 0  # delta partitions per worker, cyclic; 0 = the storage bcgc-opt uses
+    parts: int = 1  # l: the gradient is cut into l blocks, every upload has ceil(L / l) floats
+    ordering: str = "optimal"  # "optimal" (Latin) or "random" (drawn once from the seed)
+    approx_time: float = 0.8  # partial-gc-approx stops at this fraction of E[exact time] ...
+    approx_nmse: float = 0.0  # ... or once the estimated NMSE is at most this (0 = off)
+
+
+@dataclass(frozen=True)
 class SchemeOptions:
     """Knobs of the schemes that are not part of the system model."""
 
@@ -43,6 +58,7 @@ class SchemeOptions:
     tuning_samples: int = 20_000  # Monte-Carlo draws for choosing Tandon's s and for R2 rounding
     tandon_alpha: float = TANDON_ALPHA
     deadline: float | None = None  # T in model time units, for the DEADLINE_SCHEMES
+    partial: PartialOptions = field(default_factory=PartialOptions)
 
 
 def deterministic_optimum(sorted_times: np.ndarray, coordinates: float) -> np.ndarray:
@@ -197,6 +213,18 @@ def build_bcgc_cdf_opt(model: SystemModel, options: SchemeOptions) -> Plan:
     return BlockPlan("bcgc-cdf-opt", tuple(int(v) for v in x))
 
 
+def build_partial_gc(model: SystemModel, options: SchemeOptions) -> Plan:
+    from .partial_plan import build_partial  # imports schemes itself: loaded on first use
+
+    return build_partial(model, options, approximate=False)
+
+
+def build_partial_gc_approx(model: SystemModel, options: SchemeOptions) -> Plan:
+    from .partial_plan import build_partial
+
+    return build_partial(model, options, approximate=True)
+
+
 SCHEMES: dict[str, Callable[[SystemModel, SchemeOptions], Plan]] = {
     "bcgc-opt": build_bcgc_opt,
     "bcgc-t": build_bcgc_t,
@@ -208,8 +236,12 @@ SCHEMES: dict[str, Callable[[SystemModel, SchemeOptions], Plan]] = {
     "uncoded": build_uncoded,
     "bcgc-cdf-lg": build_bcgc_cdf_lg,
     "bcgc-cdf-opt": build_bcgc_cdf_opt,
+    "partial-gc": build_partial_gc,
+    "partial-gc-approx": build_partial_gc_approx,
 }
 DEADLINE_SCHEMES = ("bcgc-cdf-lg", "bcgc-cdf-opt")  # these need SchemeOptions.deadline
+PARTIAL_SCHEMES = ("partial-gc", "partial-gc-approx")  # PartialPlan, not a block partition
+APPROXIMATE_SCHEMES = ("partial-gc-approx",)  # decode an approximate gradient
 
 
 def needs_deadline(name: str) -> bool:

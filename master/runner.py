@@ -20,6 +20,7 @@ from bcgc_sim.config import Config
 from bcgc_sim.errors import UserError
 from bcgc_sim.layout import layout_for
 from bcgc_sim.model import SystemModel
+from bcgc_sim.partial_plan import PartialPlan
 from bcgc_sim.plans import plan_to_dict
 from bcgc_sim.predict import evaluation_samples
 from bcgc_sim.problems import ProblemData, full_gradient, prepare_data, step_size
@@ -27,6 +28,7 @@ from bcgc_sim.results import RunRecorder, environment
 from bcgc_sim.schemes import build_plan
 
 from .cluster import LocalCluster, check_capacity
+from .partial_session import PartialSession
 from .session import SchemeSession, SessionSettings
 
 
@@ -42,6 +44,8 @@ class SchemeSummary:
     gradient_max_rel_error: float | None
     stale_messages: int
     overruns: int
+    nmse_mean: float | None = None  # partial-gc: mean measured ||g_hat - g||^2 / ||g||^2
+    round_trip_mean_s: float | None = None  # partial-gc: mean COMBINE / UPLOAD round trip
 
 
 def output_folder(config: Config) -> Path:
@@ -126,17 +130,24 @@ def _master_log(folder: Path) -> logging.Handler:
 
 
 def run_testbed(
-    config: Config, folder: Path, log=print, cluster_factory=None
+    config: Config, folder: Path, log=print, cluster_factory=None, plans=None
 ) -> list[SchemeSummary]:
     """Every scheme of config.run.schemes on one cluster; results written into `folder`.
 
     `cluster_factory()` gives a context manager with `.link`, `.dead_ranks()` and
     `.respawn(rank)`: a LocalCluster by default, a RemoteCluster for `bcgc master`.
+    `plans(model)` -> {name: plan}, if given, replaces the plans of config.run.schemes (scripts
+    that run plans outside the registry, e.g. scripts/compare_partial_testbed.py).
     """
     check_capacity(config.cluster.workers)  # before any work: refuse an N this machine cannot run
     data = prepare_problem(config)
     model = model_for_data(config, data)
-    plans = {name: build_plan(name, model, config.scheme_options()) for name in config.run.schemes}
+    if plans is None:
+        plans = {
+            name: build_plan(name, model, config.scheme_options()) for name in config.run.schemes
+        }
+    else:
+        plans = dict(plans(model))
     time_scale = choose_time_scale(config, model, plans)
     rate = config.problem.learning_rate or step_size(data)
     settings = SessionSettings(
@@ -169,10 +180,16 @@ def run_testbed(
         with (cluster_factory or local_cluster_factory(config, folder, data))() as cluster:
             for name, plan in plans.items():
                 log(f"{name}: {config.run.iterations} iterations on {model.n_workers} workers ...")
-                session = SchemeSession(
-                    cluster.link, name, plan, layout_for(plan, data.rows), model, data, codes,
-                    settings, recorder, cluster.dead_ranks, cluster.respawn,
-                )  # fmt: skip
+                if isinstance(plan, PartialPlan):
+                    session = PartialSession(
+                        cluster.link, name, plan, model, data, settings, recorder,
+                        cluster.dead_ranks, cluster.respawn,
+                    )  # fmt: skip
+                else:
+                    session = SchemeSession(
+                        cluster.link, name, plan, layout_for(plan, data.rows), model, data, codes,
+                        settings, recorder, cluster.dead_ranks, cluster.respawn,
+                    )  # fmt: skip
                 session.setup(config.run.startup_timeout)
                 meta["worker_cpu_affinity"] = {
                     str(k): v for k, v in sorted(session.affinity.items())
@@ -199,7 +216,7 @@ def run_testbed(
 
 
 def _run_iterations(
-    session: SchemeSession, iterations: int, data: ProblemData, rate: float
+    session: SchemeSession | PartialSession, iterations: int, data: ProblemData, rate: float
 ) -> SchemeSummary:
     theta = np.zeros(data.coordinates)
     results = []
@@ -211,6 +228,8 @@ def _run_iterations(
     measured = np.array([r.measured_s for r in results])
     predicted = np.array([r.predicted_s for r in results])
     errors = [r.gradient_rel_error for r in results if r.gradient_rel_error is not None]
+    nmse = [r.nmse for r in results if r.nmse is not None]
+    trips = [r.round_trip_s for r in results if r.round_trip_s is not None]
     return SchemeSummary(
         scheme=session.scheme,
         iterations=iterations,
@@ -222,21 +241,36 @@ def _run_iterations(
         gradient_max_rel_error=max(errors) if errors else None,
         stale_messages=sum(r.stale for r in results),
         overruns=sum(r.overruns for r in results),
+        nmse_mean=float(np.mean(nmse)) if nmse else None,
+        round_trip_mean_s=float(np.mean(trips)) if trips else None,
     )
 
 
 def print_summaries(summaries: list[SchemeSummary], folder: Path, out=sys.stdout) -> None:
+    partial = any(s.round_trip_mean_s is not None for s in summaries)  # partial-gc columns
+    width = max([14, *(len(s.scheme) for s in summaries)])
     header = (
-        f"{'scheme':<14} {'iters':>5} {'measured s':>11} {'predicted s':>12} {'ratio':>7} "
+        f"{'scheme':<{width}} {'iters':>5} {'measured s':>11} {'predicted s':>12} {'ratio':>7} "
         f"{'median r':>8} {'final loss':>11} {'grad err':>9}"
-    )
+    ) + (f" {'round trip ms':>13} {'NMSE':>8}" if partial else "")
     print(header, file=out)
     print("-" * len(header), file=out)
     for s in summaries:
         err = f"{s.gradient_max_rel_error:.1e}" if s.gradient_max_rel_error is not None else "-"
+        extra = ""
+        if partial:
+            trip = f"{1e3 * s.round_trip_mean_s:.2f}" if s.round_trip_mean_s is not None else "-"
+            nmse = f"{s.nmse_mean:.1e}" if s.nmse_mean is not None else "-"
+            extra = f" {trip:>13} {nmse:>8}"
         print(
-            f"{s.scheme:<14} {s.iterations:>5} {s.measured_mean_s:>11.4f} {s.predicted_mean_s:>12.4f} "
-            f"{s.ratio:>7.3f} {s.median_ratio:>8.3f} {s.final_loss:>11.5g} {err:>9}",
+            f"{s.scheme:<{width}} {s.iterations:>5} {s.measured_mean_s:>11.4f} {s.predicted_mean_s:>12.4f} "
+            f"{s.ratio:>7.3f} {s.median_ratio:>8.3f} {s.final_loss:>11.5g} {err:>9}{extra}",
+            file=out,
+        )
+    if partial:
+        print(
+            "partial-gc: predicted = the model's stop time for the same T; measured adds the "
+            "COMBINE/UPLOAD round trip; NMSE = mean ||g_hat - g||^2 / ||g||^2 (partial.csv)",
             file=out,
         )
     print(f"results: {folder}", file=out)

@@ -50,6 +50,8 @@ class IterationResult:
     gradient_rel_error: float | None
     stale: int  # messages of an older iteration or scheme, dropped
     overruns: int  # used messages whose compute ended after their deadline
+    nmse: float | None = None  # partial-gc: ||g_hat - g||^2 / ||g||^2 (with check)
+    round_trip_s: float | None = None  # partial-gc: stop -> last UPLOAD (COMBINE / UPLOAD)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import psutil
 from bcgc_sim.config import Config, load_config, parse_override
 from bcgc_sim.errors import UserError
 from bcgc_sim.predict import evaluation_samples
-from bcgc_sim.schemes import build_plan
+from bcgc_sim.schemes import APPROXIMATE_SCHEMES, build_plan
 
 from .cluster import check_capacity
 from .runner import choose_time_scale, model_for_data, prepare_problem, run_testbed
@@ -166,11 +166,16 @@ def read_rows(table: Path) -> list[dict]:
 
 
 def reductions(rows: list[dict], column: str) -> dict[str, float]:
-    """Per swept value: % reduction of bcgc-opt's runtime over the best non-BCGC baseline."""
+    """Per swept value: % reduction of bcgc-opt's runtime over the best non-BCGC baseline
+    (schemes that decode only an approximate gradient are no baseline)."""
     out = {}
     for value in dict.fromkeys(r["value"] for r in rows):
         at = {r["scheme"]: float(r[column]) for r in rows if r["value"] == value}
-        baselines = [v for k, v in at.items() if k not in BCGC_SCHEMES and math.isfinite(v)]
+        baselines = [
+            v
+            for k, v in at.items()
+            if k not in BCGC_SCHEMES and k not in APPROXIMATE_SCHEMES and math.isfinite(v)
+        ]
         if "bcgc-opt" in at and baselines:
             out[value] = 100.0 * (1.0 - at["bcgc-opt"] / min(baselines))
     return out

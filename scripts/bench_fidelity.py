@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from bcgc_sim.config import load_config
-from bcgc_sim.schemes import SCHEMES, needs_deadline
+from bcgc_sim.schemes import PARTIAL_SCHEMES, SCHEMES, needs_deadline
 from master.runner import run_testbed
 
 
@@ -34,8 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--schemes",
         nargs="+",
-        default=[name for name in SCHEMES if not needs_deadline(name)],
-        help="default: every scheme that needs no deadline",
+        default=[n for n in SCHEMES if not needs_deadline(n) and n not in PARTIAL_SCHEMES],
+        help="default: every scheme that needs no deadline, partial-gc aside (compare_partial_testbed.py)",
     )
     parser.add_argument("--output", default=None)
     parser.add_argument("--no-pin", action="store_true", help="do not pin workers to cores")

@@ -112,8 +112,10 @@ def test_round_r1_sums_to_total(case):
     out = round_r1(x, total)
     assert out.dtype.kind == "i"
     assert int(out.sum()) == total
-    # at most one entry (the largest) moves by more than rounding
-    assert np.sum(np.abs(out - x) > 0.5 + 1e-9) <= 1
+    # at most one entry (the largest) moves by more than rounding, unless a negative residual
+    # exceeds it: it then drops to 0 and the next largest entries give up the rest (round_r1)
+    if out[np.argmax(x)] > 0:
+        assert np.sum(np.abs(out - x) > 0.5 + 1e-9) <= 1
 
 
 @FAST

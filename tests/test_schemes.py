@@ -10,6 +10,7 @@ import pytest
 from bcgc_sim.model import SystemModel
 from bcgc_sim.optimize import SubgradientSettings, round_r1
 from bcgc_sim.paper import PAPER_FIG3
+from bcgc_sim.partial_plan import PartialPlan
 from bcgc_sim.plans import BlockPlan, TandonPlan
 from bcgc_sim.runtime import Estimate, block_loads
 from bcgc_sim.schemes import (
@@ -226,10 +227,25 @@ def _check_partition(x, model):
     assert sum(x) == model.coordinates
 
 
+def _check_partial(plan, model):
+    """A PartialPlan has no block partition: check its storage, order and runtime instead."""
+    assert 1 <= plan.storage <= model.n_workers and 1 <= plan.parts <= plan.storage
+    assert sorted(c for order in plan.ordering for c in order) == sorted(
+        list(range(model.n_workers)) * plan.storage
+    )
+    assert plan.coordinates == model.coordinates
+    t = monte_carlo_cycle_times(model.distribution, 1, 200, model.n_workers, STREAM_EVALUATION)
+    assert np.all(np.isfinite(plan.raw_runtime(t)))
+    assert plan.exact_expected_raw_runtime(model.distribution) is None  # Monte Carlo only
+
+
 @pytest.mark.parametrize("name", list(SCHEMES))
 def test_every_scheme_paper_point(name):
     plan = paper_plan(name)
     assert plan.scheme == name
+    if isinstance(plan, PartialPlan):
+        _check_partial(plan, PAPER)
+        return
     _check_partition(_partition(plan), PAPER)
     if isinstance(plan, BlockPlan):
         assert plan.coordinates == 20_000
@@ -239,6 +255,9 @@ def test_every_scheme_paper_point(name):
 @pytest.mark.parametrize("model", SMALL_MODELS, ids=lambda m: f"N{m.n_workers}-L{m.coordinates}")
 def test_every_scheme_small_models(name, model):
     plan = build_plan(name, model, with_deadline(name, model, FAST))
+    if isinstance(plan, PartialPlan):
+        _check_partial(plan, model)
+        return
     _check_partition(_partition(plan), model)
     assert math.isfinite(plan.exact_expected_raw_runtime(model.distribution))
 
@@ -255,6 +274,8 @@ def test_registry_is_complete():
         "uncoded",
         "bcgc-cdf-lg",
         "bcgc-cdf-opt",
+        "partial-gc",
+        "partial-gc-approx",
     }
 
 

@@ -7,6 +7,8 @@ real coded partial derivatives, hold them until the deadline
 and send them. Any message from the master while waiting (a newer theta, a new plan, STOP),
 heartbeats excepted, abandons the iteration at once. A failed worker (T_n = inf) stays silent for
 the iteration. Compute slower than the deadline is sent at once and its overrun is reported.
+A SETUP with protocol "partial-r1" runs the partial-straggler protocol instead (workers/partial.py:
+chunk gradients, NOTICE after each, one UPLOAD on COMBINE).
 
 Liveness: the worker sends a HEARTBEAT whenever it has sent nothing for one heartbeat interval,
 from its own loop (idle, while waiting for a deadline, between blocks), so a killed worker goes
@@ -33,6 +35,7 @@ from zmq.utils.monitor import recv_monitor_message
 from bcgc_sim.layout import Slot
 from bcgc_sim.problems import ProblemData
 from bcgc_sim.protocol import (
+    PARTIAL_PROTOCOL,
     PROTOCOL_VERSION,
     Message,
     MessageType,
@@ -107,6 +110,7 @@ class Worker:
             ) = curve
         self.socket.connect(endpoint)
         self.run_id: str | None = None
+        self.partial = None  # workers.partial.ChunkComputer under a partial-gc plan
         self.rank = rank
         self.affinity: list[int] | None = None
         self.malformed = 0
@@ -206,22 +210,37 @@ class Worker:
 
     def setup(self, message: Message) -> None:
         h = message.header
+        self.partial = None  # a BCGC plan unless the SETUP names the partial-gc protocol
         try:
-            require(
-                h, run=str, rank=int, n_workers=int, seed=int, ns_per_load=float, slots=list,
-                partitions=dict, code_rows=dict, data=dict, straggler=dict,
-            )  # fmt: skip
-            self.rank = h["rank"]
-            self.slots = [
-                Slot(int(a), int(b), int(s), float(load), str(p)) for a, b, s, load, p in h["slots"]
-            ]
-            self.distribution = distribution_from_spec(h["straggler"])
-            data = ProblemData(**h["data"])
-            code_rows = {int(s): np.asarray(row, dtype=float) for s, row in h["code_rows"].items()}
-            partitions = {str(k): tuple(int(v) for v in b) for k, b in h["partitions"].items()}
-            self.computer = SlotComputer(
-                data, partitions, self.slots, self.rank, h["n_workers"], code_rows
-            )
+            if h.get("protocol") == PARTIAL_PROTOCOL:
+                from .partial import ChunkComputer  # partial-gc plans only
+
+                require(
+                    h, run=str, rank=int, n_workers=int, seed=int, ns_per_load=float,
+                    data=dict, straggler=dict,
+                )  # fmt: skip
+                self.rank = h["rank"]
+                self.distribution = distribution_from_spec(h["straggler"])
+                self.partial = ChunkComputer.from_header(ProblemData(**h["data"]), h)
+            else:
+                require(
+                    h, run=str, rank=int, n_workers=int, seed=int, ns_per_load=float, slots=list,
+                    partitions=dict, code_rows=dict, data=dict, straggler=dict,
+                )  # fmt: skip
+                self.rank = h["rank"]
+                self.slots = [
+                    Slot(int(a), int(b), int(s), float(load), str(p))
+                    for a, b, s, load, p in h["slots"]
+                ]
+                self.distribution = distribution_from_spec(h["straggler"])
+                data = ProblemData(**h["data"])
+                code_rows = {
+                    int(s): np.asarray(row, dtype=float) for s, row in h["code_rows"].items()
+                }
+                partitions = {str(k): tuple(int(v) for v in b) for k, b in h["partitions"].items()}
+                self.computer = SlotComputer(
+                    data, partitions, self.slots, self.rank, h["n_workers"], code_rows
+                )
             self.seed, self.ns_per_load = h["seed"], h["ns_per_load"]
             if not (math.isfinite(self.ns_per_load) and self.ns_per_load >= 0):
                 raise ValueError(f"ns_per_load must be finite and >= 0, got {self.ns_per_load}")
@@ -250,20 +269,14 @@ class Worker:
         host), so that N workers time-sharing fewer cores all start together as N machines
         would; across hosts they count from this worker's receipt of theta.
         """
-        received = time.monotonic_ns()
-        h, theta = message.header, message.array
-        if h.get("run") != self.run_id or not isinstance(h.get("iteration"), int) or theta is None:
+        if self.partial is not None:
+            from .partial import iterate  # the partial-gc protocol (R1)
+
+            return iterate(self, message)
+        begun = self.begin(message)
+        if begun is None:
             return None  # stale or malformed: ignore
-        iteration = h["iteration"]
-        shared_clock = (
-            self.clock and h.get("clock") == self.clock and isinstance(h.get("sent_ns"), int)
-        )
-        start = h["sent_ns"] if shared_clock else received
-        cycle_time = 0.0  # natural mode: no injected delay, messages go when computed
-        if not self.natural:
-            cycle_time = float(
-                self.distribution.sample(worker_rng(self.seed, iteration, self.rank), 1)[0]
-            )
+        iteration, start, received, cycle_time, theta = begun
         if not math.isfinite(cycle_time):
             return self.wait_until(None)  # a full straggler this iteration: never answers
         for _ in range(self.repeat):  # a per-worker slowdown is real extra work
@@ -288,6 +301,27 @@ class Worker:
             }  # fmt: skip
             self.send(MessageType.BLOCK, header, values)
         return None
+
+    def begin(self, message: Message) -> tuple[int, int, int, float, np.ndarray] | None:
+        """(iteration, t_start, receipt, T_n, theta) of an ITERATE, or None if stale/malformed.
+
+        t_start is the master's broadcast on a shared monotonic clock, else this receipt.
+        """
+        received = time.monotonic_ns()
+        h, theta = message.header, message.array
+        if h.get("run") != self.run_id or not isinstance(h.get("iteration"), int) or theta is None:
+            return None
+        iteration = h["iteration"]
+        shared_clock = (
+            self.clock and h.get("clock") == self.clock and isinstance(h.get("sent_ns"), int)
+        )
+        start = h["sent_ns"] if shared_clock else received
+        cycle_time = 0.0  # natural mode: no injected delay, messages go when computed
+        if not self.natural:
+            cycle_time = float(
+                self.distribution.sample(worker_rng(self.seed, iteration, self.rank), 1)[0]
+            )
+        return iteration, start, received, cycle_time, theta
 
     def wait_until(self, deadline_ns: int | None) -> Message | None:
         """Sleep until deadline_ns (monotonic; None: until the master speaks); return early with
