@@ -38,6 +38,9 @@ from .transport import Received, WorkerLink
 log = logging.getLogger("bcgc.master")
 
 
+WATCH_INTERVAL_NS = 20_000_000  # how often an iteration checks for dead workers (20 ms)
+
+
 class RunError(UserError):
     """The run cannot go on (an undecodable block, a silent cluster); ends with one line."""
 
@@ -79,7 +82,7 @@ class _Iteration:
     theta: np.ndarray
     cycle_times: np.ndarray
     start: int
-    rows: list[dict] = field(default_factory=list)
+    seen: list[tuple[Received, str]] = field(default_factory=list)  # (message, status): rows later
     stale: int = 0
     overruns: int = 0
     max_overrun: float = 0.0
@@ -200,8 +203,11 @@ class SchemeSession:
         )
         self.link.broadcast(MessageType.ITERATE, header, theta)
         last_progress = time.monotonic()
+        next_watch = 0
         while not self.decoder.complete:
-            self._watch_workers(state)
+            if time.monotonic_ns() >= next_watch:  # not on every message: this loop is timed
+                self._watch_workers(state)
+                next_watch = time.monotonic_ns() + WATCH_INTERVAL_NS
             received = self.link.receive(50)
             if received is None:
                 if time.monotonic() - last_progress > self.settings.stall_timeout_s:
@@ -213,7 +219,10 @@ class SchemeSession:
             if self._on_replacement_reply(received, state) or self._on_block(received, state):
                 last_progress = time.monotonic()
         measured = (time.monotonic_ns() - start) / 1e9
-        self.recorder.messages.writerows(state.rows)  # after the clock stopped: not part of it
+        # after the clock stopped: recording is not part of the runtime
+        self.recorder.messages.writerows(
+            self._message_row(r, status, state) for r, status in state.seen
+        )
         gradient = self.decoder.gradient.copy()
         true_gradient, loss = full_gradient(self.data, theta)
         error = None
@@ -226,23 +235,33 @@ class SchemeSession:
         ), gradient
 
     def _on_block(self, received: Received, state: _Iteration) -> bool:
-        """Feed a BLOCK to the decoder; True if it was used."""
-        row = self._message_row(received, state)
-        if row is None:
+        """Feed a BLOCK to the decoder; True if it was used. Rows are built after the iteration."""
+        message = received.message
+        if message.kind is not MessageType.BLOCK or message.array is None:
             return False
-        if row["status"] == "stale":
+        h = message.header
+        try:
+            require(
+                h, run=str, iteration=int, worker=int, slot=int, cycle_time=float, start_ns=int,
+                received_ns=int, deadline_ns=int, send_ns=int, overrun_ns=int,
+            )  # fmt: skip
+        except ProtocolError:
+            self.link.rejected["malformed"] += 1
+            return False
+        if h["run"] != self.run_id or h["iteration"] != state.number:
             state.stale += 1
-            state.rows.append(row)
+            state.seen.append((received, "stale"))
             return False
-        outcome = self.decoder.offer(row["worker"], row["slot"], received.message.array)
-        row["status"] = outcome.value
+        # the sender's identity gives the worker, never the header's claim
+        outcome = self.decoder.offer(received.rank, h["slot"], message.array)
         state.counts[outcome] += 1
-        state.rows.append(row)
+        state.seen.append((received, outcome.value))
         if outcome is not Outcome.USED:
             return False
-        state.overruns += row["overrun_s"] > 0
-        state.max_overrun = max(state.max_overrun, row["overrun_s"])
-        slot = row["slot"]
+        overrun = h["overrun_ns"] / 1e9
+        state.overruns += overrun > 0
+        state.max_overrun = max(state.max_overrun, overrun)
+        slot = h["slot"]
         if self.decoder.decoded[slot] and math.isnan(state.decoded_at[slot]):
             state.decoded_at[slot] = (received.arrival_ns - state.start) / 1e9
         return True
@@ -339,30 +358,19 @@ class SchemeSession:
 
     # -- records ----------------------------------------------------------------------------
 
-    def _message_row(self, received: Received, state: _Iteration) -> dict | None:
-        message = received.message
-        if message.kind is not MessageType.BLOCK or message.array is None:
-            return None
-        h = message.header
-        try:
-            require(
-                h, run=str, iteration=int, worker=int, slot=int, cycle_time=float, start_ns=int,
-                received_ns=int, deadline_ns=int, send_ns=int, overrun_ns=int,
-            )  # fmt: skip
-        except ProtocolError:
-            self.link.rejected["malformed"] += 1
-            return None
-        stale = h["run"] != self.run_id or h["iteration"] != state.number
+    def _message_row(self, received: Received, status: str, state: _Iteration) -> dict:
+        """The messages.csv row of a BLOCK that _on_block accepted (header already checked)."""
+        h = received.message.header
         worker_start, start = h["start_ns"], state.start
         return {
             "scheme": self.scheme, "iteration": h["iteration"], "slot": h["slot"],
-            "worker": received.rank,  # the sender's identity, never the header's claim
-            "cycle_time": h["cycle_time"], "worker_start_s": (worker_start - start) / 1e9,
+            "worker": received.rank, "cycle_time": h["cycle_time"],
+            "worker_start_s": (worker_start - start) / 1e9,
             "received_s": (h["received_ns"] - start) / 1e9,
             "deadline_s": (h["deadline_ns"] - worker_start) / 1e9,
             "send_s": (h["send_ns"] - worker_start) / 1e9,
             "arrival_s": (received.arrival_ns - start) / 1e9, "overrun_s": h["overrun_ns"] / 1e9,
-            "status": "stale" if stale else "",
+            "status": status,
         }  # fmt: skip
 
     def _record(

@@ -81,5 +81,6 @@ class SlotComputer:
         """sum_i B(s)[rank, part_i] X[part_i, start:stop]^T r(part_i), shape (stop - start,)."""
         out = np.zeros(slot.stop - slot.start)
         for rows, weights in self.ranges[slot.partition, slot.stragglers]:
-            out += self.features[rows, slot.start : slot.stop].T @ (weights * self.residual[rows])
+            # (w r)^T X as one gemv: X^T (w r) via matmul is slow when the rows are few
+            out += np.dot(weights * self.residual[rows], self.features[rows, slot.start : slot.stop])
         return out

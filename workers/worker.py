@@ -118,6 +118,7 @@ class Worker:
         self.heartbeat_ns = int(DEFAULT_HEARTBEAT_S * 1e9)
         self.liveness = DEFAULT_LIVENESS
         self.last_sent = time.monotonic_ns()
+        self.next_check = 0  # the next time tick() looks at liveness
         self._connection_heartbeats()
 
     def _connection_heartbeats(self) -> None:
@@ -152,8 +153,12 @@ class Worker:
         return None if message.kind is MessageType.HEARTBEAT else message
 
     def tick(self) -> None:
-        """Send a heartbeat if due; raise MasterGone if the master is gone."""
+        """Send a heartbeat if due; raise MasterGone if the master is gone. The checks run at
+        most four times per heartbeat interval: this sits on the path of every message."""
         now = time.monotonic_ns()
+        if now < self.next_check:
+            return
+        self.next_check = now + self.heartbeat_ns // 4
         if self.parent_pid is not None and os.getppid() != self.parent_pid:
             raise MasterGone("the local master process is gone")
         while self.monitor.poll(0):
