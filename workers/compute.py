@@ -82,5 +82,7 @@ class SlotComputer:
         out = np.zeros(slot.stop - slot.start)
         for rows, weights in self.ranges[slot.partition, slot.stragglers]:
             # (w r)^T X as one gemv: X^T (w r) via matmul is slow when the rows are few
-            out += np.dot(weights * self.residual[rows], self.features[rows, slot.start : slot.stop])
+            out += np.dot(
+                weights * self.residual[rows], self.features[rows, slot.start : slot.stop]
+            )
         return out
