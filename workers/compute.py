@@ -81,8 +81,8 @@ class SlotComputer:
         """sum_i B(s)[rank, part_i] X[part_i, start:stop]^T r(part_i), shape (stop - start,)."""
         out = np.zeros(slot.stop - slot.start)
         for rows, weights in self.ranges[slot.partition, slot.stragglers]:
-            # (w r)^T X as one gemv: X^T (w r) via matmul is slow when the rows are few
-            out += np.dot(
-                weights * self.residual[rows], self.features[rows, slot.start : slot.stop]
-            )
+            weighted = weights * self.residual[rows]
+            block = self.features[rows, slot.start : slot.stop]
+            # numpy's matmul is slow when the inner dimension is 1: one row is a scaled copy
+            out += block.T @ weighted if weighted.size > 1 else weighted[0] * block[0]
         return out
