@@ -35,9 +35,16 @@ from bcgc_sim.partial_plan import PartialPlan
 from bcgc_sim.problems import ProblemData, full_gradient, partition_bounds
 from bcgc_sim.protocol import PARTIAL_PROTOCOL, MessageType, ProtocolError, clock_id, require
 from bcgc_sim.results import PARTIAL_FIELDS, RunRecorder
-from bcgc_sim.stragglers import distribution_to_spec, iteration_cycle_times
+from bcgc_sim.stragglers import iteration_cycle_times
 
-from .session import IterationResult, RunError, SessionSettings, no_dead_ranks
+from .session import (
+    IterationResult,
+    RunError,
+    SessionSettings,
+    common_setup_fields,
+    no_dead_ranks,
+    set_up_workers,
+)
 from .transport import Received, WorkerLink
 
 log = logging.getLogger("bcgc.master")
@@ -98,38 +105,20 @@ class PartialSession:
 
     # -- set-up -----------------------------------------------------------------------------
     def setup_header(self, rank: int) -> dict:
-        return {
-            "protocol": PARTIAL_PROTOCOL, "run": self.run_id, "rank": rank,
-            "n_workers": self.model.n_workers, "seed": self.settings.seed,
-            "ns_per_load": float(self.ns_per_load), "chunk_load": self.plan.chunk_load,
+        fields = common_setup_fields(
+            self.settings, self.model, self.data, self.run_id, rank, self.ns_per_load
+        )
+        return fields | {
+            "protocol": PARTIAL_PROTOCOL, "chunk_load": self.plan.chunk_load,
             "order": list(self.plan.ordering[rank]), "bounds": list(self.bounds),
-            "parts": self.plan.parts, "data": self.data.to_header(),
-            "straggler": distribution_to_spec(self.model.distribution),
-            "pin": self.settings.pin, "natural": self.settings.natural,
-            "repeat": self.settings.repeat[rank] if self.settings.repeat else 1,
-            "heartbeat_s": self.settings.heartbeat_s, "liveness": self.settings.liveness,
+            "parts": self.plan.parts,
         }  # fmt: skip
 
     def setup(self, timeout_s: float = 60.0) -> None:
         """Send every worker its order and chunks; wait for all SETUP_OK."""
-        n = self.model.n_workers
-        for rank in range(n):
-            self.link.send(rank, MessageType.SETUP, self.setup_header(rank))
-        end = time.monotonic() + timeout_s
-        while len(self.affinity) < n:
-            received = self.link.receive(max(1, int((end - time.monotonic()) * 1000)))
-            if received is None:
-                missing = sorted(set(range(n)) - set(self.affinity))
-                raise RunError(
-                    f"workers {missing} did not confirm set-up of {self.scheme} in {timeout_s:g} s"
-                )
-            h, kind = received.message.header, received.message.kind
-            if kind is MessageType.FAILED:
-                raise RunError(
-                    f"worker {received.rank} could not set up {self.scheme}: {h.get('reason')}"
-                )
-            if kind is MessageType.SETUP_OK and h.get("run") == self.run_id:
-                self.affinity[received.rank] = h.get("affinity")
+        self.affinity = set_up_workers(
+            self.link, self.setup_header, self.model.n_workers, self.run_id, self.scheme, timeout_s
+        )
 
     # -- one iteration ----------------------------------------------------------------------
     def iterate(self, iteration: int, theta: np.ndarray) -> tuple[IterationResult, np.ndarray]:

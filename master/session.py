@@ -94,6 +94,61 @@ def no_dead_ranks() -> set[int]:
     return set()
 
 
+def common_setup_fields(
+    settings: SessionSettings,
+    model: SystemModel,
+    data: ProblemData,
+    run_id: str,
+    rank: int,
+    ns_per_load: float,
+) -> dict:
+    """The SETUP header fields every protocol shares (the rest is the protocol's plan)."""
+    return {
+        "run": run_id, "rank": rank, "n_workers": model.n_workers, "seed": settings.seed,
+        "ns_per_load": float(ns_per_load), "data": data.to_header(),
+        "straggler": distribution_to_spec(model.distribution),
+        "pin": settings.pin, "natural": settings.natural,
+        "repeat": settings.repeat[rank] if settings.repeat else 1,
+        "heartbeat_s": settings.heartbeat_s, "liveness": settings.liveness,
+    }  # fmt: skip
+
+
+def setup_reply(received: Received, run_id: str, scheme: str) -> tuple[bool, list[int] | None]:
+    """(True, affinity) for a SETUP_OK of this run; raise RunError for a FAILED set-up."""
+    h, kind = received.message.header, received.message.kind
+    if kind is MessageType.FAILED:
+        raise RunError(f"worker {received.rank} could not set up {scheme}: {h.get('reason')}")
+    if kind is MessageType.SETUP_OK and h.get("run") == run_id:
+        return True, h.get("affinity")
+    return False, None
+
+
+def set_up_workers(
+    link: WorkerLink,
+    header: Callable[[int], dict],
+    n: int,
+    run_id: str,
+    scheme: str,
+    timeout_s: float,
+) -> dict[int, list[int] | None]:
+    """Send every rank its SETUP header(rank); wait for all SETUP_OK; their CPU affinities."""
+    for rank in range(n):
+        link.send(rank, MessageType.SETUP, header(rank))
+    affinity: dict[int, list[int] | None] = {}
+    end = time.monotonic() + timeout_s
+    while len(affinity) < n:
+        received = link.receive(max(1, int((end - time.monotonic()) * 1000)))
+        if received is None:
+            missing = sorted(set(range(n)) - set(affinity))
+            raise RunError(
+                f"workers {missing} did not confirm set-up of {scheme} in {timeout_s:g} s"
+            )
+        ok, cores = setup_reply(received, run_id, scheme)
+        if ok:
+            affinity[received.rank] = cores
+    return affinity
+
+
 class SchemeSession:
     """Runs one plan on the connected workers; rows go to `recorder`.
 
@@ -133,45 +188,20 @@ class SchemeSession:
     def setup_header(self, rank: int) -> dict:
         n = self.model.n_workers
         levels = sorted({slot.stragglers for slot in self.layout.slots})
-        return {
-            "run": self.run_id, "rank": rank, "n_workers": n, "seed": self.settings.seed,
-            "ns_per_load": float(self.ns_per_load),
+        fields = common_setup_fields(
+            self.settings, self.model, self.data, self.run_id, rank, self.ns_per_load
+        )
+        return fields | {
             "slots": [[s.start, s.stop, s.stragglers, s.load, s.partition] for s in self.layout.slots],
             "partitions": {k: list(v) for k, v in self.layout.partitions.items()},
             "code_rows": {str(s): self.codes.matrix(s)[rank, cyclic_support(rank, s, n)].tolist() for s in levels},
-            "data": self.data.to_header(),
-            "straggler": distribution_to_spec(self.model.distribution),
-            "pin": self.settings.pin, "natural": self.settings.natural,
-            "repeat": self.settings.repeat[rank] if self.settings.repeat else 1,
-            "heartbeat_s": self.settings.heartbeat_s, "liveness": self.settings.liveness,
         }  # fmt: skip
 
     def setup(self, timeout_s: float = 60.0) -> None:
         """Send every worker its rank's plan and code rows; wait for all SETUP_OK."""
-        n = self.model.n_workers
-        for rank in range(n):
-            self.link.send(rank, MessageType.SETUP, self.setup_header(rank))
-        end = time.monotonic() + timeout_s
-        while len(self.affinity) < n:
-            received = self.link.receive(max(1, int((end - time.monotonic()) * 1000)))
-            if received is None:
-                missing = sorted(set(range(n)) - set(self.affinity))
-                raise RunError(
-                    f"workers {missing} did not confirm set-up of {self.scheme} in {timeout_s:g} s"
-                )
-            self._on_setup_reply(received)
-
-    def _on_setup_reply(self, received: Received) -> bool:
-        """Handle FAILED / SETUP_OK; True if it was one."""
-        h, kind = received.message.header, received.message.kind
-        if kind is MessageType.FAILED:
-            raise RunError(
-                f"worker {received.rank} could not set up {self.scheme}: {h.get('reason')}"
-            )
-        if kind is MessageType.SETUP_OK and h.get("run") == self.run_id:
-            self.affinity[received.rank] = h.get("affinity")
-            return True
-        return False
+        self.affinity = set_up_workers(
+            self.link, self.setup_header, self.model.n_workers, self.run_id, self.scheme, timeout_s
+        )
 
     # -- one iteration ----------------------------------------------------------------------
 
@@ -346,8 +376,12 @@ class SchemeSession:
 
     def _on_replacement_reply(self, received: Received, state: _Iteration) -> bool:
         """SETUP_OK of a replacement: give it the current theta. True if it was one."""
-        if received.rank not in self.awaiting or not self._on_setup_reply(received):
+        if received.rank not in self.awaiting:
             return False
+        ok, cores = setup_reply(received, self.run_id, self.scheme)
+        if not ok:
+            return False
+        self.affinity[received.rank] = cores
         del self.awaiting[received.rank]
         self.events.append({"iteration": state.number, "rank": received.rank, "event": "replaced"})
         log.warning(
