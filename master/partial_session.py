@@ -43,6 +43,7 @@ from .session import (
     SessionSettings,
     common_setup_fields,
     no_dead_ranks,
+    notice_dead,
     set_up_workers,
 )
 from .transport import Received, WorkerLink
@@ -300,20 +301,9 @@ class PartialSession:
 
     def _watch_workers(self, state: _Iteration) -> None:
         """Notice dead ranks: drop their copies before the stop, end the run after it."""
-        liveness_s = self.settings.liveness * self.settings.heartbeat_s
-        silent = self.link.silent(liveness_s)
-        newly = (self.dead_ranks() | silent) - self.link.dead
-        for rank in sorted(newly):
-            how = (
-                f"silent for more than {liveness_s:g} s" if rank in silent else "its process exited"
-            )
-            log.warning(
-                "%s, iteration %d: worker %d is dead (%s)", self.scheme, state.number, rank, how
-            )
-            self.link.dead.add(rank)
-            self.events.append(
-                {"iteration": state.number, "rank": rank, "event": "died", "how": how}
-            )
+        newly = notice_dead(
+            self.link, self.dead_ranks(), self.settings, self.scheme, state.number, self.events
+        )
         if not newly:
             return
         dead = ", ".join(str(r) for r in sorted(self.link.dead))

@@ -123,6 +123,27 @@ def setup_reply(received: Received, run_id: str, scheme: str) -> tuple[bool, lis
     return False, None
 
 
+def notice_dead(
+    link: WorkerLink,
+    exited: set[int],
+    settings: SessionSettings,
+    scheme: str,
+    iteration: int,
+    events: list[dict],
+) -> set[int]:
+    """Mark as dead the ranks whose process exited or that were silent too long; log and record
+    each one in `events`; return the newly dead ranks."""
+    liveness_s = settings.liveness * settings.heartbeat_s
+    silent = link.silent(liveness_s)
+    newly = (exited | silent) - link.dead
+    for rank in sorted(newly):
+        how = f"silent for more than {liveness_s:g} s" if rank in silent else "its process exited"
+        log.warning("%s, iteration %d: worker %d is dead (%s)", scheme, iteration, rank, how)
+        link.dead.add(rank)
+        events.append({"iteration": iteration, "rank": rank, "event": "died", "how": how})
+    return newly
+
+
 def set_up_workers(
     link: WorkerLink,
     header: Callable[[int], dict],
@@ -311,20 +332,10 @@ class SchemeSession:
 
     def _watch_workers(self, state: _Iteration) -> None:
         """Notice dead ranks; end the run or start replacements when a slot can no longer decode."""
-        liveness_s = self.settings.liveness * self.settings.heartbeat_s
-        silent = self.link.silent(liveness_s)
-        newly = ((self.dead_ranks() - set(self.awaiting)) | silent) - self.link.dead
-        for rank in sorted(newly):
-            how = (
-                f"silent for more than {liveness_s:g} s" if rank in silent else "its process exited"
-            )
-            log.warning(
-                "%s, iteration %d: worker %d is dead (%s)", self.scheme, state.number, rank, how
-            )
-            self.link.dead.add(rank)
-            self.events.append(
-                {"iteration": state.number, "rank": rank, "event": "died", "how": how}
-            )
+        newly = notice_dead(
+            self.link, self.dead_ranks() - set(self.awaiting), self.settings, self.scheme,
+            state.number, self.events,
+        )  # fmt: skip
         for rank, pending in list(self.awaiting.items()):
             if (
                 rank not in self.link.dead and not pending["setup_sent"]
