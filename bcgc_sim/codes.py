@@ -136,6 +136,9 @@ class CodeBook:
 
     def decoder(self, stragglers: int, fastest: Sequence[int]) -> np.ndarray:
         """a_F for the sorted worker set F (|F| = N - s); cached."""
+        cached = self._decoders.get((stragglers, tuple(fastest)))  # fast path: sorted ints
+        if cached is not None:
+            return cached
         key = (stragglers, tuple(sorted(int(w) for w in fastest)))
         if key not in self._decoders:
             self._decoders[key] = decoding_vector(self.matrix(stragglers), key[1])

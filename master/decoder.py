@@ -23,6 +23,15 @@ class Outcome(enum.Enum):
     REJECTED = "rejected"  # unknown worker or slot, or wrong length
 
 
+# Module-level aliases: enum attribute lookups are measurable at hundreds of offers per iteration.
+_USED, _LATE, _DUPLICATE, _REJECTED = (
+    Outcome.USED,
+    Outcome.LATE,
+    Outcome.DUPLICATE,
+    Outcome.REJECTED,
+)
+
+
 class IterationDecoder:
     def __init__(
         self, slots: tuple[Slot, ...], n_workers: int, coordinates: int, codes: CodeBook
@@ -31,7 +40,8 @@ class IterationDecoder:
         self.n_workers = n_workers
         self.coordinates = coordinates
         self.codes = codes
-        self._lengths = [slot.stop - slot.start for slot in slots]
+        self._workers = frozenset(range(n_workers))
+        self._shapes = {k: (slot.stop - slot.start,) for k, slot in enumerate(slots)}
         self._needed = [n_workers - slot.stragglers for slot in slots]
         self.reset()
 
@@ -51,26 +61,24 @@ class IterationDecoder:
 
     def offer(self, worker: int, slot: int, values: np.ndarray) -> Outcome:
         """Take one message; decode its slot when it is the (N - s)-th arrival."""
-        if not (0 <= worker < self.n_workers and 0 <= slot < len(self.slots)):
-            return Outcome.REJECTED
-        if values.shape != (self._lengths[slot],):
-            return Outcome.REJECTED
+        if worker not in self._workers or self._shapes.get(slot) != values.shape:
+            return _REJECTED
         arrived = self.arrived[slot]
         if worker in arrived:
-            return Outcome.DUPLICATE
+            return _DUPLICATE
         if self.decoded[slot]:
             arrived[worker] = None  # remembered only to spot duplicates
-            return Outcome.LATE
+            return _LATE
         arrived[worker] = values
         if len(arrived) == self._needed[slot]:
-            self._decode(slot)
-        return Outcome.USED
+            self._decode(slot, arrived)
+        return _USED
 
-    def _decode(self, slot: int) -> None:
+    def _decode(self, slot: int, arrived: dict[int, np.ndarray | None]) -> None:
         spec = self.slots[slot]
-        fastest = sorted(self.arrived[slot])
+        fastest = sorted(arrived)
         weights = self.codes.decoder(spec.stragglers, fastest)
-        stacked = np.stack([self.arrived[slot][w] for w in fastest])
-        self.gradient[spec.start : spec.stop] += weights @ stacked
+        # np.array of a list is the cheapest stack of equal-length rows (np.stack is Python).
+        self.gradient[spec.start : spec.stop] += weights @ np.array([arrived[w] for w in fastest])
         self.decoded[slot] = True
         self._undecoded -= 1

