@@ -85,53 +85,54 @@ def encode(kind: MessageType, header: dict[str, Any], array: np.ndarray | None =
 
 
 _TYPES = {t.value: t for t in MessageType}
+_DTYPES = {name: np.dtype(name) for name in ALLOWED_DTYPES}
 
 
 def parse(frames: Sequence[bytes | memoryview]) -> Message:
     """Validate and decode frames (TAG, TYPE, HEADER[, PAYLOAD]); raise ProtocolError."""
     if len(frames) not in (3, 4):
         raise ProtocolError(f"expected 3 or 4 frames, got {len(frames)}")
-    tag, kind, raw_header = (bytes(f) for f in frames[:3])
-    if tag[:4] != TAG[:4]:
-        raise ProtocolError("not a bcgc message")
+    tag = bytes(frames[0])
     if tag != TAG:
+        if tag[:4] != TAG[:4]:
+            raise ProtocolError("not a bcgc message")
         got = tag[4] if len(tag) == 5 else "?"
         raise ProtocolError(f"protocol version {got}, expected {PROTOCOL_VERSION}")
-    if kind not in _TYPES:
-        raise ProtocolError(f"unknown message type {kind[:16]!r}")
+    kind = _TYPES.get(bytes(frames[1]))
+    if kind is None:
+        raise ProtocolError(f"unknown message type {bytes(frames[1])[:16]!r}")
+    raw_header = frames[2]
     if len(raw_header) > MAX_HEADER_BYTES:
         raise ProtocolError("header too large")
     try:
         header = msgpack.unpackb(raw_header, raw=False, strict_map_key=True)
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
         raise ProtocolError(f"header is not msgpack: {exc}") from None
-    if not isinstance(header, dict):
+    if type(header) is not dict:
         raise ProtocolError("header is not a map")
     array = None
     if len(frames) == 4:
         array = _array(header, frames[3])
     elif "dtype" in header:
         raise ProtocolError("header announces an array but no payload frame came")
-    return Message(_TYPES[kind], header, array)
+    return Message(kind, header, array)
 
 
 def _array(header: dict[str, Any], payload: bytes | memoryview) -> np.ndarray:
-    dtype, shape = header.get("dtype"), header.get("shape")
-    if dtype not in ALLOWED_DTYPES:
-        raise ProtocolError(f"dtype {dtype!r} not allowed")
-    if (
-        not isinstance(shape, list)
-        or len(shape) > 2
-        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
-    ):
+    name, shape = header.get("dtype"), header.get("shape")
+    dtype = _DTYPES.get(name) if type(name) is str else None
+    if dtype is None:
+        raise ProtocolError(f"dtype {name!r} not allowed")
+    # msgpack gives exact ints and lists: type() checks also refuse bools
+    if type(shape) is not list or len(shape) > 2 or any(type(d) is not int or d < 0 for d in shape):
         raise ProtocolError(f"bad shape {shape!r}")
-    itemsize = np.dtype(dtype).itemsize
-    if any(d > MAX_PAYLOAD_BYTES // itemsize for d in shape):
+    if any(d > MAX_PAYLOAD_BYTES // dtype.itemsize for d in shape):
         raise ProtocolError(f"shape {shape} exceeds {MAX_PAYLOAD_BYTES} bytes")
-    expected = math.prod(shape) * itemsize
+    expected = math.prod(shape) * dtype.itemsize
     if len(payload) != expected:
         raise ProtocolError(f"payload has {len(payload)} bytes, shape {shape} needs {expected}")
-    return np.frombuffer(payload, dtype=dtype).reshape(shape)
+    array = np.frombuffer(payload, dtype=dtype)
+    return array if len(shape) == 1 else array.reshape(shape)
 
 
 def require(header: dict[str, Any], **types: type | tuple[type, ...]) -> None:

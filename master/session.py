@@ -254,9 +254,9 @@ class SchemeSession:
         )
         self.link.broadcast(MessageType.ITERATE, header, theta)
         last_progress = time.monotonic()
-        next_watch = 0
+        next_watch = start + WATCH_INTERVAL_NS  # the first check after 20 ms: this loop is timed
         while not self.decoder.complete:
-            if time.monotonic_ns() >= next_watch:  # not on every message: this loop is timed
+            if time.monotonic_ns() >= next_watch:
                 self._watch_workers(state)
                 next_watch = time.monotonic_ns() + WATCH_INTERVAL_NS
             received = self.link.receive(50)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import zmq
 
+from bcgc_sim import zmq_io
 from bcgc_sim.errors import UserError
 from bcgc_sim.protocol import PROTOCOL_VERSION, Message, MessageType, ProtocolError, encode, parse
 
@@ -92,7 +93,7 @@ class WorkerLink:
             )
         self.context = zmq.Context()
         self.auth = None
-        self.socket = self.context.socket(zmq.ROUTER)
+        self.socket = zmq_io.configure(self.context.socket(zmq.ROUTER))
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
         if max_message_bytes > 0:
@@ -135,12 +136,12 @@ class WorkerLink:
 
     def send_frames(self, rank: int, frames: list) -> None:
         try:
-            self.socket.send_multipart([self.identities[rank], *frames], copy=False)
+            zmq_io.send(self.socket, [self.identities[rank], *frames])
         except zmq.ZMQError:
             pass  # the peer is gone (ROUTER_MANDATORY); liveness is judged elsewhere
 
     def broadcast(self, kind: MessageType, header: dict, array=None) -> None:
-        frames = encode(kind, header, array)
+        frames = zmq_io.shareable(encode(kind, header, array))  # one buffer for all ranks
         for rank in sorted(self.identities):
             if rank not in self.dead:
                 self.send_frames(rank, frames)
@@ -175,7 +176,7 @@ class WorkerLink:
 
     def _read_one(self) -> Received | None:
         """Read one queued message: registrations, heartbeats and rejects are handled here."""
-        frames = self.socket.recv_multipart(copy=False)
+        frames = zmq_io.receive(self.socket)
         arrival = time.monotonic_ns()
         identity = frames[0].bytes
         try:

@@ -32,6 +32,7 @@ import psutil
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from bcgc_sim import zmq_io
 from bcgc_sim.layout import Slot
 from bcgc_sim.problems import ProblemData
 from bcgc_sim.protocol import (
@@ -98,7 +99,7 @@ class Worker:
         self.parent_pid = parent_pid
         self.timeout_s = timeout_s
         self.context = zmq.Context.instance()
-        self.socket = self.context.socket(zmq.DEALER)
+        self.socket = zmq_io.configure(self.context.socket(zmq.DEALER))
         self.socket.setsockopt(zmq.LINGER, 0)
         self.monitor = self.socket.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
         self.down_since: int | None = None  # when the connection to the master was lost
@@ -136,14 +137,14 @@ class Worker:
         """Send without ever blocking: with no connection to the master (not yet up, a refused
         CURVE handshake, gone) the message is dropped and the liveness rules decide."""
         try:
-            self.socket.send_multipart(encode(kind, header, array), copy=False, flags=zmq.NOBLOCK)
+            zmq_io.send(self.socket, encode(kind, header, array), zmq_io.NOBLOCK)
         except zmq.Again:
             return
         self.last_sent = time.monotonic_ns()
 
     def receive(self) -> Message | None:
         """One message from the master, or None if it was malformed (counted) or a heartbeat."""
-        frames = self.socket.recv_multipart(copy=False)
+        frames = zmq_io.receive(self.socket)
         try:
             message = parse([f.buffer for f in frames])
         except ProtocolError as exc:
