@@ -11,6 +11,7 @@ and are memory-mapped by the master and every worker: the page cache holds one c
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -38,13 +39,24 @@ class ProblemData:
     def load(self) -> tuple[np.ndarray, np.ndarray]:
         """Memory-mapped (X, y); nothing is copied. Plain ndarray views of the maps: slicing a
         np.memmap costs tens of microseconds, slicing an ndarray does not."""
-        return (
-            np.asarray(np.load(self.features, mmap_mode="r")),
-            np.asarray(np.load(self.targets, mmap_mode="r")),
+        return _mapped(self.features, _version(self.features)), _mapped(
+            self.targets, _version(self.targets)
         )
 
     def to_header(self) -> dict:
         return asdict(self)
+
+
+def _version(path: str) -> tuple[int, int, int]:
+    """(inode, size, mtime): a file rewritten at the same path is mapped anew."""
+    stat = os.stat(path)
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=16)
+def _mapped(path: str, version: tuple[int, int, int]) -> np.ndarray:
+    """The read-only map of one .npy file, kept open: the master reads it every iteration."""
+    return np.asarray(np.load(path, mmap_mode="r"))
 
 
 def loss_derivative(kind: str, z: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -4,6 +4,10 @@ Slot k (coordinates [start, stop), s stragglers) is decoded at its first N - s a
 sum_{n in F} a_F[n] * message_n, with a_F cached by the CodeBook. Later arrivals are `late`
 (counted, not used); repeats are `duplicate`; unknown workers or slots and wrong lengths are
 `rejected`. The gradient is complete when every slot is decoded.
+
+Slots with s = 0 need every worker, so their a_F is known before anything arrives: each message
+is added to the gradient as it comes (B(0) = I makes that a plain sum), and the last arrival
+costs one addition instead of a weighted sum over all N messages.
 """
 
 from __future__ import annotations
@@ -43,6 +47,9 @@ class IterationDecoder:
         self._workers = frozenset(range(n_workers))
         self._shapes = {k: (slot.stop - slot.start,) for k, slot in enumerate(slots)}
         self._needed = [n_workers - slot.stragglers for slot in slots]
+        self._running = [  # a_F of the s = 0 slots (F = every worker), else None
+            codes.decoder(0, range(n_workers)) if slot.stragglers == 0 else None for slot in slots
+        ]
         self.reset()
 
     def reset(self) -> None:
@@ -69,16 +76,25 @@ class IterationDecoder:
         if self.decoded[slot]:
             arrived[worker] = None  # remembered only to spot duplicates
             return _LATE
-        arrived[worker] = values
+        weights = self._running[slot]
+        if weights is None:
+            arrived[worker] = values
+        else:  # s = 0: add it now; a partial sum is never read, the slot is not decoded
+            arrived[worker] = None
+            weight = weights[worker]
+            spec = self.slots[slot]
+            self.gradient[spec.start : spec.stop] += values if weight == 1.0 else weight * values
         if len(arrived) == self._needed[slot]:
             self._decode(slot, arrived)
         return _USED
 
     def _decode(self, slot: int, arrived: dict[int, np.ndarray | None]) -> None:
-        spec = self.slots[slot]
-        fastest = sorted(arrived)
-        weights = self.codes.decoder(spec.stragglers, fastest)
-        # np.array of a list is the cheapest stack of equal-length rows (np.stack is Python).
-        self.gradient[spec.start : spec.stop] += weights @ np.array([arrived[w] for w in fastest])
+        if self._running[slot] is None:  # (s = 0 slots were summed on arrival)
+            spec = self.slots[slot]
+            fastest = sorted(arrived)
+            weights = self.codes.decoder(spec.stragglers, fastest)
+            # np.array of a list is the cheapest stack of equal-length rows (np.stack is Python)
+            rows = np.array([arrived[w] for w in fastest])
+            self.gradient[spec.start : spec.stop] += weights @ rows
         self.decoded[slot] = True
         self._undecoded -= 1

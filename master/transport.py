@@ -91,6 +91,7 @@ class WorkerLink:
                 f"binding the master to {bind} exposes it beyond this machine: give --key and --allow "
                 "(CURVE keys from 'bcgc keygen'), or bind to 127.0.0.1"
             )
+        zmq_io.keep_freed_memory()  # this process moves large arrays every iteration
         self.context = zmq.Context()
         self.auth = None
         self.socket = zmq_io.configure(self.context.socket(zmq.ROUTER))
@@ -148,7 +149,7 @@ class WorkerLink:
 
     def silent(self, limit_s: float) -> set[int]:
         """Live ranks that sent nothing for more than limit_s (after reading what is queued)."""
-        while self.socket.poll(0, zmq.POLLIN):
+        while zmq_io.readable(self.socket, 0):
             received = self._read_one()
             if received is not None:
                 self._pending.append(received)
@@ -168,7 +169,7 @@ class WorkerLink:
         end = time.monotonic() + timeout_ms / 1000
         while True:
             remaining = max(0, int((end - time.monotonic()) * 1000))
-            if not self.socket.poll(remaining, zmq.POLLIN):
+            if not zmq_io.readable(self.socket, remaining):
                 return None
             received = self._read_one()
             if received is not None:

@@ -98,6 +98,7 @@ class Worker:
         self.requested_rank = rank
         self.parent_pid = parent_pid
         self.timeout_s = timeout_s
+        zmq_io.keep_freed_memory()  # this process moves large arrays every iteration
         self.context = zmq.Context.instance()
         self.socket = zmq_io.configure(self.context.socket(zmq.DEALER))
         self.socket.setsockopt(zmq.LINGER, 0)
@@ -177,7 +178,7 @@ class Worker:
     def poll(self, timeout_ns: int) -> bool:
         """Wait up to timeout_ns for a message, ticking at least every heartbeat interval."""
         timeout_ms = max(0, min(timeout_ns, self.heartbeat_ns) // 1_000_000)
-        ready = bool(self.socket.poll(timeout_ms, zmq.POLLIN))
+        ready = zmq_io.readable(self.socket, timeout_ms)
         self.tick()
         return ready
 
