@@ -1,19 +1,20 @@
-"""Multipart send and receive with the least Python per frame.
+"""Multipart send and receive with the least Python per frame, shared by master and workers.
+
+(bcgc_sim opens no sockets; this module only moves frames on sockets that master/ and workers/
+own, so that both ends follow one framing, copy and memory policy.)
 
 pyzmq's send_multipart / recv_multipart combine enum flags for every frame and ask for RCVMORE
 with a getsockopt call; at thousands of messages per second that is a measurable share of a
 testbed iteration (scripts/bench_overhead.py). These do the same with plain-int flags and
-Frame.more.
+Frame.more, and wait with zmq_poll rather than a new Poller per call.
 
-Copies: frames below COPY_BELOW bytes are copied into libzmq. Zero-copy sends hand the buffer's
-release to pyzmq's garbage-collector thread, which then competes for the GIL (and, on a pinned
-worker, for the core) just when the next message is due; a memcpy is cheaper as long as
-libzmq's copy lands in reused heap memory, i.e. below glibc's mmap threshold (128 KiB by
-default; larger blocks are freshly mapped and page-faulted on every copy). Measured with
-scripts/bench_overhead.py's raw echo on 2 cores: at 80 KB copying is about 12% faster, at
-160 KB and 800 KB it is 20-30% slower. `shareable` turns a message into zmq.Frame objects that
-can be sent to many peers with one buffer (libzmq reference-counts it), as a broadcast of
-theta does.
+Copies: frames below COPY_BELOW bytes are copied into libzmq. A zero-copy send hands the
+buffer's release to pyzmq's garbage-collector thread, which then competes for the GIL (and, on
+a pinned worker, for the core) just when the next message is due; for 80 KB messages copying
+was about 12% faster in the raw echo of scripts/bench_overhead.py. At 240 KB and 800 KB the
+two were within the run-to-run noise, and larger arrays are better not copied. `shareable`
+turns a message into zmq.Frame objects that can be sent to many peers with one buffer (libzmq
+reference-counts it), as a broadcast of theta does.
 """
 
 from __future__ import annotations

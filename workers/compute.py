@@ -79,10 +79,14 @@ class SlotComputer:
 
     def compute(self, slot: Slot) -> np.ndarray:
         """sum_i B(s)[rank, part_i] X[part_i, start:stop]^T r(part_i), shape (stop - start,)."""
-        out = np.zeros(slot.stop - slot.start)
+        out = None
         for rows, weights in self.ranges[slot.partition, slot.stragglers]:
             weighted = weights * self.residual[rows]
             block = self.features[rows, slot.start : slot.stop]
             # numpy's matmul is slow when the inner dimension is 1: one row is a scaled copy
-            out += block.T @ weighted if weighted.size > 1 else weighted[0] * block[0]
-        return out
+            term = block.T @ weighted if weighted.size > 1 else block[0] * weighted[0]
+            if out is None:
+                out = term
+            else:
+                out += term
+        return np.zeros(slot.stop - slot.start) if out is None else out
