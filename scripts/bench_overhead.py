@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--coordinates", type=int, default=10_000)
     parser.add_argument("--iterations", type=int, default=100)
-    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds")
+    parser.add_argument("--rounds", type=int, default=7, help="alternating rounds")
     args = parser.parse_args(argv)
     folder = Path(tempfile.mkdtemp(prefix="bcgc-overhead-"))
     print(
