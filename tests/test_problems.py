@@ -1,0 +1,47 @@
+"""Data sets on disk: memory maps that are reused, refreshed when a file changes, and exact."""
+
+from __future__ import annotations
+
+import platform
+
+import numpy as np
+import pytest
+
+from bcgc_sim import zmq_io
+from bcgc_sim.problems import ProblemData, full_gradient, prepare_data
+
+
+@pytest.fixture
+def data(tmp_path) -> ProblemData:
+    return prepare_data("least-squares", "synthetic", 12, 5, 0.1, 3, tmp_path)
+
+
+def test_maps_are_reused_and_read_only(data):
+    (x1, y1), (x2, y2) = data.load(), data.load()
+    assert x1 is x2 and y1 is y2  # the master reads them every iteration: mapped once
+    assert x1.shape == (12, 5) and y1.shape == (12,)
+    assert not x1.flags.writeable
+
+
+def test_a_rewritten_file_is_mapped_anew(data, tmp_path):
+    x, _ = data.load()
+    replacement = np.arange(60.0).reshape(12, 5)
+    path = tmp_path / "replacement.npy"
+    np.save(path, replacement)
+    path.replace(data.features)  # a new file at the same path
+    fresh, _ = data.load()
+    assert fresh is not x
+    np.testing.assert_array_equal(fresh, replacement)
+
+
+def test_full_gradient_is_the_sum_over_rows(data):
+    x, y = (np.array(a) for a in data.load())
+    theta = np.linspace(-1, 1, 5)
+    gradient, loss = full_gradient(data, theta)
+    np.testing.assert_allclose(gradient, x.T @ (x @ theta - y), rtol=1e-12)
+    assert loss == pytest.approx(0.5 * np.sum((x @ theta - y) ** 2), rel=1e-12)
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc only")
+def test_processes_keep_freed_memory_on_glibc():
+    assert zmq_io.keep_freed_memory()
