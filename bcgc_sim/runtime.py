@@ -3,6 +3,10 @@
 Everything here is in **raw units** R = tau / (M C / N), as in the authors' tables (spec §8):
 the factor M C / N (cycles per sample per coordinate, times samples per worker) is applied by the
 caller with `runtime_scale`. T has shape (K, N): K realisations of the N workers' cycle times.
+
+scipy is imported inside the functions that need it: worker processes load this module (for
+the plan layout and their cycle-time stream) but never call them, and importing scipy would
+add about 0.5 s to every worker's start-up.
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import integrate, special
 
 from .stragglers import CycleTimeDistribution
 
@@ -119,6 +122,8 @@ def block_completion_probability(
 
 def _log_choose(m: np.ndarray | int, k: np.ndarray) -> np.ndarray:
     """log C(m, k), -inf where k > m."""
+    from scipy import special
+
     m = np.asarray(m, dtype=float)
     with np.errstate(invalid="ignore"):
         out = special.gammaln(m + 1) - special.gammaln(k + 1) - special.gammaln(m - k + 1)
@@ -138,6 +143,8 @@ def tandon_completion_probability(
     Here b = r / (L alpha (s+1)/(s+alpha)); the sum runs over i = N-s..N workers below b
     (binomial terms), the rest in (b, alpha b].
     """
+    from scipy import special
+
     b = raw_deadline / (coordinates * alpha * (stragglers + 1) / (stragglers + alpha))
     low, high = float(dist.cdf(b)), float(dist.cdf(alpha * b))
     i = np.arange(n_workers - stragglers, n_workers + 1)
@@ -156,6 +163,8 @@ def expected_from_cdf(cdf, dist: CycleTimeDistribution, scales: np.ndarray) -> f
     geometric panels around the median (each a factor of 2 wide), so that narrow and
     heavy-tailed laws alike are integrated to ~1e-10. Infinite when workers can fail.
     """
+    from scipy import integrate
+
     if dist.failure_probability > 0:
         return math.inf
     corners = np.unique(np.outer(np.asarray(scales, dtype=float), dist.corners()).ravel())

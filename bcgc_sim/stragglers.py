@@ -4,6 +4,10 @@ A cycle time T_n is the time worker n needs per CPU cycle, in model time units (
 T_(n) denotes the n-th smallest of N i.i.d. draws, n = 1..N. Failed workers (full stragglers)
 have T = +inf. Streams are keyed by (seed, iteration, worker) so that the testbed, the master and
 the predictions draw the same cycle times on any machine (DESIGN.md, Conventions).
+
+scipy is imported inside the functions that need it: worker processes load this module (for
+the plan layout and their cycle-time stream) but never call them, and importing scipy would
+add about 0.5 s to every worker's start-up.
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy import integrate, special, stats
 
 from .errors import UserError
 
@@ -65,6 +68,8 @@ class CycleTimeDistribution(ABC):
 
     def order_stat_cdf(self, t: np.ndarray | float, n_workers: int) -> np.ndarray:
         """P(T_(n) <= t) for n = 1..N, shape t.shape + (N,)."""
+        from scipy import stats
+
         n = np.arange(1, n_workers + 1)
         p = np.asarray(self.cdf(t), dtype=float)[..., None]
         return stats.binom.sf(n - 1, n_workers, p)
@@ -74,6 +79,8 @@ class CycleTimeDistribution(ABC):
 
         Generic: E[T_(n)] = lb + integral over t > lb of P(T_(n) > t) (adaptive quadrature).
         """
+        from scipy import integrate
+
         if self.failure_probability > 0:
             return np.full(n_workers, np.inf)
         lb = self.lower_bound
@@ -87,6 +94,8 @@ class CycleTimeDistribution(ABC):
 
         Generic: E[1/T_(n)] = integral over t > lb of P(T_(n) <= t) / t^2 (adaptive quadrature).
         """
+        from scipy import integrate
+
         lb = self.lower_bound
         if lb <= 0:
             raise UserError(f"E[1/T_(n)] needs a positive shift; {self.describe()} has none")
@@ -142,6 +151,8 @@ class ShiftedExponential(CycleTimeDistribution):
         interval (about 3 ms at N = 1000) are used when they agree to 1e-11; otherwise (a tiny
         rate * t0) adaptive quadrature. E[1/T_(1)] is infinite when t0 = 0.
         """
+        from scipy import integrate
+
         k = n_workers - np.arange(n_workers, dtype=float)  # k_j = N - j + 1, j = 1..N
         a = self.rate * self.shift
         first = 0 if a > 0 else 1  # with t0 = 0 the n = 1 integral diverges
@@ -232,6 +243,8 @@ class Pareto(CycleTimeDistribution):
 
     def _beta_moment(self, n_workers: int, power: float) -> np.ndarray:
         """E[V^power], V = (scale/T_(n))^shape ~ Beta(N-n+1, n); +inf where it diverges."""
+        from scipy import special
+
         a = n_workers - np.arange(1, n_workers + 1) + 1.0
         ok = a + power > 0
         out = np.full(n_workers, np.inf)
@@ -338,6 +351,8 @@ def _is_number(text: str) -> bool:
 @functools.cache
 def _mapped_rule(nodes: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
     """Gauss-Legendre nodes and weights for integral_0^inf f(s) ds, s = scale u / (1 - u)."""
+    from scipy import special
+
     x, w = special.roots_legendre(nodes)
     u = 0.5 * (x + 1.0)
     return scale * u / (1.0 - u), 0.5 * w * scale / (1.0 - u) ** 2

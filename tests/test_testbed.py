@@ -161,3 +161,12 @@ def test_a_worker_without_master_gives_up_with_one_line():
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "no answer from the master at tcp://127.0.0.1:9" in lines[0]
     assert time.monotonic() - start < 5
+
+
+def test_workers_start_without_importing_scipy():
+    """A worker needs numpy, pyzmq and msgpack only: scipy would add ~0.5 s to every start-up
+    (N of them share the cores)."""
+    code = "import sys, workers.worker; print('scipy' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"
