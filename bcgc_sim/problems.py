@@ -85,6 +85,18 @@ def full_gradient(data: ProblemData, theta: np.ndarray) -> tuple[np.ndarray, flo
     return x.T @ loss_derivative(data.kind, z, y), total_loss(data.kind, z, y)
 
 
+def loss_at(data: ProblemData, theta: np.ndarray) -> float:
+    """The loss sum_i loss_i alone: half the work of full_gradient."""
+    x, y = data.load()
+    return total_loss(data.kind, x @ theta, y)
+
+
+def relative_error(gradient: np.ndarray, true_gradient: np.ndarray) -> float:
+    """max |g - g_true| / max |g_true| (plain max |g - g_true| when g_true = 0)."""
+    scale = float(np.max(np.abs(true_gradient))) or 1.0
+    return float(np.max(np.abs(gradient - true_gradient))) / scale
+
+
 def step_size(data: ProblemData, iterations: int = 50) -> float:
     """A safe step for theta <- theta - step * gradient / M: 1/lambda_max (x4 for logistic),
     lambda_max of X^T X / M by power iteration."""

@@ -32,7 +32,13 @@ import numpy as np
 from bcgc_sim.model import SystemModel
 from bcgc_sim.partial_gc import Outcome, R1Decoder
 from bcgc_sim.partial_plan import PartialPlan
-from bcgc_sim.problems import ProblemData, full_gradient, partition_bounds
+from bcgc_sim.problems import (
+    ProblemData,
+    full_gradient,
+    loss_at,
+    partition_bounds,
+    relative_error,
+)
 from bcgc_sim.protocol import PARTIAL_PROTOCOL, MessageType, ProtocolError, clock_id, require
 from bcgc_sim.results import PARTIAL_FIELDS, RunRecorder
 from bcgc_sim.stragglers import iteration_cycle_times
@@ -181,14 +187,15 @@ class PartialSession:
         round_trip = (end - state.stop_ns) / 1e9
         self.recorder.messages.writerows(state.rows)  # after the clock stopped: not part of it
         gradient = self.decoder.gradient()
-        true_gradient, loss = full_gradient(self.data, theta)
         error = nmse = None
         if self.settings.check:
-            scale = float(np.max(np.abs(true_gradient))) or 1.0
-            error = float(np.max(np.abs(gradient - true_gradient))) / scale
+            true_gradient, loss = full_gradient(self.data, theta)
+            error = relative_error(gradient, true_gradient)
             norm = float(true_gradient @ true_gradient)
             difference = gradient - true_gradient
             nmse = float(difference @ difference) / norm if norm > 0 else 0.0
+        else:
+            loss = loss_at(self.data, theta)
         self._record(state, measured, predicted, loss, error, nmse, round_trip, predicted_nmse)
         result = IterationResult(
             measured, predicted, loss / self.data.rows, error, state.stale, state.overruns,
@@ -372,4 +379,4 @@ class PartialSession:
             "uplink_floats": state.uploads * plan.upload_length,
             "downlink_floats": state.downlink, "worst_condition": self.decoder.worst_condition,
         })  # fmt: skip
-        self.recorder.flush()
+        self.recorder.flush_if_due()

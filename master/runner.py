@@ -23,7 +23,7 @@ from bcgc_sim.model import SystemModel
 from bcgc_sim.partial_plan import PartialPlan
 from bcgc_sim.plans import plan_to_dict
 from bcgc_sim.predict import evaluation_samples
-from bcgc_sim.problems import ProblemData, full_gradient, prepare_data, step_size
+from bcgc_sim.problems import ProblemData, loss_at, prepare_data, step_size
 from bcgc_sim.results import RunRecorder, environment
 from bcgc_sim.schemes import build_plan
 
@@ -224,7 +224,7 @@ def _run_iterations(
         result, gradient = session.iterate(iteration, theta)
         results.append(result)
         theta = theta - rate * gradient / data.rows
-    _, final = full_gradient(data, theta)
+    final = loss_at(data, theta)
     measured = np.array([r.measured_s for r in results])
     predicted = np.array([r.predicted_s for r in results])
     errors = [r.gradient_rel_error for r in results if r.gradient_rel_error is not None]

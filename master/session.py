@@ -27,7 +27,7 @@ from bcgc_sim.errors import UserError
 from bcgc_sim.layout import Layout
 from bcgc_sim.model import SystemModel
 from bcgc_sim.plans import Plan
-from bcgc_sim.problems import ProblemData, full_gradient
+from bcgc_sim.problems import ProblemData, full_gradient, loss_at, relative_error
 from bcgc_sim.protocol import MessageType, ProtocolError, clock_id, require
 from bcgc_sim.results import RunRecorder
 from bcgc_sim.stragglers import distribution_to_spec, iteration_cycle_times
@@ -275,11 +275,12 @@ class SchemeSession:
             self._message_row(r, status, state) for r, status in state.seen
         )
         gradient = self.decoder.gradient.copy()
-        true_gradient, loss = full_gradient(self.data, theta)
         error = None
         if self.settings.check:
-            scale = float(np.max(np.abs(true_gradient))) or 1.0
-            error = float(np.max(np.abs(gradient - true_gradient))) / scale
+            true_gradient, loss = full_gradient(self.data, theta)
+            error = relative_error(gradient, true_gradient)
+        else:
+            loss = loss_at(self.data, theta)
         self._record(state, measured, predicted, loss, error)
         return IterationResult(
             measured, predicted, loss / self.data.rows, error, state.stale, state.overruns
@@ -438,4 +439,4 @@ class SchemeSession:
             "messages_used": state.counts[Outcome.USED], "messages_late": state.counts[Outcome.LATE],
             "messages_stale": state.stale, "overruns": state.overruns, "max_overrun_s": state.max_overrun,
         })  # fmt: skip
-        self.recorder.flush()
+        self.recorder.flush_if_due()

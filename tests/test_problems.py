@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bcgc_sim import zmq_io
-from bcgc_sim.problems import ProblemData, full_gradient, prepare_data
+from bcgc_sim.problems import ProblemData, full_gradient, loss_at, prepare_data, relative_error
 
 
 @pytest.fixture
@@ -40,6 +40,12 @@ def test_full_gradient_is_the_sum_over_rows(data):
     gradient, loss = full_gradient(data, theta)
     np.testing.assert_allclose(gradient, x.T @ (x @ theta - y), rtol=1e-12)
     assert loss == pytest.approx(0.5 * np.sum((x @ theta - y) ** 2), rel=1e-12)
+    assert loss_at(data, theta) == loss
+
+
+def test_relative_error_scales_by_the_largest_true_entry():
+    assert relative_error(np.array([1.0, 2.5]), np.array([1.0, 2.0])) == 0.25
+    assert relative_error(np.array([0.5, 0.0]), np.zeros(2)) == 0.5  # zero gradient: absolute
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc only")
