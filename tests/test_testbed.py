@@ -170,3 +170,25 @@ def test_workers_start_without_importing_scipy():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "False"
+
+
+def test_the_master_computes_with_one_blas_thread_during_iterations(tmp_path):
+    """Idle BLAS threads of the master spin on the cores the workers need."""
+    from threadpoolctl import threadpool_info
+
+    from master.runner import _run_iterations
+    from master.session import IterationResult
+
+    config = small_config(tmp_path)
+    data = prepare_problem(config)
+    threads = []
+
+    class Session:
+        scheme = "probe"
+
+        def iterate(self, iteration, theta):
+            threads.extend(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
+            return IterationResult(1.0, 1.0, 0.0, None, 0, 0), np.zeros(data.coordinates)
+
+    _run_iterations(Session(), 2, data, 0.1)
+    assert threads and set(threads) == {1}
