@@ -6,7 +6,8 @@ Three measurements per round, alternated so that all see the same machine state:
   master broadcasts theta (L float64) to N pinned workers, each computes its gradient and
   returns one message of L float64, the master decodes;
 - wire: the same exchange in this project's wire format with nothing else (parse, one row's
-  gradient, a BLOCK with a worker's header, parse and sum at the master): the floor any
+  gradient, a BLOCK with a worker's header, parse and sum at the master; run ids and clock
+  readings of the testbed's sizes, so that messages have the testbed's length): the floor any
   implementation of this protocol and compute pays;
 - raw: N pinned echo peers return the same number of bytes.
 All three move frames with the same calls and settings (bcgc_sim.zmq_io: copy threshold, one
@@ -33,7 +34,7 @@ import zmq
 
 from bcgc_sim import zmq_io
 from bcgc_sim.config import load_config
-from bcgc_sim.protocol import MessageType, encode, parse
+from bcgc_sim.protocol import MessageType, clock_id, encode, parse
 from master.cluster import SINGLE_THREADED
 from master.runner import run_testbed
 
@@ -61,11 +62,14 @@ while True:
     theta = message.array
     if row is None:
         row = np.random.default_rng(core).standard_normal(theta.size)
+    received = time.monotonic_ns()
     values = row * (row @ theta - 1.0)  # one least-squares row's gradient, as a worker's
-    header = {
+    computed = time.monotonic_ns()
+    header = {  # a worker's header with values of its sizes (msgpack: 9-byte clock readings)
         "run": message.header["run"], "iteration": message.header["iteration"], "worker": core,
-        "slot": 0, "cycle_time": 0.0, "start_ns": 0, "received_ns": 0, "deadline_ns": 0,
-        "computed_ns": 0, "overrun_ns": 0, "send_ns": time.monotonic_ns(),
+        "slot": 0, "cycle_time": 0.0, "start_ns": message.header["sent_ns"],
+        "received_ns": received, "deadline_ns": computed, "computed_ns": computed,
+        "overrun_ns": 0, "send_ns": time.monotonic_ns(),
     }
     zmq_io.send(socket, encode(MessageType.BLOCK, header, values))
 """
@@ -95,11 +99,17 @@ def peer_round_trips(n: int, length: int, iterations: int, wire: bool) -> np.nda
     try:
         identities = [zmq_io.receive(router)[0].bytes for _ in range(n)]
         theta = np.zeros(length)
+        run_id, clock = f"uncoded-{time.monotonic_ns()}", clock_id()  # as a testbed session's
         times = []
         for iteration in range(iterations):
             start = time.perf_counter()
             if wire:
-                header = {"run": "bench", "iteration": iteration, "sent_ns": time.monotonic_ns()}
+                header = {  # the testbed's ITERATE header: run id, clock id
+                    "run": run_id,
+                    "iteration": iteration,
+                    "sent_ns": time.monotonic_ns(),
+                    "clock": clock,
+                }
                 frames = zmq_io.shareable(encode(MessageType.ITERATE, header, theta))
             else:
                 frames = zmq_io.shareable([b"theta", memoryview(theta).cast("B")])
