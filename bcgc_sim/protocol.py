@@ -135,9 +135,23 @@ def _array(header: dict[str, Any], payload: bytes | memoryview) -> np.ndarray:
     return array if len(shape) == 1 else array.reshape(shape)
 
 
-def require(header: dict[str, Any], **types: type | tuple[type, ...]) -> None:
-    """Check that `header` has each key with the given type(s); raise ProtocolError."""
-    for key, kind in types.items():
-        value = header.get(key)
-        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+HeaderSpec = tuple[tuple[str, tuple[type, ...]], ...]
+
+
+def header_spec(**types: type | tuple[type, ...]) -> HeaderSpec:
+    """The fields a header must have, with their types, ready for `check`."""
+    return tuple((key, kind if isinstance(kind, tuple) else (kind,)) for key, kind in types.items())
+
+
+def check(header: dict[str, Any], spec: HeaderSpec) -> None:
+    """Check that `header` has each field of `spec` with exactly one of its types (msgpack
+    yields exact types; a bool is not an int here); raise ProtocolError. Receivers keep the
+    spec of a message checked on every arrival: building it costs more than the check."""
+    for key, kinds in spec:
+        if type(header.get(key)) not in kinds:
             raise ProtocolError(f"header field {key!r} missing or of the wrong type")
+
+
+def require(header: dict[str, Any], **types: type | tuple[type, ...]) -> None:
+    """check(header, header_spec(**types))."""
+    check(header, header_spec(**types))

@@ -28,7 +28,7 @@ from bcgc_sim.layout import Layout
 from bcgc_sim.model import SystemModel
 from bcgc_sim.plans import Plan
 from bcgc_sim.problems import ProblemData, full_gradient, loss_at, relative_error
-from bcgc_sim.protocol import MessageType, ProtocolError, clock_id, require
+from bcgc_sim.protocol import MessageType, ProtocolError, check, clock_id, header_spec
 from bcgc_sim.results import RunRecorder
 from bcgc_sim.stragglers import distribution_to_spec, iteration_cycle_times
 
@@ -39,6 +39,10 @@ log = logging.getLogger("bcgc.master")
 
 
 WATCH_INTERVAL_NS = 20_000_000  # how often an iteration checks for dead workers (20 ms)
+BLOCK_HEADER = header_spec(
+    run=str, iteration=int, worker=int, slot=int, cycle_time=float, start_ns=int,
+    received_ns=int, deadline_ns=int, send_ns=int, overrun_ns=int,
+)  # fmt: skip
 
 
 class RunError(UserError):
@@ -267,7 +271,8 @@ class SchemeSession:
                         f"{self.settings.stall_timeout_s:g} s; workers may have died"
                     )
                 continue
-            if self._on_replacement_reply(received, state) or self._on_block(received, state):
+            replacement = bool(self.awaiting) and self._on_replacement_reply(received, state)
+            if replacement or self._on_block(received, state):
                 last_progress = time.monotonic()
         measured = (time.monotonic_ns() - start) / 1e9
         # after the clock stopped: recording is not part of the runtime
@@ -293,10 +298,7 @@ class SchemeSession:
             return False
         h = message.header
         try:
-            require(
-                h, run=str, iteration=int, worker=int, slot=int, cycle_time=float, start_ns=int,
-                received_ns=int, deadline_ns=int, send_ns=int, overrun_ns=int,
-            )  # fmt: skip
+            check(h, BLOCK_HEADER)
         except ProtocolError:
             self.link.rejected["malformed"] += 1
             return False

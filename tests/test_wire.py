@@ -40,7 +40,9 @@ from bcgc_sim.protocol import (
     Message,
     MessageType,
     ProtocolError,
+    check,
     encode,
+    header_spec,
     parse,
 )
 from bcgc_sim.schemes import build_plan
@@ -420,6 +422,23 @@ def test_a_wrong_version_names_both_versions():
         parse([b"BCGC" + bytes([PROTOCOL_VERSION + 1]), b"READY", packb({})])
     assert f"protocol version {PROTOCOL_VERSION + 1}" in str(info.value)
     assert f"expected {PROTOCOL_VERSION}" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"iteration": 3},  # "run" missing
+        {"run": "r", "iteration": True},  # a bool is not an iteration number
+        {"run": "r", "iteration": 3.0},
+        {"run": b"r", "iteration": 3},
+        {"run": "r", "iteration": 3, "cycle_time": 1},  # an int where a float belongs
+    ],
+)
+def test_header_checks_name_the_bad_field(header):
+    spec = header_spec(run=str, iteration=int, cycle_time=(float, type(None)))
+    check({"run": "r", "iteration": 3, "cycle_time": None}, spec)
+    with pytest.raises(ProtocolError, match="header field"):
+        check(header | ({} if "cycle_time" in header else {"cycle_time": 0.5}), spec)
 
 
 @pytest.mark.parametrize(
