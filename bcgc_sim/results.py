@@ -14,12 +14,10 @@ Folder layout of one run:
                   (slot = the chunk's 0-based position in the worker's order) and per UPLOAD
                   (slot = delta; deadline_s = when the worker received COMBINE).
   run.json        config, seed, package versions, git commit, host, CPU affinity, summaries
-Rows are queued in memory and written to disk at most every WRITE_INTERVAL_S (and at the end of
-each scheme and on close, also when a run is interrupted or fails): formatting and writing a
-dozen rows after every iteration delayed the next broadcast by about 0.15 ms at N = 8, and a
-master that pauses that long between iterations lets idle cores sleep, which made every
-iteration's wake-ups slower on the development VM (scripts/bench_overhead.py). Only a master
-killed outright (SIGKILL) can lose the rows of its last WRITE_INTERVAL_S.
+Rows are queued in memory and written to disk every WRITE_INTERVAL_S, at the end of each scheme
+and on close (also when a run is interrupted or fails): formatting the rows and flushing three
+files after every iteration cost the master about 0.15 ms per iteration at N = 8, L = 1e3. Only
+a master killed outright (SIGKILL) can lose the rows of its last WRITE_INTERVAL_S.
 """
 
 from __future__ import annotations

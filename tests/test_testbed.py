@@ -192,24 +192,3 @@ def test_the_master_computes_with_one_blas_thread_while_workers_run(tmp_path):
     with pytest.raises(Probe):
         run_testbed(small_config(tmp_path), tmp_path / "run", lambda text: None, Cluster)
     assert threads and set(threads) == {1}
-
-
-def test_iterations_run_with_the_older_heap_frozen_out_of_collection(tmp_path):
-    import gc
-
-    from master.runner import _run_iterations
-    from master.session import IterationResult
-
-    data = prepare_problem(small_config(tmp_path))
-    frozen = []
-
-    class Session:
-        scheme = "probe"
-
-        def iterate(self, iteration, theta):
-            frozen.append(gc.get_freeze_count())
-            return IterationResult(1.0, 1.0, 0.0, None, 0, 0), np.zeros(data.coordinates)
-
-    _run_iterations(Session(), 2, data, 0.1)
-    assert len(frozen) == 2 and min(frozen) > 1000  # the modules and plans made before
-    assert gc.get_freeze_count() == 0  # and released afterwards
