@@ -66,10 +66,15 @@ def test_partial_gc_next_to_bcgc_and_tandon(tmp_path):
         assert float(r["measured_s"]) == pytest.approx(
             float(r["stop_s"]) + float(r["round_trip_s"]), abs=1e-6
         )
-        assert 0 < float(r["round_trip_s"]) < 0.05 and int(r["uploads"]) >= 1
+        assert 0 < float(r["round_trip_s"]) < 0.05
+        # a deadline that no NOTICE beat (a slow first iteration on a loaded machine) has
+        # nothing to combine; every other stop gets at least one UPLOAD
+        nothing = r["stop_reason"] == "deadline" and int(r["notices_used"]) == 0
+        assert int(r["uploads"]) >= 1 or nothing, r
         assert float(r["stop_s"]) >= float(r["predicted_s"]) - 2e-3  # never before the model
     for r in partial[:4]:
         assert r["stop_reason"] == "exact" and float(r["nmse_estimated"]) == 0
+        assert int(r["uploads"]) >= 1
         assert int(r["covered_chunks"]) == 5 and int(r["uplink_floats"]) == 60 * int(r["uploads"])
     approx = summaries["partial-gc-approx"]
     assert approx.nmse_mean is not None and 0 <= approx.nmse_mean <= 1
