@@ -386,8 +386,9 @@ def test_session_deadline_and_nmse_stops(data, tmp_path):
     rows = partial_rows(recorder)
     deadline_s = approx.deadline * MODEL.scale * 4e-5
     for r in rows:
-        if r["stop_reason"] == "deadline":
-            assert 0 <= float(r["stop_s"]) - deadline_s < 0.005
+        if r["stop_reason"] == "deadline":  # never before it; well within one 50 ms poll after
+            # (a sleep on a loaded 2-core VM overslept by 10 ms once in CI)
+            assert 0 <= float(r["stop_s"]) - deadline_s < 0.02
         else:
             assert r["stop_reason"] == "exact" and float(r["stop_s"]) < deadline_s
     assert {r["stop_reason"] for r in rows} >= {"deadline"}
