@@ -370,7 +370,7 @@ def test_session_exact_stop_decodes_the_gradient(data, tmp_path):
     rows = partial_rows(recorder)
     assert [r["stop_reason"] for r in rows] == ["exact"] * 3
     for r in rows:  # the master stops at the model's time, give or take the loop's latency
-        assert 0 <= float(r["stop_s"]) - float(r["predicted_s"]) < 0.01
+        assert 0 <= float(r["stop_s"]) - float(r["predicted_s"]) < 0.02  # (sleeps oversleep)
         assert r["nmse_estimated"] == r["nmse_predicted"] == "0.0"
     combined = {rank for rank, kind in link.sent if kind is MessageType.COMBINE}
     abandoned = {rank for rank, kind in link.sent if kind is MessageType.ABANDON}
