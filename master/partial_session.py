@@ -39,7 +39,14 @@ from bcgc_sim.problems import (
     partition_bounds,
     relative_error,
 )
-from bcgc_sim.protocol import PARTIAL_PROTOCOL, MessageType, ProtocolError, clock_id, require
+from bcgc_sim.protocol import (
+    PARTIAL_PROTOCOL,
+    MessageType,
+    ProtocolError,
+    check,
+    clock_id,
+    header_spec,
+)
 from bcgc_sim.results import PARTIAL_FIELDS, RunRecorder
 from bcgc_sim.stragglers import iteration_cycle_times
 
@@ -55,6 +62,11 @@ from .session import (
 from .transport import Received, WorkerLink
 
 log = logging.getLogger("bcgc.master")
+_COMMON = dict(run=str, iteration=int, cycle_time=float, start_ns=int, received_ns=int)
+NOTICE_HEADER = header_spec(
+    chunk=int, position=int, deadline_ns=int, overrun_ns=int, send_ns=int, **_COMMON
+)
+UPLOAD_HEADER = header_spec(combine_ns=int, send_ns=int, **_COMMON)
 
 
 @dataclass
@@ -258,12 +270,10 @@ class PartialSession:
     def _message_row(self, received: Received, state: _Iteration) -> dict | None:
         message, h = received.message, received.message.header
         try:
-            common = dict(run=str, iteration=int, cycle_time=float, start_ns=int, received_ns=int)
             if message.kind is MessageType.NOTICE:
-                require(h, chunk=int, position=int, deadline_ns=int, overrun_ns=int, **common)
-                require(h, send_ns=int)
+                check(h, NOTICE_HEADER)
             else:
-                require(h, combine_ns=int, send_ns=int, **common)
+                check(h, UPLOAD_HEADER)
                 if message.array is None:
                     raise ProtocolError("UPLOAD without values")
         except ProtocolError:
