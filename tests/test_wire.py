@@ -78,14 +78,35 @@ def check_parse(frames) -> Message | None:
     assert isinstance(message.kind, MessageType)
     assert isinstance(message.header, dict)
     if message.array is None:
-        assert len(frames) == 3
+        assert len(frames) == 1
     else:
-        assert len(frames) == 4
+        assert len(frames) == 2
         assert message.array.dtype.str in ALLOWED_DTYPES
-        assert message.array.nbytes == len(bytes(frames[3]))
+        assert message.array.nbytes == len(bytes(frames[1]))
         assert message.array.ndim <= 2
         assert list(message.array.shape) == message.header["shape"]
     return message
+
+
+def envelope(tag: bytes, kind: bytes, header: bytes) -> bytes:
+    """A message's first frame: tag, type (one length byte, then the name), header."""
+    return tag + bytes([len(kind) % 256]) + kind + header
+
+
+def frames_of(tag: bytes, kind: bytes, header: bytes, *payload: bytes) -> list[bytes]:
+    return [envelope(tag, kind, header), *payload]
+
+
+def with_version(frames: list, version: int) -> list:
+    """The same message with another protocol version byte in its tag."""
+    return [b"BCGC" + bytes([version]) + bytes(frames[0])[5:], *frames[1:]]
+
+
+def split(frames: list[bytes]) -> tuple[bytes, bytes, bytes, list[bytes]]:
+    """(tag, type, header, payload frames) of a well-formed message."""
+    first = bytes(frames[0])
+    end = 6 + first[5]
+    return first[:5], first[6:end], first[end:], list(frames[1:])
 
 
 # -- 1. fuzzing parse -----------------------------------------------------------------------------
@@ -182,7 +203,8 @@ def with_odd_array_fields(draw, frames):
     if wanted <= 4096:
         lengths = st.sampled_from([wanted, wanted, wanted + 1, max(0, wanted - 1)]) | lengths
     payload = [b"\x00" * draw(lengths)] if draw(mostly) else []
-    return [frames[0], frames[1], packb(header), *payload]
+    tag, kind, _, _ = split(frames)
+    return frames_of(tag, kind, packb(header), *payload)
 
 
 @st.composite
@@ -190,7 +212,18 @@ def mutated_frames(draw) -> list[bytes]:
     frames = draw(valid_frames())
     how = draw(
         st.sampled_from(
-            ["flip", "resize", "drop", "insert", "fields", "not-a-map", "garbage", "tag", "type"]
+            [
+                "flip",
+                "resize",
+                "drop",
+                "insert",
+                "fields",
+                "not-a-map",
+                "garbage",
+                "tag",
+                "type",
+                "type-length",
+            ]  # fmt: skip
         )
     )
     if how == "flip":
@@ -201,9 +234,9 @@ def mutated_frames(draw) -> list[bytes]:
             frame[at] ^= draw(st.integers(1, 255))
         frames[index] = bytes(frame)
     elif how == "resize":
-        if len(frames) == 4:
+        if len(frames) == 2:
             cut = draw(st.integers(-9, 9))
-            frames[3] = frames[3][:cut] if cut < 0 else frames[3] + draw(st.binary(max_size=cut))
+            frames[1] = frames[1][:cut] if cut < 0 else frames[1] + draw(st.binary(max_size=cut))
         else:
             frames.append(draw(st.binary(max_size=24)))
     elif how == "drop":
@@ -212,21 +245,33 @@ def mutated_frames(draw) -> list[bytes]:
         frames.insert(draw(st.integers(0, len(frames))), draw(st.binary(max_size=16)))
     elif how == "fields":
         frames = draw(with_odd_array_fields(frames))
-    elif how == "not-a-map":
-        frames[2] = packb(draw(values.filter(lambda v: not isinstance(v, dict))))
-    elif how == "garbage":
-        frames[2] = draw(st.binary(max_size=64))
+    elif how in ("not-a-map", "garbage"):
+        tag, kind, _, payload = split(frames)
+        header = (
+            packb(draw(values.filter(lambda v: not isinstance(v, dict))))
+            if how == "not-a-map"
+            else draw(st.binary(max_size=64))
+        )
+        frames = frames_of(tag, kind, header, *payload)
     elif how == "tag":
-        frames[0] = draw(
+        _, kind, header, payload = split(frames)
+        tag = draw(
             st.binary(max_size=8)
             | st.integers(0, 255).map(lambda v: b"BCGC" + bytes([v]))
-            | st.sampled_from([b"BCGC", b"BCGC\x01\x00", b"bcgc\x01", TAG + TAG])
+            | st.sampled_from([b"BCGC", b"BCGC\x02\x00", b"bcgc\x02", TAG + TAG])
         )
-    else:
-        frames[1] = draw(
+        frames = frames_of(tag, kind, header, *payload)
+    elif how == "type":
+        tag, _, header, payload = split(frames)
+        kind = draw(
             st.binary(max_size=12)
             | st.sampled_from([t.value.lower() for t in MessageType] + [b"READY ", b"BLOCK\x00"])
         )
+        frames = frames_of(tag, kind, header, *payload)
+    else:  # a wrong type length byte
+        first = bytearray(frames[0])
+        first[5] = draw(st.integers(0, 255))
+        frames[0] = bytes(first)
     return frames
 
 
@@ -239,8 +284,9 @@ def test_parse_arbitrary_frames(frames):
 @FUZZ
 @given(st.lists(st.binary(max_size=40), min_size=0, max_size=3))
 def test_parse_arbitrary_frames_behind_a_valid_tag(rest):
-    check_parse([TAG, *rest])
-    check_parse([TAG, MessageType.BLOCK.value, *rest])
+    first, *others = rest or [b""]
+    check_parse([TAG + first, *others])
+    check_parse([envelope(TAG, MessageType.BLOCK.value, first), *others])
 
 
 @FUZZ
@@ -326,7 +372,7 @@ def block(header=None, payload=b"\x00" * 24, **fields):
     """A BLOCK with a 3-float64 array by default; `fields` override the header."""
     h = {"run": "r", "iteration": 0, "dtype": "<f8", "shape": [3], **(header or {}), **fields}
     h = {k: v for k, v in h.items() if v is not ...}  # `...`: leave the field out
-    frames = [TAG, MessageType.BLOCK.value, packb(h)]
+    frames = frames_of(TAG, MessageType.BLOCK.value, packb(h))
     return frames if payload is None else [*frames, payload]
 
 
@@ -337,53 +383,74 @@ def header_of_exactly(size: int) -> bytes:
 
 
 GOOD = [
-    *[pytest.param([TAG, t.value, packb({})], id=f"empty-{t.name}") for t in MessageType],
+    *[pytest.param(frames_of(TAG, t.value, packb({})), id=f"empty-{t.name}") for t in MessageType],
     pytest.param(block(), id="block-f8"),
     pytest.param(block(dtype="<f4", payload=b"\x00" * 12), id="block-f4"),
     pytest.param(block(shape=[2, 3], payload=b"\x00" * 48), id="block-2d"),
     pytest.param(block(shape=[0], payload=b""), id="block-empty"),
     pytest.param(block(shape=[0, 5], payload=b""), id="block-empty-2d"),
-    pytest.param([TAG, b"SETUP", header_of_exactly(MAX_HEADER_BYTES)], id="header-at-the-limit"),
-    pytest.param([TAG, b"READY", packb({b"raw": 1, "text": [1, 2.5, None]})], id="bytes-keys"),
+    pytest.param(
+        frames_of(TAG, b"SETUP", header_of_exactly(MAX_HEADER_BYTES)), id="header-at-the-limit"
+    ),
+    pytest.param(
+        frames_of(TAG, b"READY", packb({b"raw": 1, "text": [1, 2.5, None]})), id="bytes-keys"
+    ),
 ]
 
 
 @pytest.mark.parametrize("frames", GOOD)
 def test_good_messages_parse(frames):
     message = check_parse(frames)
-    assert message is not None and message.kind.value == bytes(frames[1])
+    assert message is not None and message.kind.value == split(frames)[1]
 
 
 BAD = [
-    pytest.param([], "expected 3 or 4 frames, got 0", id="no-frames"),
-    pytest.param([TAG], "expected 3 or 4 frames, got 1", id="tag-only"),
-    pytest.param([TAG, b"READY"], "got 2", id="no-header"),
-    pytest.param([*block(), b""], "got 5", id="five-frames"),
-    pytest.param([b"ZMTP\x01", b"READY", packb({})], "not a bcgc message", id="foreign-tag"),
-    pytest.param([b"", b"READY", packb({})], "not a bcgc message", id="empty-tag"),
-    pytest.param([b"BCGC\x02", b"READY", packb({})], "protocol version 2, expected 1", id="v2"),
-    pytest.param([b"BCGC\x00", b"READY", packb({})], "protocol version 0, expected 1", id="v0"),
-    pytest.param([b"BCGC\xff", b"BLOCK", packb({})], "protocol version 255", id="v255"),
-    pytest.param([b"BCGC", b"READY", packb({})], "protocol version \\?", id="no-version-byte"),
-    pytest.param([TAG + b"\x00", b"READY", packb({})], "protocol version \\?", id="long-tag"),
-    pytest.param([TAG, b"PICKLE", packb({})], "unknown message type b'PICKLE'", id="unknown-type"),
-    pytest.param([TAG, b"ready", packb({})], "unknown message type", id="lowercase-type"),
-    pytest.param([TAG, b"", packb({})], "unknown message type", id="empty-type"),
+    pytest.param([], "expected 1 or 2 frames, got 0", id="no-frames"),
+    pytest.param([TAG], "unknown message type b''", id="tag-only"),
+    pytest.param([TAG + b"\x05REA"], "unknown message type b'REA'", id="cut-type"),
+    pytest.param([envelope(TAG, b"READY", b"")], "not msgpack", id="no-header"),
+    pytest.param([*block(), b""], "expected 1 or 2 frames, got 3", id="three-frames"),
     pytest.param(
-        [TAG, b"SETUP", header_of_exactly(MAX_HEADER_BYTES + 1)],
+        frames_of(b"ZMTP\x01", b"READY", packb({})), "not a bcgc message", id="foreign-tag"
+    ),
+    pytest.param(frames_of(b"", b"READY", packb({})), "not a bcgc message", id="empty-tag"),
+    pytest.param(
+        frames_of(b"BCGC\x01", b"READY", packb({})), "protocol version 1, expected 2", id="v1"
+    ),
+    pytest.param(
+        frames_of(b"BCGC\x00", b"READY", packb({})), "protocol version 0, expected 2", id="v0"
+    ),
+    pytest.param(  # a version-1 peer: tag, type and header in three frames
+        [b"BCGC\x01", b"READY", packb({})], "protocol version 1, expected 2", id="v1-frames"
+    ),
+    pytest.param(frames_of(b"BCGC\xff", b"BLOCK", packb({})), "protocol version 255", id="v255"),
+    pytest.param([b"BCGC"], "protocol version \\?", id="no-version-byte"),
+    pytest.param(
+        frames_of(TAG, b"PICKLE", packb({})), "unknown message type b'PICKLE'", id="unknown-type"
+    ),
+    pytest.param(frames_of(TAG, b"ready", packb({})), "unknown message type", id="lowercase-type"),
+    pytest.param(frames_of(TAG, b"", packb({})), "unknown message type", id="empty-type"),
+    pytest.param(
+        frames_of(TAG, b"SETUP", header_of_exactly(MAX_HEADER_BYTES + 1)),
         "header too large",
         id="huge-header",
     ),
-    pytest.param([TAG, b"READY", b"\xc1"], "not msgpack", id="reserved-byte"),
-    pytest.param([TAG, b"READY", b""], "not msgpack", id="empty-header"),
-    pytest.param([TAG, b"READY", packb({"a": 1})[:-1]], "not msgpack", id="truncated-header"),
-    pytest.param([TAG, b"READY", packb({}) + b"\x00"], "not msgpack", id="extra-data"),
-    pytest.param([TAG, b"READY", b"\x81\x01\x02"], "not msgpack", id="int-key"),
-    pytest.param([TAG, b"READY", b"\xdd\xff\xff\xff\xff"], "not msgpack", id="array-len-bomb"),
-    pytest.param([TAG, b"READY", b"\x91" * 5000 + b"\xc0"], "not msgpack", id="deep-nesting"),
-    pytest.param([TAG, b"READY", packb([1, 2])], "not a map", id="list-header"),
-    pytest.param([TAG, b"READY", packb("hello")], "not a map", id="str-header"),
-    pytest.param([TAG, b"READY", packb(None)], "not a map", id="nil-header"),
+    pytest.param(frames_of(TAG, b"READY", b"\xc1"), "not msgpack", id="reserved-byte"),
+    pytest.param(frames_of(TAG, b"READY", b""), "not msgpack", id="empty-header"),
+    pytest.param(
+        frames_of(TAG, b"READY", packb({"a": 1})[:-1]), "not msgpack", id="truncated-header"
+    ),
+    pytest.param(frames_of(TAG, b"READY", packb({}) + b"\x00"), "not msgpack", id="extra-data"),
+    pytest.param(frames_of(TAG, b"READY", b"\x81\x01\x02"), "not msgpack", id="int-key"),
+    pytest.param(
+        frames_of(TAG, b"READY", b"\xdd\xff\xff\xff\xff"), "not msgpack", id="array-len-bomb"
+    ),
+    pytest.param(
+        frames_of(TAG, b"READY", b"\x91" * 5000 + b"\xc0"), "not msgpack", id="deep-nesting"
+    ),
+    pytest.param(frames_of(TAG, b"READY", packb([1, 2])), "not a map", id="list-header"),
+    pytest.param(frames_of(TAG, b"READY", packb("hello")), "not a map", id="str-header"),
+    pytest.param(frames_of(TAG, b"READY", packb(None)), "not a map", id="nil-header"),
     pytest.param(block(dtype="<i8"), "dtype '<i8' not allowed", id="int64"),
     pytest.param(block(dtype="|O"), "dtype '\\|O' not allowed", id="object"),
     pytest.param(block(dtype=">f8"), "dtype '>f8' not allowed", id="big-endian"),
@@ -419,7 +486,7 @@ def test_bad_messages_raise_protocol_error(frames, match):
 
 def test_a_wrong_version_names_both_versions():
     with pytest.raises(ProtocolError) as info:
-        parse([b"BCGC" + bytes([PROTOCOL_VERSION + 1]), b"READY", packb({})])
+        parse(with_version(ready(), PROTOCOL_VERSION + 1))
     assert f"protocol version {PROTOCOL_VERSION + 1}" in str(info.value)
     assert f"expected {PROTOCOL_VERSION}" in str(info.value)
 
@@ -505,7 +572,7 @@ def valid_block(worker=0, length=3, run="r", iteration=0, slot=0, value=1.0):
 
 
 def with_payload(frames, payload):
-    return [*frames[:3], payload]
+    return [frames[0], payload]
 
 
 @pytest.fixture
@@ -555,12 +622,12 @@ def register(link, peer, rank=None) -> zmq.Socket:
 REJECTED = [
     pytest.param([[b"junk"]], "malformed", id="one-garbage-frame"),
     pytest.param([[b"\x80" * 9] * 6], "malformed", id="six-garbage-frames"),
-    pytest.param([[TAG, b"BLOCK", b"\xc1"]], "malformed", id="garbage-header"),
-    pytest.param([[TAG, b"PICKLE", packb({})]], "malformed", id="unknown-type"),
-    pytest.param([[b"BCGC\x02", *ready()[1:]]], "version", id="tag-version-2"),
-    pytest.param([ready(protocol=2)], "version", id="ready-protocol-2"),
+    pytest.param([frames_of(TAG, b"BLOCK", b"\xc1")], "malformed", id="garbage-header"),
+    pytest.param([frames_of(TAG, b"PICKLE", packb({}))], "malformed", id="unknown-type"),
+    pytest.param([with_version(ready(), PROTOCOL_VERSION + 1)], "version", id="tag-version-2"),
+    pytest.param([ready(protocol=PROTOCOL_VERSION - 1)], "version", id="ready-protocol-1"),
     pytest.param([ready(protocol=None)], "version", id="ready-without-protocol"),
-    pytest.param([ready(protocol="1")], "version", id="ready-protocol-str"),
+    pytest.param([ready(protocol=str(PROTOCOL_VERSION))], "version", id="ready-protocol-str"),
     pytest.param([valid_block()], "unknown-worker", id="block-before-ready"),
     pytest.param(
         [encode(MessageType.HEARTBEAT, {})], "unknown-worker", id="heartbeat-before-ready"
@@ -568,7 +635,7 @@ REJECTED = [
     pytest.param([encode(MessageType.SETUP_OK, {"run": "r"})], "unknown-worker", id="setup-ok"),
     pytest.param([with_payload(valid_block(), b"\x00" * 23)], "malformed", id="block-wrong-length"),
     pytest.param(
-        [valid_block()[:2] + [packb({"dtype": "<i8", "shape": [3]}), b"\x00" * 24]],
+        [frames_of(TAG, b"BLOCK", packb({"dtype": "<i8", "shape": [3]}), b"\x00" * 24)],
         "malformed",
         id="block-int64",
     ),
@@ -590,7 +657,9 @@ def test_bad_messages_from_a_registered_worker_are_dropped_and_good_ones_still_p
     socket = register(link, peer, rank=0)
     socket.send_multipart(with_payload(valid_block(), b"\x00" * 23))
     socket.send_multipart([b"junk"])
-    socket.send_multipart(ready(protocol=2))  # no re-registration with another version
+    socket.send_multipart(
+        ready(protocol=PROTOCOL_VERSION - 1)
+    )  # no re-registration with another version
     socket.send_multipart(valid_block(value=2.0))
     got = drain(link, lambda: False, timeout_s=0.5)
     assert dict(link.rejected) == {"malformed": 2, "version": 1}
@@ -669,11 +738,11 @@ GARBAGE = [
     [b""],
     [b"junk"],
     [b"\x80" * 9] * 6,
-    [TAG, b"BLOCK", b"\xc1"],
-    [TAG, b"PICKLE", packb({})],
-    [TAG, b"BLOCK", packb([1, 2, 3])],
+    frames_of(TAG, b"BLOCK", b"\xc1"),
+    frames_of(TAG, b"PICKLE", packb({})),
+    frames_of(TAG, b"BLOCK", packb([1, 2, 3])),
 ]
-WRONG_VERSION = [[b"BCGC\x02", *ready()[1:]], ready(protocol=PROTOCOL_VERSION + 1)]
+WRONG_VERSION = [with_version(ready(), PROTOCOL_VERSION + 1), ready(protocol=PROTOCOL_VERSION + 1)]
 
 
 class Rogue:
@@ -745,7 +814,7 @@ class Rogue:
         socket.send_multipart(ready(rank=0))
         socket.send_multipart(with_payload(valid_block(), b"\x00" * 16))
         socket.send_multipart(
-            valid_block()[:2] + [packb({"dtype": "<i8", "shape": [3]}), bytes(24)]
+            frames_of(TAG, b"BLOCK", packb({"dtype": "<i8", "shape": [3]}), bytes(24))
         )
         last_sent = time.monotonic()
         while not self.stop.is_set():
