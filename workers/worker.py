@@ -124,10 +124,12 @@ class Worker:
         self._connection_heartbeats()
 
     def _connection_heartbeats(self) -> None:
-        """ZeroMQ-level pings on the connection: a silent master host gets disconnected."""
+        """ZeroMQ-level pings on the connection: a silent master host gets disconnected. A
+        receive waits at most one interval, so that liveness is checked while idle."""
         interval_ms = max(1, self.heartbeat_ns // 1_000_000)
         self.socket.setsockopt(zmq.HEARTBEAT_IVL, interval_ms)
         self.socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, interval_ms * self.liveness)
+        self.socket.setsockopt(zmq.RCVTIMEO, interval_ms)
 
     def close(self) -> None:
         self.socket.disable_monitor()
@@ -144,8 +146,19 @@ class Worker:
         self.last_sent = time.monotonic_ns()
 
     def receive(self) -> Message | None:
-        """One message from the master, or None if it was malformed (counted) or a heartbeat."""
-        frames = zmq_io.receive(self.socket)
+        """The next message from the master, waiting at most one heartbeat interval; None after
+        that, or if it was malformed (counted) or a heartbeat.
+
+        A blocking receive with a timeout (ZMQ_RCVTIMEO) rather than a poll and then a receive:
+        with N workers sharing few cores, every wake-up path costs (scripts/bench_overhead.py).
+        """
+        try:
+            frames = zmq_io.receive(self.socket)
+        except zmq.Again:
+            frames = None
+        self.tick()
+        if frames is None:
+            return None
         try:
             message = parse([f.buffer for f in frames])
         except ProtocolError as exc:
@@ -193,7 +206,8 @@ class Worker:
             while True:
                 message, pending = pending, None
                 if message is None:
-                    if not self.poll(self.heartbeat_ns):
+                    message = self.receive()
+                    if message is None:
                         if self.run_id is None and time.monotonic() - started > self.timeout_s:
                             print(
                                 f"bcgc worker: error: no answer from the master at {self.endpoint} "
@@ -201,9 +215,6 @@ class Worker:
                                 file=sys.stderr,
                             )
                             return 1
-                        continue
-                    message = self.receive()
-                    if message is None:
                         continue
                 if message.kind is MessageType.STOP:
                     return 0
@@ -288,6 +299,7 @@ class Worker:
             return self.wait_until(None)  # a full straggler this iteration: never answers
         for _ in range(self.repeat):  # a per-worker slowdown is real extra work
             self.computer.begin(np.asarray(theta, dtype=float))
+        last = len(self.slots) - 1
         for index, slot in enumerate(self.slots):
             for _ in range(self.repeat):
                 values = self.computer.compute(slot)
@@ -297,9 +309,11 @@ class Worker:
                 if self.natural
                 else start + round(self.ns_per_load * cycle_time * slot.load)
             )
-            interrupt = self.wait_until(deadline)
-            if interrupt is not None:
-                return interrupt
+            # a message due now after the last slot is read by the serve loop: no extra poll
+            if index < last or deadline > computed:
+                interrupt = self.wait_until(deadline)
+                if interrupt is not None:
+                    return interrupt
             header = {
                 "run": self.run_id, "iteration": iteration, "worker": self.rank, "slot": index,
                 "cycle_time": cycle_time, "start_ns": start, "received_ns": received,
