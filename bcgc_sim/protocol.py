@@ -130,16 +130,25 @@ def _array(header: dict[str, Any], payload: bytes | memoryview) -> np.ndarray:
     dtype = _DTYPES.get(name) if type(name) is str else None
     if dtype is None:
         raise ProtocolError(f"dtype {name!r} not allowed")
+    d = shape[0] if type(shape) is list and len(shape) == 1 else None
+    if type(d) is int and 0 <= d <= MAX_PAYLOAD_BYTES // dtype.itemsize:
+        expected = d * dtype.itemsize  # a vector, as most messages carry: no loops
+    else:
+        expected = _payload_bytes(shape, dtype)
+    if len(payload) != expected:
+        raise ProtocolError(f"payload has {len(payload)} bytes, shape {shape} needs {expected}")
+    array = np.frombuffer(payload, dtype=dtype)
+    return array if len(shape) == 1 else array.reshape(shape)
+
+
+def _payload_bytes(shape: Any, dtype: np.dtype) -> int:
+    """The payload size an array of `shape` needs; raise ProtocolError for a bad shape."""
     # msgpack gives exact ints and lists: type() checks also refuse bools
     if type(shape) is not list or len(shape) > 2 or any(type(d) is not int or d < 0 for d in shape):
         raise ProtocolError(f"bad shape {shape!r}")
     if any(d > MAX_PAYLOAD_BYTES // dtype.itemsize for d in shape):
         raise ProtocolError(f"shape {shape} exceeds {MAX_PAYLOAD_BYTES} bytes")
-    expected = math.prod(shape) * dtype.itemsize
-    if len(payload) != expected:
-        raise ProtocolError(f"payload has {len(payload)} bytes, shape {shape} needs {expected}")
-    array = np.frombuffer(payload, dtype=dtype)
-    return array if len(shape) == 1 else array.reshape(shape)
+    return math.prod(shape) * dtype.itemsize
 
 
 HeaderSpec = tuple[tuple[str, tuple[type, ...]], ...]
