@@ -35,6 +35,7 @@ from bcgc_sim.plans import BlockPlan
 from bcgc_sim.protocol import (
     ALLOWED_DTYPES,
     MAX_HEADER_BYTES,
+    MAX_PAYLOAD_BYTES,
     PROTOCOL_VERSION,
     TAG,
     Message,
@@ -258,7 +259,7 @@ def mutated_frames(draw) -> list[bytes]:
         tag = draw(
             st.binary(max_size=8)
             | st.integers(0, 255).map(lambda v: b"BCGC" + bytes([v]))
-            | st.sampled_from([b"BCGC", b"BCGC\x02\x00", b"bcgc\x02", TAG + TAG])
+            | st.sampled_from([b"BCGC", TAG + b"\x00", TAG.lower(), TAG + TAG])
         )
         frames = frames_of(tag, kind, header, *payload)
     elif how == "type":
@@ -408,20 +409,27 @@ BAD = [
     pytest.param([], "expected 1 or 2 frames, got 0", id="no-frames"),
     pytest.param([TAG], "unknown message type b''", id="tag-only"),
     pytest.param([TAG + b"\x05REA"], "unknown message type b'REA'", id="cut-type"),
-    pytest.param([envelope(TAG, b"READY", b"")], "not msgpack", id="no-header"),
+    pytest.param([TAG + b"\x04READY" + packb({})], "unknown message type b'READ'", id="short-len"),
+    pytest.param([TAG + b"\x06READY" + packb({})], "unknown message type b'READY", id="long-len"),
     pytest.param([*block(), b""], "expected 1 or 2 frames, got 3", id="three-frames"),
     pytest.param(
         frames_of(b"ZMTP\x01", b"READY", packb({})), "not a bcgc message", id="foreign-tag"
     ),
-    pytest.param(frames_of(b"", b"READY", packb({})), "not a bcgc message", id="empty-tag"),
+    pytest.param([b""], "not a bcgc message", id="empty-frame"),
     pytest.param(
-        frames_of(b"BCGC\x01", b"READY", packb({})), "protocol version 1, expected 2", id="v1"
+        frames_of(b"BCGC\x01", b"READY", packb({})),
+        f"protocol version 1, expected {PROTOCOL_VERSION}",
+        id="v1",
     ),
     pytest.param(
-        frames_of(b"BCGC\x00", b"READY", packb({})), "protocol version 0, expected 2", id="v0"
+        frames_of(b"BCGC\x00", b"READY", packb({})),
+        f"protocol version 0, expected {PROTOCOL_VERSION}",
+        id="v0",
     ),
     pytest.param(  # a version-1 peer: tag, type and header in three frames
-        [b"BCGC\x01", b"READY", packb({})], "protocol version 1, expected 2", id="v1-frames"
+        [b"BCGC\x01", b"READY", packb({})],
+        f"protocol version 1, expected {PROTOCOL_VERSION}",
+        id="v1-frames",
     ),
     pytest.param(frames_of(b"BCGC\xff", b"BLOCK", packb({})), "protocol version 255", id="v255"),
     pytest.param([b"BCGC"], "protocol version \\?", id="no-version-byte"),
@@ -467,6 +475,8 @@ BAD = [
     pytest.param(block(shape=["3"]), "bad shape", id="str-dim"),
     pytest.param(block(shape={"n": 3}), "bad shape", id="map-shape"),
     pytest.param(block(shape=[2**64 - 1]), "exceeds", id="huge-dim"),
+    pytest.param(block(shape=[MAX_PAYLOAD_BYTES // 8]), "payload has 24 bytes", id="largest-dim"),
+    pytest.param(block(shape=[MAX_PAYLOAD_BYTES // 8 + 1]), "exceeds", id="largest-dim-plus-1"),
     pytest.param(block(shape=[2**62, 2**62]), "exceeds", id="huge-product"),
     pytest.param(
         block(payload=b"\x00" * 23), "payload has 23 bytes, shape \\[3\\] needs 24", id="short"
@@ -624,7 +634,7 @@ REJECTED = [
     pytest.param([[b"\x80" * 9] * 6], "malformed", id="six-garbage-frames"),
     pytest.param([frames_of(TAG, b"BLOCK", b"\xc1")], "malformed", id="garbage-header"),
     pytest.param([frames_of(TAG, b"PICKLE", packb({}))], "malformed", id="unknown-type"),
-    pytest.param([with_version(ready(), PROTOCOL_VERSION + 1)], "version", id="tag-version-2"),
+    pytest.param([with_version(ready(), PROTOCOL_VERSION + 1)], "version", id="tag-next-version"),
     pytest.param([ready(protocol=PROTOCOL_VERSION - 1)], "version", id="ready-protocol-1"),
     pytest.param([ready(protocol=None)], "version", id="ready-without-protocol"),
     pytest.param([ready(protocol=str(PROTOCOL_VERSION))], "version", id="ready-protocol-str"),

@@ -189,7 +189,8 @@ class Worker:
             self.send(MessageType.HEARTBEAT, {"rank": self.rank, "run": self.run_id or ""})
 
     def poll(self, timeout_ns: int) -> bool:
-        """Wait up to timeout_ns for a message, ticking at least every heartbeat interval."""
+        """Wait up to timeout_ns for a message, ticking at least every heartbeat interval. (The
+        serve loop waits in `receive` alone; waits that end at a deadline poll first.)"""
         timeout_ms = max(0, min(timeout_ns, self.heartbeat_ns) // 1_000_000)
         ready = zmq_io.readable(self.socket, timeout_ms)
         self.tick()
@@ -211,7 +212,7 @@ class Worker:
                         if self.run_id is None and time.monotonic() - started > self.timeout_s:
                             print(
                                 f"bcgc worker: error: no answer from the master at {self.endpoint} "
-                                f"within {self.timeout_s:g} s; check the address, the keys and that the master runs",
+                                f"within {self.timeout_s:g} s; check the address, the keys and that the master runs this version",
                                 file=sys.stderr,
                             )
                             return 1
@@ -299,7 +300,6 @@ class Worker:
             return self.wait_until(None)  # a full straggler this iteration: never answers
         for _ in range(self.repeat):  # a per-worker slowdown is real extra work
             self.computer.begin(np.asarray(theta, dtype=float))
-        last = len(self.slots) - 1
         for index, slot in enumerate(self.slots):
             for _ in range(self.repeat):
                 values = self.computer.compute(slot)
@@ -309,11 +309,9 @@ class Worker:
                 if self.natural
                 else start + round(self.ns_per_load * cycle_time * slot.load)
             )
-            # a message due now after the last slot is read by the serve loop: no extra poll
-            if index < last or deadline > computed:
-                interrupt = self.wait_until(deadline)
-                if interrupt is not None:
-                    return interrupt
+            interrupt = self.wait_until(deadline)
+            if interrupt is not None:
+                return interrupt
             header = {
                 "run": self.run_id, "iteration": iteration, "worker": self.rank, "slot": index,
                 "cycle_time": cycle_time, "start_ns": start, "received_ns": received,
