@@ -68,7 +68,7 @@ while True:
     header = {  # a worker's header with values of its sizes (msgpack: 9-byte clock readings)
         "run": message.header["run"], "iteration": message.header["iteration"], "worker": core,
         "slot": 0, "cycle_time": 0.0, "start_ns": message.header["sent_ns"],
-        "received_ns": received, "deadline_ns": computed, "computed_ns": computed,
+        "received_ns": received, "deadline_ns": computed,
         "overrun_ns": 0, "send_ns": time.monotonic_ns(),
     }
     zmq_io.send(socket, encode(MessageType.BLOCK, header, values))

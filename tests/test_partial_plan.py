@@ -306,7 +306,7 @@ class SimLink:
                 h = {
                     "run": setup["run"], "iteration": header["iteration"], "worker": rank,
                     "chunk": chunk, "position": k, "cycle_time": t, "start_ns": header["sent_ns"],
-                    "received_ns": header["sent_ns"], "deadline_ns": due, "computed_ns": due,
+                    "received_ns": header["sent_ns"], "deadline_ns": due,
                     "overrun_ns": 0, "send_ns": due,
                 }  # fmt: skip
                 self.push(due, rank, MessageType.NOTICE, h)

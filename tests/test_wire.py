@@ -575,7 +575,7 @@ def ready(rank=None, protocol=PROTOCOL_VERSION, **extra):
 def valid_block(worker=0, length=3, run="r", iteration=0, slot=0, value=1.0):
     header = {
         "run": run, "iteration": iteration, "worker": worker, "slot": slot, "cycle_time": 1.0,
-        "start_ns": 0, "received_ns": 0, "deadline_ns": 0, "computed_ns": 0, "overrun_ns": 0,
+        "start_ns": 0, "received_ns": 0, "deadline_ns": 0, "overrun_ns": 0,
         "send_ns": 0,
     }  # fmt: skip
     return encode(MessageType.BLOCK, header, np.full(length, value))

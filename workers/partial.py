@@ -100,7 +100,7 @@ def iterate(worker, message: Message) -> Message | None:
         header = {
             "run": worker.run_id, "iteration": iteration, "worker": worker.rank, "chunk": chunk,
             "position": position, "cycle_time": cycle_time, "start_ns": start,
-            "received_ns": received, "deadline_ns": deadline, "computed_ns": computed,
+            "received_ns": received, "deadline_ns": deadline,
             "overrun_ns": max(0, computed - deadline), "send_ns": time.monotonic_ns(),
         }  # fmt: skip
         worker.send(MessageType.NOTICE, header)
