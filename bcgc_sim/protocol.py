@@ -33,6 +33,7 @@ TAG = b"BCGC" + bytes([PROTOCOL_VERSION])
 MAX_HEADER_BYTES = 1 << 20  # 1 MiB: the setup header carries code rows, never data
 ALLOWED_DTYPES = ("<f8", "<f4")
 MAX_PAYLOAD_BYTES = 1 << 40  # no dimension may claim more (a zero-size array could otherwise)
+Buffer = Any  # bytes, memoryview, zmq.Frame: anything with the buffer protocol
 PARTIAL_PROTOCOL = "partial-r1"  # SETUP["protocol"] of a partial-gc plan (else: BCGC slots)
 
 
@@ -66,8 +67,11 @@ class ProtocolError(ValueError):
     """A message that does not follow this protocol; receivers count it and drop it."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Message:
+    """One parsed message. Not frozen: one is built per message, and a frozen dataclass's
+    __init__ takes twice as long."""
+
     kind: MessageType
     header: dict[str, Any]
     array: np.ndarray | None = None
@@ -86,17 +90,21 @@ def encode(kind: MessageType, header: dict[str, Any], array: np.ndarray | None =
     return [envelope, memoryview(array).cast("B") if array.size else b""]
 
 
+_MAGIC = TAG[:4]
 _PREFIX = {t: TAG + bytes([len(t.value)]) + t.value for t in MessageType}
 _TYPES = {t.value: t for t in MessageType}
 _DTYPES = {name: np.dtype(name) for name in ALLOWED_DTYPES}
 
 
-def parse(frames: Sequence[bytes | memoryview]) -> Message:
-    """Validate and decode frames (TAG + TYPE + HEADER[, PAYLOAD]); raise ProtocolError."""
+def parse(frames: Sequence[Buffer]) -> Message:
+    """Validate and decode frames (TAG + TYPE + HEADER[, PAYLOAD]); raise ProtocolError.
+
+    Frames are anything with the buffer protocol: bytes, memoryview, or zmq.Frame as received
+    (the array is then a read-only view of the frame's memory, not a copy)."""
     if not frames:
         raise ProtocolError("expected 1 or 2 frames, got 0")
     envelope = memoryview(frames[0])
-    if envelope[:4] != TAG[:4]:
+    if envelope[:4] != _MAGIC:
         raise ProtocolError("not a bcgc message")
     if len(envelope) < 5 or envelope[4] != PROTOCOL_VERSION:
         got = envelope[4] if len(envelope) >= 5 else "?"
@@ -125,7 +133,7 @@ def parse(frames: Sequence[bytes | memoryview]) -> Message:
     return Message(kind, header, array)
 
 
-def _array(header: dict[str, Any], payload: bytes | memoryview) -> np.ndarray:
+def _array(header: dict[str, Any], payload: Buffer) -> np.ndarray:
     name, shape = header.get("dtype"), header.get("shape")
     dtype = _DTYPES.get(name) if type(name) is str else None
     if dtype is None:

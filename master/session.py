@@ -36,6 +36,7 @@ from .decoder import IterationDecoder, Outcome
 from .transport import Received, WorkerLink
 
 log = logging.getLogger("bcgc.master")
+_BLOCK, _USED = MessageType.BLOCK, Outcome.USED  # looked up per message
 
 
 WATCH_INTERVAL_NS = 20_000_000  # how often an iteration checks for dead workers (20 ms)
@@ -86,12 +87,13 @@ class _Iteration:
     theta: np.ndarray
     cycle_times: np.ndarray
     start: int
-    seen: list[tuple[Received, str]] = field(default_factory=list)  # (message, status): rows later
+    # every BLOCK of this run with its outcome (None: stale); tallied after the clock stopped
+    seen: list[tuple[Received, Outcome | None]] = field(default_factory=list)
     stale: int = 0
-    overruns: int = 0
-    max_overrun: float = 0.0
+    overruns: int = 0  # used messages whose compute ended after their deadline
+    max_overrun: float = 0.0  # seconds
     counts: dict = field(default_factory=lambda: {o: 0 for o in Outcome})
-    decoded_at: list[float] = field(default_factory=list)
+    decoded_at: list[float] = field(default_factory=list)  # seconds from the broadcast, per slot
 
 
 def no_dead_ranks() -> set[int]:
@@ -275,9 +277,10 @@ class SchemeSession:
             if replacement or self._on_block(received, state):
                 last_progress = time.monotonic()
         measured = (time.monotonic_ns() - start) / 1e9
-        # after the clock stopped: recording is not part of the runtime
+        # after the clock stopped: book-keeping and recording are not part of the runtime
+        self._tally(state)
         self.recorder.messages.writerows(
-            self._message_row(r, status, state) for r, status in state.seen
+            self._message_row(r, outcome, state) for r, outcome in state.seen
         )
         gradient = self.decoder.gradient.copy()
         error = None
@@ -292,9 +295,10 @@ class SchemeSession:
         ), gradient
 
     def _on_block(self, received: Received, state: _Iteration) -> bool:
-        """Feed a BLOCK to the decoder; True if it was used. Rows are built after the iteration."""
+        """Feed a BLOCK to the decoder; True if it was used. The rest of the book-keeping waits
+        for _tally, after the iteration: this runs inside the measured runtime."""
         message = received.message
-        if message.kind is not MessageType.BLOCK or message.array is None:
+        if message.kind is not _BLOCK or message.array is None:
             return False
         h = message.header
         try:
@@ -303,22 +307,28 @@ class SchemeSession:
             self.link.rejected["malformed"] += 1
             return False
         if h["run"] != self.run_id or h["iteration"] != state.number:
-            state.stale += 1
-            state.seen.append((received, "stale"))
+            state.seen.append((received, None))
             return False
         # the sender's identity gives the worker, never the header's claim
         outcome = self.decoder.offer(received.rank, h["slot"], message.array)
-        state.counts[outcome] += 1
-        state.seen.append((received, outcome.value))
-        if outcome is not Outcome.USED:
-            return False
-        overrun = h["overrun_ns"] / 1e9
-        state.overruns += overrun > 0
-        state.max_overrun = max(state.max_overrun, overrun)
-        slot = h["slot"]
-        if self.decoder.decoded[slot] and math.isnan(state.decoded_at[slot]):
-            state.decoded_at[slot] = (received.arrival_ns - state.start) / 1e9
-        return True
+        state.seen.append((received, outcome))
+        return outcome is _USED
+
+    def _tally(self, state: _Iteration) -> None:
+        """Counts, overruns and slot decode times of the finished iteration, from state.seen: a
+        slot was decoded by the last message it used."""
+        for received, outcome in state.seen:
+            if outcome is None:
+                state.stale += 1
+                continue
+            state.counts[outcome] += 1
+            if outcome is _USED:
+                h = received.message.header
+                overrun = h["overrun_ns"] / 1e9
+                state.overruns += overrun > 0
+                state.max_overrun = max(state.max_overrun, overrun)
+                if self.decoder.decoded[h["slot"]]:
+                    state.decoded_at[h["slot"]] = (received.arrival_ns - state.start) / 1e9
 
     def _check_full_stragglers(self, iteration: int, cycle_times: np.ndarray) -> None:
         """Full stragglers (T = inf) never answer: refuse an iteration they make undecodable."""
@@ -406,7 +416,7 @@ class SchemeSession:
 
     # -- records ----------------------------------------------------------------------------
 
-    def _message_row(self, received: Received, status: str, state: _Iteration) -> dict:
+    def _message_row(self, received: Received, outcome: Outcome | None, state: _Iteration) -> dict:
         """The messages.csv row of a BLOCK that _on_block accepted (header already checked)."""
         h = received.message.header
         worker_start, start = h["start_ns"], state.start
@@ -418,7 +428,7 @@ class SchemeSession:
             "deadline_s": (h["deadline_ns"] - worker_start) / 1e9,
             "send_s": (h["send_ns"] - worker_start) / 1e9,
             "arrival_s": (received.arrival_ns - start) / 1e9, "overrun_s": h["overrun_ns"] / 1e9,
-            "status": status,
+            "status": "stale" if outcome is None else outcome.value,
         }  # fmt: skip
 
     def _record(

@@ -32,8 +32,8 @@ from bcgc_sim.protocol import PROTOCOL_VERSION, Message, MessageType, ProtocolEr
 log = logging.getLogger("bcgc.master")
 
 
-@dataclass(frozen=True)
-class Received:
+@dataclass(slots=True)
+class Received:  # one per message: not frozen, whose __init__ takes twice as long
     rank: int | None  # None: an identity that never said READY
     message: Message
     arrival_ns: int
@@ -125,6 +125,7 @@ class WorkerLink:
         self.last_seen: dict[int, int] = {}
         self.n_workers: int | None = None  # ranks are 0..n_workers-1 once known
         self._pending: collections.deque[Received] = collections.deque()  # read by silent()
+        self._timeout_ms = -1  # the socket's ZMQ_RCVTIMEO (-1: wait forever)
 
     def close(self, linger_ms: int = 0) -> None:
         """Close the socket; linger_ms lets messages already queued (a STOP) still leave."""
@@ -150,7 +151,7 @@ class WorkerLink:
     def silent(self, limit_s: float) -> set[int]:
         """Live ranks that sent nothing for more than limit_s (after reading what is queued)."""
         while zmq_io.readable(self.socket, 0):
-            received = self._read_one()
+            received = self._read(zmq_io.receive(self.socket))
             if received is not None:
                 self._pending.append(received)
         cutoff = time.monotonic_ns() - int(limit_s * 1e9)
@@ -163,25 +164,36 @@ class WorkerLink:
         log.warning("rejected a message (%s) from peer %s %s", reason, identity.hex()[:16], detail)
 
     def receive(self, timeout_ms: int) -> Received | None:
-        """The next message (not READY, not HEARTBEAT), or None after timeout_ms."""
+        """The next message (not READY, not HEARTBEAT), or None after timeout_ms.
+
+        A blocking receive with a timeout (ZMQ_RCVTIMEO) rather than a poll and then a receive:
+        at N messages per iteration every wake-up path costs (scripts/bench_overhead.py)."""
         if self._pending:
             return self._pending.popleft()
-        end = time.monotonic() + timeout_ms / 1000
+        end = time.monotonic_ns() + timeout_ms * 1_000_000
         while True:
-            remaining = max(0, int((end - time.monotonic()) * 1000))
-            if not zmq_io.readable(self.socket, remaining):
+            self._receive_timeout(timeout_ms)
+            try:
+                frames = zmq_io.receive(self.socket)
+            except zmq.Again:
                 return None
-            received = self._read_one()
+            received = self._read(frames)
             if received is not None:
                 return received
+            # a registration or heartbeat: wait only for what is left of timeout_ms
+            timeout_ms = max(0, (end - time.monotonic_ns()) // 1_000_000)
 
-    def _read_one(self) -> Received | None:
-        """Read one queued message: registrations, heartbeats and rejects are handled here."""
-        frames = zmq_io.receive(self.socket)
+    def _receive_timeout(self, timeout_ms: int) -> None:
+        if timeout_ms != self._timeout_ms:
+            self.socket.setsockopt(zmq.RCVTIMEO, timeout_ms)
+            self._timeout_ms = timeout_ms
+
+    def _read(self, frames: list[zmq.Frame]) -> Received | None:
+        """One message as received: registrations, heartbeats and rejects are handled here."""
         arrival = time.monotonic_ns()
         identity = frames[0].bytes
         try:
-            message = parse([f.buffer for f in frames[1:]])
+            message = parse(frames[1:])
         except ProtocolError as exc:
             reason = "version" if "protocol version" in str(exc) else "malformed"
             self._reject(reason, identity, str(exc))

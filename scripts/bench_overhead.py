@@ -58,7 +58,7 @@ while True:
     if not wire:  # raw: the same bytes back
         zmq_io.send(socket, [bytes(len(frames[-1].buffer))])
         continue
-    message = parse([f.buffer for f in frames])  # ITERATE
+    message = parse(frames)  # ITERATE
     theta = message.array
     if row is None:
         row = np.random.default_rng(core).standard_normal(theta.size)
@@ -119,7 +119,7 @@ def peer_round_trips(n: int, length: int, iterations: int, wire: bool) -> np.nda
             for _ in range(n):
                 reply = zmq_io.receive(router)
                 if wire:
-                    total += parse([f.buffer for f in reply[1:]]).array
+                    total += parse(reply[1:]).array
             times.append(time.perf_counter() - start)
         for identity in identities:
             zmq_io.send(router, [identity, b"stop"])

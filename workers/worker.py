@@ -160,7 +160,7 @@ class Worker:
         if frames is None:
             return None
         try:
-            message = parse([f.buffer for f in frames])
+            message = parse(frames)
         except ProtocolError as exc:
             self.malformed += 1
             print(f"bcgc worker {self.rank}: dropped a malformed message: {exc}", file=sys.stderr)
