@@ -677,6 +677,33 @@ def test_bad_messages_from_a_registered_worker_are_dropped_and_good_ones_still_p
     np.testing.assert_array_equal(got[0].message.array, [2.0, 2.0, 2.0])
 
 
+def test_receive_times_out_while_only_heartbeats_arrive(link, peer):
+    """Heartbeats are consumed inside receive; they must not extend its timeout (a stalled
+    iteration is only noticed when receive returns None)."""
+    socket = register(link, peer, rank=0)
+    stop = threading.Event()
+    give_up = time.monotonic() + 2.0  # a receive that never times out fails, not hangs
+
+    def beat() -> None:
+        while not stop.is_set() and time.monotonic() < give_up:
+            socket.send_multipart(encode(MessageType.HEARTBEAT, {"rank": 0, "run": ""}))
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=beat)
+    thread.start()
+    try:
+        begun = time.monotonic()
+        assert link.receive(200) is None
+        waited = time.monotonic() - begun
+    finally:
+        stop.set()
+        thread.join()
+    assert 0.15 < waited < 1.0
+    socket.send_multipart(valid_block(value=3.0))  # and a real message still comes through
+    got = drain(link, lambda: False, timeout_s=0.3)
+    assert [r.rank for r in got] == [0]
+
+
 def test_a_second_ready_is_refused_and_keeps_the_rank(link, peer):
     socket = register(link, peer, rank=0)
     socket.send_multipart(ready(rank=5))
