@@ -169,7 +169,8 @@ class PartialSession:
             if stop_at is not None and now >= stop_at:
                 self._stop(state, "deadline")
                 break
-            # poll has ms resolution: in the last millisecond before a deadline, spin (timeout 0)
+            # receive timeouts have ms resolution: in the last millisecond before a deadline, spin
+            # (timeout 0)
             wait_ms = 50 if stop_at is None else min(50, (stop_at - now) // 1_000_000)
             received = self.link.receive(int(wait_ms))
             if received is None:
