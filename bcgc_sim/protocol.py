@@ -100,7 +100,7 @@ def parse(frames: Sequence[Buffer]) -> Message:
     """Validate and decode frames (TAG + TYPE + HEADER[, PAYLOAD]); raise ProtocolError.
 
     Frames are anything with the buffer protocol: bytes, memoryview, or zmq.Frame as received
-    (the array is then a read-only view of the frame's memory, not a copy)."""
+    (the array is then a view of the frame's memory, not a copy)."""
     if not frames:
         raise ProtocolError("expected 1 or 2 frames, got 0")
     envelope = memoryview(frames[0])

@@ -170,6 +170,7 @@ class WorkerLink:
         at N messages per iteration every wake-up path costs (scripts/bench_overhead.py)."""
         if self._pending:
             return self._pending.popleft()
+        timeout_ms = max(0, int(timeout_ms))  # ZMQ_RCVTIMEO: -1 would wait forever
         end = time.monotonic_ns() + timeout_ms * 1_000_000
         while True:
             self._receive_timeout(timeout_ms)
