@@ -222,6 +222,7 @@ def cmd_master(args: argparse.Namespace) -> int:
         return RemoteCluster(
             config.cluster.workers, args.bind, config.run.startup_timeout,
             max_message_bytes(data), curve, log=lambda text: print(text, file=sys.stderr),
+            transport=config.cluster.transport,
         )  # fmt: skip
 
     summaries = run_testbed(

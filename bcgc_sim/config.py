@@ -24,6 +24,7 @@ from .model import SystemModel
 from .optimize import SubgradientSettings
 from .problems import DATASETS, PROBLEMS
 from .schemes import SCHEMES, PartialOptions, SchemeOptions, check_scheme_names
+from .shm import TRANSPORTS
 from .stragglers import (
     DISTRIBUTIONS,
     CycleTimeDistribution,
@@ -44,6 +45,7 @@ class ClusterConfig:
         "error"  # a block can no longer be decoded: "error" ends the run, "replace" waits
     )
     replace_timeout: float = 60.0  # seconds to wait for a replacement worker
+    transport: str = "auto"  # bulk arrays: "auto" (shared memory on one host), "zmq", "shm"
 
 
 @dataclass(frozen=True)
@@ -206,6 +208,10 @@ def _check(config: Config) -> Config:
         )
     if c.on_failure not in ("error", "replace"):
         raise UserError(f"cluster.on_failure must be 'error' or 'replace', got '{c.on_failure}'")
+    if c.transport not in TRANSPORTS:
+        raise UserError(
+            f"cluster.transport must be one of {', '.join(TRANSPORTS)}, got '{c.transport}'"
+        )
     if r.mode not in ("injected", "natural"):
         raise UserError(f"run.mode must be 'injected' or 'natural', got '{r.mode}'")
     slowdown = config.natural.slowdown

@@ -109,7 +109,7 @@ def local_cluster_factory(config: Config, folder: Path, data: ProblemData):
     burners = config.natural.burners if config.run.mode == "natural" else ()
     return lambda: LocalCluster(
         config.cluster.workers, config.run.startup_timeout, folder / "logs", burners,
-        max_message_bytes(data),
+        max_message_bytes(data), config.cluster.transport,
     )  # fmt: skip
 
 

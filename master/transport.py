@@ -27,7 +27,16 @@ import zmq
 
 from bcgc_sim import zmq_io
 from bcgc_sim.errors import UserError
-from bcgc_sim.protocol import PROTOCOL_VERSION, Message, MessageType, ProtocolError, encode, parse
+from bcgc_sim.protocol import (
+    PROTOCOL_VERSION,
+    Message,
+    MessageType,
+    ProtocolError,
+    clock_id,
+    encode,
+    parse,
+)
+from bcgc_sim.shm import MasterSegments, Unavailable
 
 log = logging.getLogger("bcgc.master")
 
@@ -85,6 +94,7 @@ class WorkerLink:
         bind: str = "tcp://127.0.0.1",
         max_message_bytes: int = -1,
         curve: Curve | None = None,
+        transport: str = "auto",
     ) -> None:
         if not is_loopback(bind) and curve is None:
             raise UserError(
@@ -94,6 +104,7 @@ class WorkerLink:
         zmq_io.keep_freed_memory()  # this process moves large arrays every iteration
         self.context = zmq.Context()
         self.auth = None
+        self.shared = MasterSegments(transport, clock_id())  # theta by shared memory, same host
         self.socket = zmq_io.configure(self.context.socket(zmq.ROUTER))
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -132,8 +143,13 @@ class WorkerLink:
         if self.auth is not None:
             self.auth.stop()
         self.context.destroy(linger=linger_ms)
+        self.shared.close()
 
     def send(self, rank: int, kind: MessageType, header: dict, array=None) -> None:
+        """Send one message. A SETUP also offers the theta segment, sized for the L float64
+        of its data (header["data"]["coordinates"]), unless cluster.transport is "zmq"."""
+        if kind is MessageType.SETUP:
+            header = {**header, **self.shared.setup_fields(header["data"]["coordinates"])}
         self.send_frames(rank, encode(kind, header, array))
 
     def send_frames(self, rank: int, frames: list) -> None:
@@ -143,10 +159,22 @@ class WorkerLink:
             pass  # the peer is gone (ROUTER_MANDATORY); liveness is judged elsewhere
 
     def broadcast(self, kind: MessageType, header: dict, array=None) -> None:
-        frames = zmq_io.shareable(encode(kind, header, array))  # one buffer for all ranks
+        """Send to every live rank: by reference to the ranks whose segment is mapped (the
+        array copied once into the theta segment), in frames to the others."""
+        for rank in self.dead & self.shared.tables.keys():
+            self.shared.forget(rank)  # a dead worker's segment is freed
+        shared = array is not None and bool(self.shared.tables)
+        by_reference = self.shared.frames(kind, header, array) if shared else None
+        frames = None
         for rank in sorted(self.identities):
-            if rank not in self.dead:
-                self.send_frames(rank, frames)
+            if rank in self.dead:
+                continue
+            if by_reference is not None and rank in self.shared.tables:
+                self.send_frames(rank, by_reference)
+                continue
+            if frames is None:
+                frames = zmq_io.shareable(encode(kind, header, array))  # one buffer for all
+            self.send_frames(rank, frames)
 
     def silent(self, limit_s: float) -> set[int]:
         """Live ranks that sent nothing for more than limit_s (after reading what is queued)."""
@@ -194,9 +222,9 @@ class WorkerLink:
         arrival = time.monotonic_ns()
         identity = frames[0].bytes
         try:
-            message = parse(frames[1:])
+            message = parse(frames[1:], self.shared.tables.get(self.ranks.get(identity, -1)))
         except ProtocolError as exc:
-            reason = "version" if "protocol version" in str(exc) else "malformed"
+            reason = "version" if "protocol version" in str(exc) else exc.reason
             self._reject(reason, identity, str(exc))
             return None
         if message.kind is MessageType.READY:
@@ -209,7 +237,23 @@ class WorkerLink:
         self.last_seen[rank] = arrival
         if message.kind is MessageType.HEARTBEAT:
             return None
+        if message.kind is MessageType.SETUP_OK:
+            self._accept_segment(rank, message.header)
         return Received(rank, message, arrival)
+
+    def _accept_segment(self, rank: int, header: dict) -> None:
+        """Map the segment a worker announced in SETUP_OK (or forget its old one). Under
+        cluster.transport = "shm" a segment that cannot be mapped ends the run."""
+        try:
+            self.shared.accepted(rank, header)
+        except (Unavailable, ProtocolError) as exc:
+            self.shared.forget(rank)  # its theta now goes in frames, and so do its answers
+            if self.shared.mode == "shm":
+                raise UserError(
+                    f"cluster.transport = 'shm' but the master cannot map worker {rank}'s "
+                    f"shared memory: {exc}; use 'auto' to fall back to ZeroMQ frames"
+                ) from None
+            log.warning("worker %d: shared memory unavailable (%s), using frames", rank, exc)
 
     def _register(self, identity: bytes, message: Message) -> None:
         h = message.header
@@ -230,6 +274,7 @@ class WorkerLink:
         old = self.identities.get(wanted)
         if old is not None:
             del self.ranks[old]
+            self.shared.forget(wanted)
         self.identities[wanted] = identity
         self.ranks[identity] = wanted
         self.dead.discard(wanted)

@@ -149,15 +149,16 @@ def warm_up(iterations: int) -> int:
 
 
 def testbed_config(
-    n: int, rows: int, length: int, iterations: int, seed: int, folder: Path, rate: float = 0.0
-):
+    n: int, rows: int, length: int, iterations: int, seed: int, folder: Path, rate: float = 0.0,
+    overrides: tuple[str, ...] = (),
+):  # fmt: skip
     return load_config(
         None,
         [
             f"seed={seed}", f"cluster.workers={n}", f"model.samples={rows}",
             f"model.coordinates={length}", f"run.iterations={iterations}", "run.mode='natural'",
             "run.check=false", f"run.output='{folder}'", f"problem.data_dir='{folder / 'data'}'",
-            f"problem.learning_rate={rate!r}",
+            f"problem.learning_rate={rate!r}", *overrides,
         ],
     )  # fmt: skip
 
@@ -200,6 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per row")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--output", default=None)
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="a testbed config override, e.g. cluster.transport='zmq' (repeatable)",
+    )  # fmt: skip
     child = parser.add_argument_group("one rank of the reference (started by mpirun)")
     child.add_argument("--mpi-rank", action="store_true", help=argparse.SUPPRESS)
     for name in ("--features", "--targets"):
@@ -234,7 +239,9 @@ def main(argv: list[str] | None = None) -> int:
         rows, length = parse_size(size)
         data = prepare_problem(testbed_config(n, rows, length, args.iterations, args.seed, folder))
         rate = step_size(data)  # as the testbed's default learning rate
-        config = testbed_config(n, rows, length, args.iterations, args.seed, folder, rate)
+        config = testbed_config(
+            n, rows, length, args.iterations, args.seed, folder, rate, tuple(args.set)
+        )
         for s in args.stragglers:
             mpi_ms, bed_ms, ratios, error = [], [], [], 0.0
             for index in range(args.rounds):  # alternate: both see the same machine state

@@ -46,6 +46,7 @@ from bcgc_sim.protocol import (
     parse,
     require,
 )
+from bcgc_sim.shm import Unavailable, WorkerSegments, record_bytes
 from bcgc_sim.stragglers import distribution_from_spec, worker_rng
 
 from .compute import SlotComputer
@@ -117,6 +118,7 @@ class Worker:
         self.affinity: list[int] | None = None
         self.malformed = 0
         self.clock = clock_id()
+        self.shared = WorkerSegments(self.clock)  # bulk arrays by shared memory (same host)
         self.heartbeat_ns = int(DEFAULT_HEARTBEAT_S * 1e9)
         self.liveness = DEFAULT_LIVENESS
         self.last_sent = time.monotonic_ns()
@@ -132,6 +134,7 @@ class Worker:
         self.socket.setsockopt(zmq.RCVTIMEO, interval_ms)
 
     def close(self) -> None:
+        self.shared.close()
         self.socket.disable_monitor()
         self.monitor.close(0)
         self.socket.close(0)
@@ -139,8 +142,9 @@ class Worker:
     def send(self, kind: MessageType, header: dict, array: np.ndarray | None = None) -> None:
         """Send without ever blocking: with no connection to the master (not yet up, a refused
         CURVE handshake, gone) the message is dropped and the liveness rules decide."""
+        frames = None if array is None else self.shared.frames(kind, header, array)
         try:
-            zmq_io.send(self.socket, encode(kind, header, array), zmq_io.NOBLOCK)
+            zmq_io.send(self.socket, frames or encode(kind, header, array), zmq_io.NOBLOCK)
         except zmq.Again:
             return
         self.last_sent = time.monotonic_ns()
@@ -160,7 +164,7 @@ class Worker:
         if frames is None:
             return None
         try:
-            message = parse(frames)
+            message = parse(frames, self.shared.table)
         except ProtocolError as exc:
             self.malformed += 1
             print(f"bcgc worker {self.rank}: dropped a malformed message: {exc}", file=sys.stderr)
@@ -232,6 +236,8 @@ class Worker:
         self.partial = None  # a BCGC plan unless the SETUP names the partial-gc protocol
         try:
             if h.get("protocol") == PARTIAL_PROTOCOL:
+                from bcgc_sim.partial_gc import block_length
+
                 from .partial import ChunkComputer  # partial-gc plans only
 
                 require(
@@ -241,6 +247,9 @@ class Worker:
                 self.rank = h["rank"]
                 self.distribution = distribution_from_spec(h["straggler"])
                 self.partial = ChunkComputer.from_header(ProblemData(**h["data"]), h)
+                per_iteration = record_bytes(
+                    8 * block_length(h["data"]["coordinates"], self.partial.parts)
+                )
             else:
                 require(
                     h, run=str, rank=int, n_workers=int, seed=int, ns_per_load=float, slots=list,
@@ -260,6 +269,7 @@ class Worker:
                 self.computer = SlotComputer(
                     data, partitions, self.slots, self.rank, h["n_workers"], code_rows
                 )
+                per_iteration = sum(record_bytes(8 * (s.stop - s.start)) for s in self.slots)
             self.seed, self.ns_per_load = h["seed"], h["ns_per_load"]
             if not (math.isfinite(self.ns_per_load) and self.ns_per_load >= 0):
                 raise ValueError(f"ns_per_load must be finite and >= 0, got {self.ns_per_load}")
@@ -268,7 +278,8 @@ class Worker:
             self.heartbeat_ns = int(float(h.get("heartbeat_s", DEFAULT_HEARTBEAT_S)) * 1e9)
             self.liveness = int(h.get("liveness", DEFAULT_LIVENESS))
             self._connection_heartbeats()
-        except (ProtocolError, ValueError, TypeError, KeyError, OSError) as exc:
+            shared = self.shared.setup(h.get("shm_offer"), self.rank, per_iteration)
+        except (ProtocolError, ValueError, TypeError, KeyError, OSError, Unavailable) as exc:
             self.run_id = None
             self.send(
                 MessageType.FAILED, {"rank": self.requested_rank, "reason": f"set-up failed: {exc}"}
@@ -278,7 +289,8 @@ class Worker:
             self.affinity = pin_to_core(self.rank)
         self.run_id = h["run"]
         self.send(
-            MessageType.SETUP_OK, {"run": self.run_id, "rank": self.rank, "affinity": self.affinity}
+            MessageType.SETUP_OK,
+            {"run": self.run_id, "rank": self.rank, "affinity": self.affinity, **shared},
         )
 
     def iterate(self, message: Message) -> Message | None:
@@ -331,6 +343,7 @@ class Worker:
         if h.get("run") != self.run_id or not isinstance(h.get("iteration"), int) or theta is None:
             return None
         iteration = h["iteration"]
+        self.shared.replying = "shm" in h  # answer by reference iff theta came by reference
         shared_clock = (
             self.clock and h.get("clock") == self.clock and isinstance(h.get("sent_ns"), int)
         )
