@@ -310,8 +310,7 @@ class Worker:
         iteration, start, received, cycle_time, theta = begun
         if not math.isfinite(cycle_time):
             return self.wait_until(None)  # a full straggler this iteration: never answers
-        for _ in range(self.repeat):  # a per-worker slowdown is real extra work
-            self.computer.begin(np.asarray(theta, dtype=float))
+        self.computer.begin(np.asarray(theta, dtype=float), self.repeat)  # slowdown: real work
         for index, slot in enumerate(self.slots):
             for _ in range(self.repeat):
                 values = self.computer.compute(slot)
