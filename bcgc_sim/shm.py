@@ -171,8 +171,11 @@ class PeerSegment:
 
     def __init__(self, info: SegmentInfo) -> None:
         self.info = info
-        try:
-            fd = os.open(f"/proc/{info.pid}/fd/{info.fd}", os.O_RDONLY | os.O_CLOEXEC)
+        path = f"/proc/{info.pid}/fd/{info.fd}"
+        try:  # only a memfd, and never wait (a peer could name a FIFO)
+            if not os.readlink(path).startswith(f"/memfd:{info.name} "):
+                raise Unavailable(f"{path} is not the memfd {info.name}")
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError as exc:
             raise Unavailable(
                 f"cannot open segment {info.name} of process {info.pid}: {exc}"

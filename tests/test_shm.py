@@ -208,6 +208,10 @@ def test_a_segment_with_another_token_or_an_absent_process_cannot_be_mapped(segm
         PeerSegment(SegmentInfo(**{**segment.info.to_header(), "token": "ab" * 16}))
     with pytest.raises(Unavailable, match="cannot open"):
         PeerSegment(SegmentInfo(**{**segment.info.to_header(), "fd": 1 << 20}))
+    with pytest.raises(Unavailable, match="is not the memfd"):
+        PeerSegment(SegmentInfo(**{**segment.info.to_header(), "fd": 0}))  # stdin, say
+    with pytest.raises(Unavailable, match="is not the memfd"):
+        PeerSegment(SegmentInfo(**{**segment.info.to_header(), "name": "bcgc-1-other"}))
     with pytest.raises(Unavailable, match="not the announced"):
         PeerSegment(SegmentInfo(**{**segment.info.to_header(), "size": segment.info.size + 64}))
 
