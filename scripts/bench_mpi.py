@@ -231,9 +231,10 @@ def main(argv: list[str] | None = None) -> int:
         "median per-iteration time, broadcast to decoded gradient"
     )
     print(
-        "| M x L | scheme | mpi4py ms | testbed ms | testbed / mpi4py | target | mpi4py grad err |"
+        "| M x L | scheme | mpi4py ms | testbed ms | testbed / mpi4py | target | mpi4py grad err "
+        "| ratio per round |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     ok = True
     for size in args.sizes:
         rows, length = parse_size(size)
@@ -257,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"| {rows} x {short(length)} | {SCHEMES.get(s, f'coded s = {s}')} | "
                 f"{np.median(mpi_ms):.3f} | {np.median(bed_ms):.3f} | {ratio:.2f} | "
-                f"<= {target(length):g} | {error:.1e} |",
+                f"<= {target(length):g} | {error:.1e} | {' '.join(f'{r:.2f}' for r in ratios)} |",
                 flush=True,
             )
     return 0 if ok else 1

@@ -60,7 +60,7 @@ def test_mpi_benchmark_prints_the_reference_and_the_testbed_side_by_side():
         "--rounds", "1",
     )  # fmt: skip
     rows = re.findall(
-        r"^\| 20 x 30 \| (uncoded|coded s = 1) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| <= 3 \| (\S+) \|$",
+        r"^\| 20 x 30 \| (uncoded|coded s = 1) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| <= 3 \| (\S+) \| [\d.]+ \|$",
         out,
         re.M,
     )
