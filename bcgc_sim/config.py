@@ -44,6 +44,8 @@ class ClusterConfig:
         "error"  # a block can no longer be decoded: "error" ends the run, "replace" waits
     )
     replace_timeout: float = 60.0  # seconds to wait for a replacement worker
+    stall_timeout: float = 0.0  # seconds without a usable message before an iteration gives up;
+    # 0 = derived: liveness x heartbeat + 2 x the predicted iteration + 1 s (master/session.py)
 
 
 @dataclass(frozen=True)
@@ -203,6 +205,10 @@ def _check(config: Config) -> Config:
     if not (c.heartbeat > 0 and c.liveness >= 2 and c.replace_timeout > 0):
         raise UserError(
             "cluster.heartbeat and cluster.replace_timeout must be > 0, cluster.liveness >= 2"
+        )
+    if not (c.stall_timeout >= 0 and math.isfinite(c.stall_timeout)):
+        raise UserError(
+            f"cluster.stall_timeout must be >= 0 seconds (0 = derived), got {c.stall_timeout}"
         )
     if c.on_failure not in ("error", "replace"):
         raise UserError(f"cluster.on_failure must be 'error' or 'replace', got '{c.on_failure}'")

@@ -2,8 +2,9 @@
 
 Start-up refuses an N the machine cannot hold (memory, processes, file descriptors) before
 spawning anything, and fails within seconds, naming the worker and its last error line, when
-a worker dies at start-up. `close()` (also on Ctrl-C and on errors: use `with`) stops every
-worker: STOP, then SIGTERM, then SIGKILL; no process outlives it.
+a worker dies at start-up (or a replacement does before it registered). `close()` (also on
+Ctrl-C and on errors: use `with`) stops every worker: STOP, then SIGTERM, then SIGKILL; no
+process outlives it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import psutil
 from bcgc_sim.errors import UserError
 from bcgc_sim.protocol import MessageType
 
-from .transport import WorkerLink
+from .transport import PeerState, WorkerLink
 
 WORKER_MEMORY_BYTES = 150 * 2**20  # resident size of one idle worker process, with margin
 SINGLE_THREADED = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -57,8 +58,11 @@ class LocalCluster:
         log_dir: str | Path | None = None,
         burners: tuple[int, ...] = (),
         max_message_bytes: int = -1,
+        heartbeat_s: float = 0.5,
+        liveness: int = 10,
     ) -> None:
         self.n_workers = n_workers
+        self.heartbeat_s, self.liveness = heartbeat_s, liveness  # the workers' from the start
         self.startup_timeout_s = startup_timeout_s
         self.log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="bcgc-workers-"))
         self.processes: list[subprocess.Popen] = []
@@ -87,6 +91,7 @@ class LocalCluster:
         return [
             sys.executable, "-m", "workers", "--connect", self.link.endpoint,
             "--rank", str(rank), "--parent-pid", str(os.getpid()),
+            "--heartbeat", repr(self.heartbeat_s), "--liveness", str(self.liveness),
         ]  # fmt: skip
 
     def _spawn(self) -> None:
@@ -102,8 +107,17 @@ class LocalCluster:
             )  # fmt: skip
 
     def dead_ranks(self) -> set[int]:
-        """Ranks whose process has exited."""
-        return {rank for rank, process in enumerate(self.processes) if process.poll() is not None}
+        """Ranks whose process has exited; a UserError if a replacement exited before it
+        registered (starting another one would fail alike)."""
+        exited = {rank for rank, process in enumerate(self.processes) if process.poll() is not None}
+        peers = self.link.peers.by_rank if self.link is not None else {}
+        for rank in sorted(exited):
+            if rank in peers and peers[rank].state is PeerState.AWAITING:
+                raise UserError(
+                    f"the replacement for worker {rank} exited at start-up with status "
+                    f"{self.processes[rank].returncode}: {self.last_error(rank)}"
+                )
+        return exited
 
     def respawn(self, rank: int) -> None:
         """Start a replacement process for `rank` (the old one is killed if still there)."""
@@ -149,7 +163,9 @@ class LocalCluster:
     def close(self, grace_s: float = 0.5) -> None:
         """Stop every worker within about grace_s + 0.5 s (STOP, then SIGTERM, then SIGKILL)."""
         if self.link is not None:
-            for rank in list(self.link.identities):
+            for rank in list(
+                self.link.identities
+            ):  # live or not: a rank declared dead may be alive
                 self.link.send(rank, MessageType.STOP, {})
         for burner in self.burners:
             burner.kill()
@@ -222,8 +238,9 @@ class RemoteCluster:
 
     def close(self) -> None:
         if self.link is not None:
-            for rank in list(self.link.identities):
-                if rank not in self.link.dead:
-                    self.link.send(rank, MessageType.STOP, {})
+            for rank in list(
+                self.link.identities
+            ):  # live or not: a rank declared dead may be alive
+                self.link.send(rank, MessageType.STOP, {})
             self.link.close(linger_ms=500)
             self.link = None

@@ -109,7 +109,7 @@ def local_cluster_factory(config: Config, folder: Path, data: ProblemData):
     burners = config.natural.burners if config.run.mode == "natural" else ()
     return lambda: LocalCluster(
         config.cluster.workers, config.run.startup_timeout, folder / "logs", burners,
-        max_message_bytes(data),
+        max_message_bytes(data), config.cluster.heartbeat, config.cluster.liveness,
     )  # fmt: skip
 
 
@@ -156,6 +156,7 @@ def run_testbed(
         natural=config.run.mode == "natural", repeat=config.natural.slowdown,
         heartbeat_s=config.cluster.heartbeat, liveness=config.cluster.liveness,
         on_failure=config.cluster.on_failure, replace_timeout_s=config.cluster.replace_timeout,
+        stall_timeout_s=config.cluster.stall_timeout,
     )  # fmt: skip
     recorder = RunRecorder(folder)
     meta = {
@@ -197,11 +198,11 @@ def run_testbed(
                         cluster.link, name, plan, layout_for(plan, data.rows), model, data, codes,
                         settings, recorder, cluster.dead_ranks, cluster.respawn,
                     )  # fmt: skip
-                session.setup(config.run.startup_timeout)
-                meta["worker_cpu_affinity"] = {
-                    str(k): v for k, v in sorted(session.affinity.items())
-                }
-                try:
+                try:  # deaths and rejections of the set-up are recorded too
+                    session.setup(config.run.startup_timeout)
+                    meta["worker_cpu_affinity"] = {
+                        str(k): v for k, v in sorted(session.affinity.items())
+                    }
                     summary = _run_iterations(session, config.run.iterations, data, rate)
                 finally:
                     meta["worker_events"] += [{"scheme": name, **e} for e in session.events]

@@ -4,7 +4,6 @@ master's session against simulated in-process workers (exact, deadline and NMSE 
 
 from __future__ import annotations
 
-import collections
 import csv
 import dataclasses
 import heapq
@@ -23,7 +22,7 @@ from bcgc_sim.partial_gc_timing import exact_times, nmse_at, speed_finish_times
 from bcgc_sim.partial_plan import CDF_SAMPLES, PartialPlan
 from bcgc_sim.plans import plan_from_dict, plan_to_dict
 from bcgc_sim.problems import ProblemData, full_gradient, partition_bounds, prepare_data
-from bcgc_sim.protocol import Message, MessageType
+from bcgc_sim.protocol import PROTOCOL_VERSION, Message, MessageType
 from bcgc_sim.results import RunRecorder
 from bcgc_sim.schemes import PartialOptions, SchemeOptions, build_plan
 from bcgc_sim.stragglers import (
@@ -35,7 +34,7 @@ from bcgc_sim.stragglers import (
 )
 from master.partial_session import PartialSession
 from master.session import RunError, SessionSettings
-from master.transport import Received
+from master.transport import PeerTable, Received
 from workers import partial as worker_partial
 
 LAW = ShiftedExponential(1.0, 1.0)
@@ -264,8 +263,13 @@ class SimLink:
 
     def __init__(self, n: int, law) -> None:
         self.n, self.law = n, law
-        self.dead: set[int] = set()
-        self.rejected: collections.Counter = collections.Counter()
+        self.peers = PeerTable()  # the real rules of ranks, fed by hand
+        self.peers.size = n
+        for rank in range(n):
+            header = {"rank": rank, "protocol": PROTOCOL_VERSION, "token": f"sim-worker-{rank}"}
+            self.peers.register(bytes([rank]), header, "", time.monotonic_ns())
+        self.dead = self.peers.dead
+        self.rejected = self.peers.rejections.counts
         self.queue: list = []
         self.count = itertools.count()
         self.setups: dict[int, dict] = {}
@@ -293,11 +297,10 @@ class SimLink:
             self.queue = [q for q in self.queue if q[2].rank != rank]
             heapq.heapify(self.queue)
 
-    def broadcast(self, kind, header, theta):
+    def broadcast(self, kind, header, theta, ranks):
         assert kind is MessageType.ITERATE
-        for rank, setup in self.setups.items():
-            if rank in self.dead:
-                continue
+        for rank in ranks:
+            setup = self.setups[rank]
             c = worker_partial.ChunkComputer.from_header(ProblemData(**setup["data"]), setup)
             t = float(self.law.sample(worker_rng(setup["seed"], header["iteration"], rank), 1)[0])
             self.gradients[rank] = {i: c.gradient(theta, i) for i in c.order}
@@ -325,8 +328,11 @@ class SimLink:
             nxt = self.queue[0][0] if self.queue else end
             time.sleep(max(0, min(nxt, end) - now) / 1e9)
 
-    def silent(self, limit_s):
-        return set()
+    def check_liveness(self, exited, heartbeat_s, liveness):
+        return self.peers.judge(time.monotonic_ns(), exited, 1 << 62, 1)  # deaths by exit only
+
+    def reject(self, reason, source, detail=""):
+        self.peers.rejections.add(reason, f"worker {source}", detail)
 
 
 class _SimWorker:
