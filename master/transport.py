@@ -100,9 +100,7 @@ class Rejections:
         self.counts[reason] += 1
         count = self.counts[reason]
         if count <= self.FIRST_LOGGED:
-            log.warning(
-                "rejected a message (%s) from %s%s", reason, source, f": {detail}" * bool(detail)
-            )
+            log.warning("rejected a message (%s) from %s: %s", reason, source, detail or "-")
             if count == self.FIRST_LOGGED:
                 log.warning(
                     "further '%s' rejections are logged as one count every %g s",
@@ -457,10 +455,10 @@ class WorkerLink:
         known = identity in self.peers.by_identity
         result = self.peers.register(identity, message.header, key, time.monotonic_ns())
         if isinstance(result, str):
-            detail = f"READY with protocol {message.header.get('protocol')!r}" * (
-                result == "version"
-            )
-            if result == "surplus-worker":
+            detail = ""
+            if result == "version":
+                detail = f"READY with protocol {message.header.get('protocol')!r}"
+            elif result == "surplus-worker":
                 detail = f"all {self.peers.size} ranks are taken"
                 if not known:  # tell it, so that it exits instead of waiting for a set-up
                     self._send_to(identity, encode(MessageType.STOP, {"reason": detail}))
