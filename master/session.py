@@ -599,14 +599,16 @@ class SchemeSession:
                 f"{', '.join(map(str, expired))} within {self.settings.replace_timeout_s:g} s "
                 f"(cluster.replace_timeout) and {what}"
             )
-        dead = ", ".join(str(r) for r in sorted(self.link.peers.dead))
+        dead = sorted(self.link.peers.dead)
+        hows = "; ".join(f"worker {r}: {peers[r].how}" for r in dead)
         hint = (
             ""
             if self.watch.replaces
             else "; set cluster.on_failure = 'replace' to wait for replacement workers"
         )
         raise RunError(
-            f"{self.scheme}, iteration {state.number}: worker(s) {dead} died and {what}{hint}"
+            f"{self.scheme}, iteration {state.number}: worker(s) {', '.join(map(str, dead))} died "
+            f"and {what[:-1]}; {hows}){hint}"
         )
 
     def _stalled(self, state: _Iteration, stall_s: float) -> None:

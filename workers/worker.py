@@ -94,10 +94,12 @@ def rank_from_environment() -> int:
 @dataclass(frozen=True)
 class DownTimes:
     """How a remote worker splits the liveness window W = liveness x heartbeat (h), so that it
-    exits within W (plus scheduling) of a master that went silent: the master's I/O thread must
-    answer a ZeroMQ heartbeat within `timeout_ns`, and a connection that is down (closed, timed
-    out, or a handshake that never completes) may take `grace_ns` to come back; the rest of W is
-    one interval to the next ping and the checks' own granularity (h / 4 each)."""
+    exits within W of a master that went silent: the master's I/O thread must answer a ZeroMQ
+    heartbeat within `timeout_ns`, and a connection that is down (closed, timed out, or a
+    handshake that never completes) may take `grace_ns` to come back. The rest of W, 1.75 h, is
+    one interval to the next ping, noticing the closed connection (two waits of h / 4) and the
+    check's own h / 4. At liveness 2 and 3 each part is at least h / 2, and W runs over by up
+    to 0.75 h."""
 
     interval_ns: int
     timeout_ns: int
@@ -105,9 +107,10 @@ class DownTimes:
 
     @classmethod
     def of(cls, heartbeat_ns: int, liveness: int) -> DownTimes:
-        budget = max(0, liveness - 2) * heartbeat_ns
-        timeout = max(heartbeat_ns, budget // 3)
-        return cls(heartbeat_ns, timeout, max(heartbeat_ns, budget - timeout))
+        budget = max(0, 4 * liveness - 7) * heartbeat_ns // 4  # W - 1.75 h
+        least = heartbeat_ns // 2
+        timeout = max(least, budget // 3)
+        return cls(heartbeat_ns, timeout, max(least, budget - timeout))
 
 
 class Worker:
