@@ -68,7 +68,12 @@ WORKER_MESSAGES = frozenset(
 
 
 class RunError(UserError):
-    """The run cannot go on (an undecodable block, a silent cluster); ends with one line."""
+    """The run cannot go on (an undecodable block, a silent cluster); ends with one line,
+    which master.log records (with its time) when the error is raised."""
+
+    def __init__(self, message: str) -> None:
+        log.error("the run ends: %s", message)
+        super().__init__(message)
 
 
 @dataclass
@@ -405,25 +410,11 @@ class SchemeSession:
             "clock": self.clock,
         }
         self.link.broadcast(MessageType.ITERATE, state.header, theta, state.participants)
-        last_progress = time.monotonic()
-        next_watch = start + WATCH_INTERVAL_NS  # the first check after 20 ms: this loop is timed
-        while True:
-            while not self.decoder.complete:
-                if time.monotonic_ns() >= next_watch:
-                    self._watch_workers(state)
-                    next_watch = time.monotonic_ns() + WATCH_INTERVAL_NS
-                received = self.link.receive(WATCH_MS)
-                if received is None:
-                    if time.monotonic() - last_progress > stall_s:
-                        self._stalled(state, stall_s)
-                    continue
-                if self._on_block(received, state):
-                    last_progress = time.monotonic()
-            end = time.monotonic_ns()
-            # after the clock stopped: one check of the whole gradient instead of one per message
-            if np.isfinite(self.decoder.gradient).all():
-                break
-            self._drop_non_finite(state)
+        try:
+            end = self._receive_until_decoded(state, stall_s)
+        except RunError:
+            self._count_rejections(state)  # what was rejected is counted even when the run ends
+            raise
         measured = (end - start) / 1e9
         self.longest_s = max(self.longest_s, measured)
         # book-keeping and recording are not part of the runtime
@@ -442,6 +433,29 @@ class SchemeSession:
         return IterationResult(
             measured, predicted, loss / self.data.rows, error, state.stale, state.overruns
         ), gradient
+
+    def _receive_until_decoded(self, state: _Iteration, stall_s: float) -> int:
+        """Receive and decode until every slot is decoded from finite values; the monotonic
+        time (ns) of the last decode."""
+        last_progress = time.monotonic()
+        next_watch = state.start + WATCH_INTERVAL_NS  # the first check after 20 ms: this is timed
+        while True:
+            while not self.decoder.complete:
+                if time.monotonic_ns() >= next_watch:
+                    self._watch_workers(state)
+                    next_watch = time.monotonic_ns() + WATCH_INTERVAL_NS
+                received = self.link.receive(WATCH_MS)
+                if received is None:
+                    if time.monotonic() - last_progress > stall_s:
+                        self._stalled(state, stall_s)
+                    continue
+                if self._on_block(received, state):
+                    last_progress = time.monotonic()
+            end = time.monotonic_ns()
+            # after the clock stopped: one check of the whole gradient instead of one per message
+            if np.isfinite(self.decoder.gradient).all():
+                return end
+            self._drop_non_finite(state)
 
     def _on_block(self, received: Received, state: _Iteration) -> bool:
         """Feed a BLOCK to the decoder; True if it was used (or it set a replacement up). The
@@ -486,20 +500,26 @@ class SchemeSession:
     def _tally(self, state: _Iteration) -> None:
         """Counts, overruns, slot decode times and rejections (by reason) of the finished
         iteration, from state.seen: a slot was decoded by the last message it used."""
-        largest = 8 * self.data.coordinates  # no legitimate payload has more bytes
         for received, outcome in state.seen:
             if outcome is None:
                 state.stale += 1
                 continue
             state.counts[outcome] += 1
-            h = received.message.header
             if outcome is _USED:
+                h = received.message.header
                 overrun = h["overrun_ns"] / 1e9
                 state.overruns += overrun > 0
                 state.max_overrun = max(state.max_overrun, overrun)
                 if self.decoder.decoded[h["slot"]]:
                     state.decoded_at[h["slot"]] = (received.arrival_ns - state.start) / 1e9
-            elif outcome is Outcome.DUPLICATE:
+        self._count_rejections(state)
+
+    def _count_rejections(self, state: _Iteration) -> None:
+        """Count (and log) by reason every block of this iteration the decoder did not take."""
+        largest = 8 * self.data.coordinates  # no legitimate payload has more bytes
+        for received, outcome in state.seen:
+            h = received.message.header
+            if outcome is Outcome.DUPLICATE:
                 self.link.reject("duplicate", received.rank, f"block {h['slot']} again")
             elif outcome is Outcome.REJECTED:
                 values = received.message.array

@@ -35,7 +35,11 @@ def relay(target_port: int) -> None:
             sock = key.fileobj
             if sock is listener:
                 client, _ = listener.accept()
-                upstream = socket.create_connection(("127.0.0.1", target_port))
+                try:
+                    upstream = socket.create_connection(("127.0.0.1", target_port))
+                except OSError:  # the target is not up (yet): refuse, as it would
+                    client.close()
+                    continue
                 for s in (client, upstream):
                     s.setblocking(True)  # sends complete; reads only when selected
                     selector.register(s, selectors.EVENT_READ)
