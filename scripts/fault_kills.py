@@ -216,7 +216,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{'noticed ms':>10} {'handled ms':>10}  detail")  # fmt: skip
     done = []
     for index, trial in enumerate(trials(args.kills, args.seed)):
+        begun = time.monotonic()
         run_trial(trial, root / str(index), args.trial_timeout)
+        trial.detail = f"[{time.monotonic() - begun:.1f} s] {trial.detail}"
         done.append(trial)
         noticed = "-" if trial.noticed_ms is None else f"{trial.noticed_ms:.0f}"
         handled = "-" if trial.handled_ms is None else f"{trial.handled_ms:.0f}"
