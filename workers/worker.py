@@ -31,6 +31,7 @@ import os
 import secrets
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 
@@ -319,46 +320,8 @@ class Worker:
 
     def setup(self, message: Message) -> None:
         h = message.header
-        self.partial = None  # a BCGC plan unless the SETUP names the partial-gc protocol
         try:
-            if h.get("protocol") == PARTIAL_PROTOCOL:
-                from .partial import ChunkComputer  # partial-gc plans only
-
-                require(
-                    h, run=str, rank=int, n_workers=int, seed=int, ns_per_load=float,
-                    data=dict, straggler=dict,
-                )  # fmt: skip
-                self.rank = h["rank"]
-                self.distribution = distribution_from_spec(h["straggler"])
-                self.partial = ChunkComputer.from_header(ProblemData(**h["data"]), h)
-            else:
-                require(
-                    h, run=str, rank=int, n_workers=int, seed=int, ns_per_load=float, slots=list,
-                    partitions=dict, code_rows=dict, data=dict, straggler=dict,
-                )  # fmt: skip
-                self.rank = h["rank"]
-                self.slots = [
-                    Slot(int(a), int(b), int(s), float(load), str(p))
-                    for a, b, s, load, p in h["slots"]
-                ]
-                self.distribution = distribution_from_spec(h["straggler"])
-                data = ProblemData(**h["data"])
-                code_rows = {
-                    int(s): np.asarray(row, dtype=float) for s, row in h["code_rows"].items()
-                }
-                partitions = {str(k): tuple(int(v) for v in b) for k, b in h["partitions"].items()}
-                self.computer = SlotComputer(
-                    data, partitions, self.slots, self.rank, h["n_workers"], code_rows
-                )
-            self.seed, self.ns_per_load = h["seed"], h["ns_per_load"]
-            if not (math.isfinite(self.ns_per_load) and self.ns_per_load >= 0):
-                raise ValueError(f"ns_per_load must be finite and >= 0, got {self.ns_per_load}")
-            self.natural = bool(h.get("natural", False))
-            self.repeat = max(1, int(h.get("repeat", 1)))
-            heartbeat_ns = int(float(h.get("heartbeat_s", DEFAULT_HEARTBEAT_S)) * 1e9)
-            liveness = int(h.get("liveness", DEFAULT_LIVENESS))
-            if not (heartbeat_ns > 0 and liveness >= 2):
-                raise ValueError(f"bad heartbeat_s {heartbeat_ns / 1e9} or liveness {liveness}")
+            heartbeat_ns, liveness = self._while_ticking(lambda: self._load(h))
         except (ProtocolError, ValueError, TypeError, KeyError, OSError) as exc:
             self.run_id = None
             self.send(
@@ -375,6 +338,68 @@ class Worker:
             {"run": self.run_id, "rank": self.rank, "affinity": self.affinity,
              "heartbeat_s": self.heartbeat_ns / 1e9},
         )  # fmt: skip
+
+    def _while_ticking(self, work):
+        """work() in a helper thread while this one keeps ticking (heartbeats, liveness): a
+        set-up that imports modules or maps data for longer than the liveness window must not
+        look like a dead worker. Its result, or its exception raised here."""
+        outcome: dict = {}
+
+        def run() -> None:
+            try:
+                outcome["value"] = work()
+            except BaseException as exc:  # noqa: BLE001 - raised again in this thread
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        while thread.is_alive():
+            thread.join(self.heartbeat_ns / 4e9)
+            self.tick()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
+
+    def _load(self, h: dict) -> tuple[int, int]:
+        """Take a SETUP's plan, data and straggler law (no messages: it runs beside tick());
+        returns the master's heartbeat (ns) and liveness."""
+        self.partial = None  # a BCGC plan unless the SETUP names the partial-gc protocol
+        if h.get("protocol") == PARTIAL_PROTOCOL:
+            from .partial import ChunkComputer  # partial-gc plans only
+
+            require(
+                h, run=str, rank=int, n_workers=int, seed=int, ns_per_load=float,
+                data=dict, straggler=dict,
+            )  # fmt: skip
+            self.rank = h["rank"]
+            self.distribution = distribution_from_spec(h["straggler"])
+            self.partial = ChunkComputer.from_header(ProblemData(**h["data"]), h)
+        else:
+            require(
+                h, run=str, rank=int, n_workers=int, seed=int, ns_per_load=float, slots=list,
+                partitions=dict, code_rows=dict, data=dict, straggler=dict,
+            )  # fmt: skip
+            self.rank = h["rank"]
+            self.slots = [
+                Slot(int(a), int(b), int(s), float(load), str(p)) for a, b, s, load, p in h["slots"]
+            ]
+            self.distribution = distribution_from_spec(h["straggler"])
+            data = ProblemData(**h["data"])
+            code_rows = {int(s): np.asarray(row, dtype=float) for s, row in h["code_rows"].items()}
+            partitions = {str(k): tuple(int(v) for v in b) for k, b in h["partitions"].items()}
+            self.computer = SlotComputer(
+                data, partitions, self.slots, self.rank, h["n_workers"], code_rows
+            )
+        self.seed, self.ns_per_load = h["seed"], h["ns_per_load"]
+        if not (math.isfinite(self.ns_per_load) and self.ns_per_load >= 0):
+            raise ValueError(f"ns_per_load must be finite and >= 0, got {self.ns_per_load}")
+        self.natural = bool(h.get("natural", False))
+        self.repeat = max(1, int(h.get("repeat", 1)))
+        heartbeat_ns = int(float(h.get("heartbeat_s", DEFAULT_HEARTBEAT_S)) * 1e9)
+        liveness = int(h.get("liveness", DEFAULT_LIVENESS))
+        if not (heartbeat_ns > 0 and liveness >= 2):
+            raise ValueError(f"bad heartbeat_s {heartbeat_ns / 1e9} or liveness {liveness}")
+        return heartbeat_ns, liveness
 
     def iterate(self, message: Message) -> Message | None:
         """Run one iteration; return the master's message that interrupted it, if any.
