@@ -51,7 +51,7 @@ _LIVE, _AWAITING = PeerState.LIVE, PeerState.AWAITING
 
 
 WATCH_INTERVAL_NS = 20_000_000  # how often an iteration checks for dead workers (20 ms)
-WATCH_MS = 50  # the longest single wait for a message while watching
+WATCH_MS = 20  # the longest single wait for a message while watching: deaths seen within ~40 ms
 BLOCK_HEADER = header_spec(
     run=str, iteration=int, worker=int, slot=int, cycle_time=float, start_ns=int,
     received_ns=int, deadline_ns=int, send_ns=int, overrun_ns=int,
