@@ -131,11 +131,14 @@ def test_rejections_are_counted_and_a_flood_logs_a_few_lines(caplog):
     with caplog.at_level(logging.WARNING, logger="bcgc.master"):
         for _ in range(20_000):
             rejections.add("malformed", "peer 00ff", "not a bcgc message")
-        rejections.add("duplicate", "worker 1", "block 0 again")
-        assert len(caplog.records) == Rejections.FIRST_LOGGED + 2  # 5 lines, "further ...", 1
-        rejections.summarise(force=True)
+        rejections.summarise()  # within the interval: nothing yet
+        assert len(caplog.records) == Rejections.FIRST_LOGGED + 1  # 5 lines, "further ..."
+        rejections.summarise(force=True)  # as at the end of the run (or 10 s later)
+        assert len(caplog.records) == 7  # README
+        assert "rejected 19995 more messages (malformed)" in caplog.records[-1].getMessage()
+        rejections.add("duplicate", "worker 1", "block 0 again")  # another reason: its own lines
+        assert len(caplog.records) == 8
     assert rejections.counts == {"malformed": 20_000, "duplicate": 1}
-    assert "rejected 19995 more messages (malformed)" in caplog.records[-1].getMessage()
 
 
 def test_the_link_counts_a_flood_and_answers_a_surplus_worker_with_stop(caplog):
