@@ -20,11 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .model import SystemModel
-from .optimize import SubgradientSettings
-from .problems import DATASETS, PROBLEMS
-from .schemes import SCHEMES, PartialOptions, SchemeOptions, check_scheme_names
-from .stragglers import (
+from .model.optimize import SubgradientSettings
+from .model.stragglers import (
     DISTRIBUTIONS,
     CycleTimeDistribution,
     Empirical,
@@ -32,6 +29,9 @@ from .stragglers import (
     Pareto,
     ShiftedExponential,
 )
+from .model.system import SystemModel
+from .problems import DATASETS, PROBLEMS
+from .schemes import SCHEMES, PartialOptions, SchemeOptions, check_scheme_names
 
 
 @dataclass(frozen=True)

@@ -26,14 +26,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .deadline import cdf_large_t, maximise_completion_probability
 from .errors import UserError
-from .ferdinand import ferdinand_partition
-from .model import SystemModel
-from .optimize import SubgradientSettings, round_r1, round_r2, stochastic_subgradient
-from .plans import BlockPlan, Plan, TandonPlan
-from .runtime import tandon_raw_runtime
-from .stragglers import STREAM_ROUNDING, STREAM_TUNING, monte_carlo_cycle_times
+from .model.deadline import cdf_large_t, maximise_completion_probability
+from .model.ferdinand import ferdinand_partition
+from .model.optimize import SubgradientSettings, round_r1, round_r2, stochastic_subgradient
+from .model.plans import BlockPlan, Plan, TandonPlan
+from .model.runtime import tandon_raw_runtime
+from .model.stragglers import STREAM_ROUNDING, STREAM_TUNING, monte_carlo_cycle_times
+from .model.system import SystemModel
 
 TANDON_ALPHA = 6.0  # ceil((1 - ln 0.5)/(1 + ln 0.5)), the authors' code (spec §7.2)
 
@@ -214,13 +214,13 @@ def build_bcgc_cdf_opt(model: SystemModel, options: SchemeOptions) -> Plan:
 
 
 def build_partial_gc(model: SystemModel, options: SchemeOptions) -> Plan:
-    from .partial_plan import build_partial  # imports schemes itself: loaded on first use
+    from .partial.plan import build_partial  # imports schemes itself: loaded on first use
 
     return build_partial(model, options, approximate=False)
 
 
 def build_partial_gc_approx(model: SystemModel, options: SchemeOptions) -> Plan:
-    from .partial_plan import build_partial
+    from .partial.plan import build_partial
 
     return build_partial(model, options, approximate=True)
 

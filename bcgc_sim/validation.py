@@ -24,8 +24,8 @@ from scipy import stats
 
 from .config import Config, config_from_dict
 from .errors import UserError
-from .model import SystemModel
-from .plans import Plan, plan_from_dict
+from .model.plans import Plan, plan_from_dict
+from .model.system import SystemModel
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 
 from bcgc_sim.errors import UserError
-from bcgc_sim.protocol import MessageType
+from bcgc_sim.wire.protocol import MessageType
 
 from .transport import WorkerLink
 

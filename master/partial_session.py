@@ -29,9 +29,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bcgc_sim.model import SystemModel
-from bcgc_sim.partial_gc import Outcome, R1Decoder
-from bcgc_sim.partial_plan import PartialPlan
+from bcgc_sim.model.stragglers import iteration_cycle_times
+from bcgc_sim.model.system import SystemModel
+from bcgc_sim.partial.decoder import Outcome, R1Decoder
+from bcgc_sim.partial.plan import PartialPlan
 from bcgc_sim.problems import (
     ProblemData,
     full_gradient,
@@ -39,7 +40,8 @@ from bcgc_sim.problems import (
     partition_bounds,
     relative_error,
 )
-from bcgc_sim.protocol import (
+from bcgc_sim.results import PARTIAL_FIELDS, RunRecorder
+from bcgc_sim.wire.protocol import (
     PARTIAL_PROTOCOL,
     MessageType,
     ProtocolError,
@@ -47,8 +49,6 @@ from bcgc_sim.protocol import (
     clock_id,
     header_spec,
 )
-from bcgc_sim.results import PARTIAL_FIELDS, RunRecorder
-from bcgc_sim.stragglers import iteration_cycle_times
 
 from .session import (
     IterationResult,

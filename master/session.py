@@ -22,15 +22,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bcgc_sim.codes import CodeBook, cyclic_support
 from bcgc_sim.errors import UserError
-from bcgc_sim.layout import Layout
-from bcgc_sim.model import SystemModel
-from bcgc_sim.plans import Plan
+from bcgc_sim.model.codes import CodeBook, cyclic_support
+from bcgc_sim.model.layout import Layout
+from bcgc_sim.model.plans import Plan
+from bcgc_sim.model.stragglers import distribution_to_spec, iteration_cycle_times
+from bcgc_sim.model.system import SystemModel
 from bcgc_sim.problems import ProblemData, full_gradient, loss_at, relative_error
-from bcgc_sim.protocol import MessageType, ProtocolError, check, clock_id, header_spec
 from bcgc_sim.results import RunRecorder
-from bcgc_sim.stragglers import distribution_to_spec, iteration_cycle_times
+from bcgc_sim.wire.protocol import MessageType, ProtocolError, check, clock_id, header_spec
 
 from .decoder import IterationDecoder, Outcome
 from .transport import Received, WorkerLink

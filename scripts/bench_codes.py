@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from bcgc_sim.codes import DECODING_TOLERANCE, CodeBook, amplification, decoding_vector
+from bcgc_sim.model.codes import DECODING_TOLERANCE, CodeBook, amplification, decoding_vector
 
 
 def sets_to_try(n: int, s: int, rng: np.random.Generator, n_random: int) -> list[tuple[int, ...]]:

@@ -20,8 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from bcgc_sim.partial_gc import Assignment, positions
-from bcgc_sim.partial_gc_timing import (
+from bcgc_sim.model.stragglers import (
+    STREAM_EVALUATION,
+    FailureMixture,
+    ShiftedExponential,
+    monte_carlo_cycle_times,
+)
+from bcgc_sim.partial.decoder import Assignment, positions
+from bcgc_sim.partial.timing import (
     exact_times,
     expected_nmse,
     fair_comparison,
@@ -31,12 +37,6 @@ from bcgc_sim.partial_gc_timing import (
     original_nmse_at,
     random_positions,
     speed_finish_times,
-)
-from bcgc_sim.stragglers import (
-    STREAM_EVALUATION,
-    FailureMixture,
-    ShiftedExponential,
-    monte_carlo_cycle_times,
 )
 
 

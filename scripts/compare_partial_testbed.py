@@ -36,7 +36,9 @@ from pathlib import Path
 import numpy as np
 
 from bcgc_sim.config import load_config
-from bcgc_sim.partial_gc_timing import (
+from bcgc_sim.model.plans import BlockPlan
+from bcgc_sim.partial.plan import PartialPlan
+from bcgc_sim.partial.timing import (
     expected_nmse,
     fair_comparison,
     fit_capped_bcgc,
@@ -44,8 +46,6 @@ from bcgc_sim.partial_gc_timing import (
     speed_finish_times,
     tandon_code,
 )
-from bcgc_sim.partial_plan import PartialPlan
-from bcgc_sim.plans import BlockPlan
 from bcgc_sim.predict import evaluation_samples
 from bcgc_sim.schemes import build_plan
 from master.runner import run_testbed
@@ -169,7 +169,7 @@ def main() -> None:
 def report(args, config, folder, summaries, time_scale, law) -> list[dict]:
     """The table: measured vs predicted (same T) vs model E, seconds and chunk units."""
     meta = json.loads((folder / "run.json").read_text())
-    from bcgc_sim.plans import plan_from_dict
+    from bcgc_sim.model.plans import plan_from_dict
 
     plans = {name: plan_from_dict(p) for name, p in meta["plans"].items()}
     model = config.system_model()
@@ -240,8 +240,8 @@ def plot(args, config, folder, rows, time_scale, law) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from bcgc_sim.partial_gc import Assignment, positions
-    from bcgc_sim.stragglers import STREAM_EVALUATION, monte_carlo_cycle_times
+    from bcgc_sim.model.stragglers import STREAM_EVALUATION, monte_carlo_cycle_times
+    from bcgc_sim.partial.decoder import Assignment, positions
 
     model = config.system_model()
     chunk = time_scale * model.scale * model.coordinates

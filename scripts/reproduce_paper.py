@@ -30,9 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
-from bcgc_sim.deadline import deadline_baselines, raw_deadline
-from bcgc_sim.model import SystemModel
-from bcgc_sim.optimize import SubgradientSettings
+from bcgc_sim.model.deadline import deadline_baselines, raw_deadline
+from bcgc_sim.model.optimize import SubgradientSettings
+from bcgc_sim.model.plans import BlockPlan, Plan, TandonPlan
+from bcgc_sim.model.runtime import Estimate
+from bcgc_sim.model.stragglers import ShiftedExponential
+from bcgc_sim.model.system import SystemModel
 from bcgc_sim.paper import (
     CDF_COLUMNS,
     PAPER_COLUMNS,
@@ -48,11 +51,8 @@ from bcgc_sim.paper import (
     SPEC_FERDINAND_HALF_VERTEX,
     SPEC_MINE_OPT,
 )
-from bcgc_sim.plans import BlockPlan, Plan, TandonPlan
 from bcgc_sim.predict import evaluation_samples
-from bcgc_sim.runtime import Estimate
 from bcgc_sim.schemes import PARTIAL_SCHEMES, SCHEMES, SchemeOptions, build_plan, needs_deadline
-from bcgc_sim.stragglers import ShiftedExponential
 
 UNIT = 1e7  # R is printed in units of 1e7 (raw objective, spec §8)
 SAMPLES_M = 50  # data-set size M of the figures (spec §8)

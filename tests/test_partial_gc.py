@@ -8,7 +8,8 @@ import itertools
 import numpy as np
 import pytest
 
-from bcgc_sim.partial_gc import (
+from bcgc_sim.model.stragglers import FailureMixture, ShiftedExponential, monte_carlo_cycle_times
+from bcgc_sim.partial.decoder import (
     Assignment,
     Outcome,
     R1Decoder,
@@ -28,7 +29,7 @@ from bcgc_sim.partial_gc import (
     run_r1,
     run_r2,
 )
-from bcgc_sim.partial_gc_timing import (
+from bcgc_sim.partial.timing import (
     OriginalCode,
     all_done_times,
     chunk_durations,
@@ -46,7 +47,6 @@ from bcgc_sim.partial_gc_timing import (
     speed_finish_times,
     ye_abbe_code,
 )
-from bcgc_sim.stragglers import FailureMixture, ShiftedExponential, monte_carlo_cycle_times
 
 LAW = ShiftedExponential(rate=1.0, shift=1.0)  # tau_j = 1 + Exp(1), spec §3.4 and §5.3
 

@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from bcgc_sim.plans import BlockPlan, TandonPlan
-from bcgc_sim.runtime import (
+from bcgc_sim.model.plans import BlockPlan, TandonPlan
+from bcgc_sim.model.runtime import (
     Estimate,
     block_completion_probability,
     block_loads,
@@ -18,7 +18,7 @@ from bcgc_sim.runtime import (
     tandon_completion_probability,
     tandon_raw_runtime,
 )
-from bcgc_sim.stragglers import Empirical, FailureMixture, Pareto, ShiftedExponential
+from bcgc_sim.model.stragglers import Empirical, FailureMixture, Pareto, ShiftedExponential
 
 # --- spec §9 Test A: N = 3, M = 6, C = 1, L = 4, s = (0, 1, 1, 2), T = (2, 1, 4) ---------------
 

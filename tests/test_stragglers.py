@@ -8,7 +8,7 @@ import pytest
 from scipy import integrate, special
 
 from bcgc_sim.errors import UserError
-from bcgc_sim.stragglers import (
+from bcgc_sim.model.stragglers import (
     STREAM_EVALUATION,
     STREAM_TUNING,
     CycleTimeDistribution,

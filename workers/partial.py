@@ -20,9 +20,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from bcgc_sim.partial_gc import Coefficients, r1_upload
+from bcgc_sim.partial.decoder import Coefficients, r1_upload
 from bcgc_sim.problems import ProblemData, loss_derivative
-from bcgc_sim.protocol import Message, MessageType
+from bcgc_sim.wire.protocol import Message, MessageType
 
 _DEADLINE = object()  # _wait's result when the deadline passed with no master message
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
+from ..errors import UserError
 
 _TESTBED_STREAM = 0
 _MONTE_CARLO_STREAM = 1

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..problems import partition_bounds
 from .plans import BlockPlan, Plan, TandonPlan
-from .problems import partition_bounds
 
 
 @dataclass(frozen=True)

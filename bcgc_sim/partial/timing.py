@@ -23,14 +23,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize as sp_optimize
 
-from .codes import well_conditioned_matrix
-from .model import SystemModel
-from .optimize import SubgradientSettings, round_r2, stochastic_subgradient
-from .partial_gc import Assignment, check_ordering, latin_ordering, positions, split_blocks
-from .plans import BlockPlan
-from .runtime import Estimate
-from .schemes import SchemeOptions, build_plan, deterministic_optimum
-from .stragglers import (
+from ..model.codes import well_conditioned_matrix
+from ..model.optimize import SubgradientSettings, round_r2, stochastic_subgradient
+from ..model.plans import BlockPlan
+from ..model.runtime import Estimate
+from ..model.stragglers import (
     STREAM_EVALUATION,
     STREAM_ROUNDING,
     STREAM_TUNING,
@@ -38,6 +35,9 @@ from .stragglers import (
     FailureMixture,
     monte_carlo_cycle_times,
 )
+from ..model.system import SystemModel
+from ..schemes import SchemeOptions, build_plan, deterministic_optimum
+from .decoder import Assignment, check_ordering, latin_ordering, positions, split_blocks
 
 
 # ------------------------------------------------------------------------------------------------

@@ -44,17 +44,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import UserError
-from .model import SystemModel
-from .partial_gc import Assignment, Ordering, block_length, positions, random_ordering
-from .partial_gc_timing import copy_times, speed_finish_times
-from .stragglers import (
+from ..errors import UserError
+from ..model.stragglers import (
     STREAM_EVALUATION,
     STREAM_TUNING,
     CycleTimeDistribution,
     FailureMixture,
     monte_carlo_cycle_times,
 )
+from ..model.system import SystemModel
+from .decoder import Assignment, Ordering, block_length, positions, random_ordering
+from .timing import copy_times, speed_finish_times
 
 ORDERINGS = ("optimal", "random")
 CDF_SAMPLES = 20_000  # Monte-Carlo draws behind completion_probability
@@ -201,7 +201,7 @@ class PartialPlan:
 # ------------------------------------------------------------------------------------------------
 def bcgc_storage(model: SystemModel, options) -> int:
     """1 + the highest redundancy level bcgc-opt uses for `model`: the partitions it stores."""
-    from .schemes import build_plan
+    from ..schemes import build_plan
 
     law = model.distribution
     if isinstance(law, FailureMixture):

@@ -131,7 +131,7 @@ def plan_from_dict(data: dict) -> Plan:
     if data["kind"] == "block":
         return BlockPlan(data["scheme"], tuple(int(v) for v in data["x"]))
     if data["kind"] == "partial":
-        from .partial_plan import PartialPlan  # imports this module's users: loaded on use
+        from ..partial.plan import PartialPlan  # imports this module's users: loaded on use
 
         return PartialPlan.from_dict(data)
     return TandonPlan(

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Config, load_config
-from .errors import UserError
-from .predict import finite_or_none, predict
-from .schemes import (
+from ..config import Config, load_config
+from ..errors import UserError
+from ..predict import finite_or_none, predict
+from ..schemes import (
     PARTIAL_SCHEMES,
     SCHEMES,
     build_plan,
@@ -75,7 +75,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     config = _config(args)
     model = config.system_model()
     plan = build_plan(args.scheme, model, config.scheme_options())
-    from .predict import Prediction
+    from ..predict import Prediction
 
     x = Prediction(args.scheme, plan, None, None, None).partition()
     if args.json:
@@ -192,7 +192,7 @@ def _report_run(summaries, folder: Path, as_json: bool) -> int:
 
     from master.runner import print_summaries
 
-    from .results import json_safe
+    from ..results import json_safe
 
     if as_json:
         schemes = {
@@ -245,8 +245,8 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from . import plots
-    from .validation import format_table, load_run, to_json, validate_run
+    from .. import plots
+    from ..validation import format_table, load_run, to_json, validate_run
 
     if args.source:
         folder = Path(args.source)
@@ -286,7 +286,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     from master.sweep import DEFAULT_VALUES, SweepSpec, parse_values, reductions, run_sweep
 
-    from . import plots
+    from .. import plots
 
     if args.values:
         values = parse_values(args.values)
