@@ -26,15 +26,13 @@ from bcgc_sim.model.stragglers import (
     ShiftedExponential,
     monte_carlo_cycle_times,
 )
-from bcgc_sim.partial.decoder import Assignment, positions
+from bcgc_sim.partial.assignment import Assignment, positions
+from bcgc_sim.partial.original_gc import original_code, original_exact_times, original_nmse_at
 from bcgc_sim.partial.timing import (
     exact_times,
     expected_nmse,
     fair_comparison,
     nmse_at,
-    original_code,
-    original_exact_times,
-    original_nmse_at,
     random_positions,
     speed_finish_times,
 )

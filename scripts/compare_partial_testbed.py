@@ -37,14 +37,13 @@ import numpy as np
 
 from bcgc_sim.config import load_config
 from bcgc_sim.model.plans import BlockPlan
+from bcgc_sim.partial.original_gc import original_nmse_at, tandon_code
 from bcgc_sim.partial.plan import PartialPlan
 from bcgc_sim.partial.timing import (
     expected_nmse,
     fair_comparison,
     fit_capped_bcgc,
-    original_nmse_at,
     speed_finish_times,
-    tandon_code,
 )
 from bcgc_sim.predict import evaluation_samples
 from bcgc_sim.schemes import build_plan
@@ -241,7 +240,7 @@ def plot(args, config, folder, rows, time_scale, law) -> Path:
     import matplotlib.pyplot as plt
 
     from bcgc_sim.model.stragglers import STREAM_EVALUATION, monte_carlo_cycle_times
-    from bcgc_sim.partial.decoder import Assignment, positions
+    from bcgc_sim.partial.assignment import Assignment, positions
 
     model = config.system_model()
     chunk = time_scale * model.scale * model.coordinates

@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 import pytest
+from partial_reference import qmax, qmax_lower_bound
 
 from bcgc_sim.config import load_config
 from bcgc_sim.errors import UserError
@@ -26,7 +27,7 @@ from bcgc_sim.model.stragglers import (
     worker_rng,
 )
 from bcgc_sim.model.system import SystemModel
-from bcgc_sim.partial.decoder import Assignment, qmax, qmax_lower_bound
+from bcgc_sim.partial.assignment import Assignment
 from bcgc_sim.partial.plan import CDF_SAMPLES, PartialPlan
 from bcgc_sim.partial.timing import exact_times, nmse_at, speed_finish_times
 from bcgc_sim.problems import ProblemData, full_gradient, partition_bounds, prepare_data

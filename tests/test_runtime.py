@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+from helpers import coordinate_raw_runtime
 
 from bcgc_sim.model.plans import BlockPlan, TandonPlan
 from bcgc_sim.model.runtime import (
@@ -12,7 +13,6 @@ from bcgc_sim.model.runtime import (
     block_completion_probability,
     block_loads,
     block_raw_runtime,
-    coordinate_raw_runtime,
     expected_from_cdf,
     runtime_scale,
     tandon_completion_probability,

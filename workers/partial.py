@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from bcgc_sim.partial.decoder import Coefficients, r1_upload
+from bcgc_sim.partial.coding import Coefficients, r1_upload
 from bcgc_sim.problems import ProblemData, loss_derivative
 from bcgc_sim.wire.protocol import Message, MessageType
 

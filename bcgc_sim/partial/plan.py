@@ -53,7 +53,8 @@ from ..model.stragglers import (
     monte_carlo_cycle_times,
 )
 from ..model.system import SystemModel
-from .decoder import Assignment, Ordering, block_length, positions, random_ordering
+from .assignment import Assignment, Ordering, positions, random_ordering
+from .coding import block_length
 from .timing import copy_times, speed_finish_times
 
 ORDERINGS = ("optimal", "random")

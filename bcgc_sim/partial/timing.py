@@ -1,7 +1,5 @@
-"""Partial-straggler GC: the original-GC baseline, the timing model and the fair comparison.
-
-Reconstruction of spec/partial-gc.md (§1.7, §3, §5.3); see `bcgc_sim.partial_gc` for the
-protocol and the recommended interpretations followed (spec §6).
+"""Partial-straggler GC: when workers finish their chunks, the time to the exact gradient and the
+NMSE against time (spec/partial-gc.md §3), and, for now, the fair comparison (§5.3).
 
 Units. Work is counted in *chunk gradients* (one chunk = one data partition, its full gradient).
 A cycle time T_j is model time per cycle and `chunk_cycles` the cycles of one chunk gradient, so
@@ -10,9 +8,9 @@ under the per-worker speed model (BCGC's, spec §5.3.2) worker j finishes its k-
 With chunk_cycles = 1 (the default) times are "chunk-gradient units at unit cycle time"; with
 T = 1 + Exp(1) one unit is t0 times the cost of one chunk gradient. Every time-returning function
 takes `finish`, shape (K, N, P) (P = max load): finish[k, j, p] = the model time at which worker j
-has completed its first p + 1 chunks in realisation k (+inf for failed workers or p >= delta_j).
-Build it with `speed_finish_times` (constant speed within an iteration) or `chunk_finish_times`
-(per-chunk i.i.d. durations, spec §3.3 (b)).
+has completed its first p + 1 chunks in realisation k (+inf for failed workers or p >= delta_j),
+built with `speed_finish_times` (constant speed within an iteration). The original GC baseline
+is in `bcgc_sim.partial.original_gc`.
 """
 
 from __future__ import annotations
@@ -23,7 +21,6 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize as sp_optimize
 
-from ..model.codes import well_conditioned_matrix
 from ..model.optimize import SubgradientSettings, round_r2, stochastic_subgradient
 from ..model.plans import BlockPlan
 from ..model.runtime import Estimate
@@ -37,121 +34,9 @@ from ..model.stragglers import (
 )
 from ..model.system import SystemModel
 from ..schemes import SchemeOptions, build_plan, deterministic_optimum
-from .decoder import Assignment, check_ordering, latin_ordering, positions, split_blocks
+from .assignment import Assignment, latin_ordering, positions
 
 
-# ------------------------------------------------------------------------------------------------
-# The original GC protocol (spec §1.7): fixed codes, one upload after all delta chunks
-# ------------------------------------------------------------------------------------------------
-@dataclass(frozen=True, eq=False)
-class OriginalCode:
-    """B (N x m l): worker j uploads y_j = sum_(i,u) B[j, i l + u] g_i^(u) after all its chunks.
-
-    Any N - s uploads decode the l target blocks exactly; fewer give the LS estimate (§1.7).
-    `nodes` are the Ye-Abbe evaluation points (None for Tandon's code).
-    """
-
-    name: str
-    matrix: np.ndarray
-    parts: int
-    stragglers: int
-    nodes: np.ndarray | None = None
-
-    @property
-    def n_workers(self) -> int:
-        return int(self.matrix.shape[0])
-
-    @property
-    def n_chunks(self) -> int:
-        return int(self.matrix.shape[1] // self.parts)
-
-    def target(self) -> np.ndarray:
-        """T = [I_l I_l ... I_l], shape (l, m l)."""
-        return np.tile(np.eye(self.parts), (1, self.n_chunks))
-
-    def decoder(self, finished) -> np.ndarray:
-        """D* (l x |F|) = argmin ||D B_F - T||_F (exact with >= N - s finished workers)."""
-        rows = self.matrix[np.asarray(finished, dtype=int)]
-        if rows.shape[0] == 0:
-            return np.zeros((self.parts, 0))
-        d, *_ = np.linalg.lstsq(rows.T, self.target().T, rcond=None)
-        return d.T
-
-    def error(self, finished) -> float:
-        """||D* B_F - T||_F^2; NMSE = error / (m l) under the gradient model of §1.4."""
-        rows = self.matrix[np.asarray(finished, dtype=int)]
-        if rows.shape[0] == 0:
-            return float(self.n_chunks * self.parts)
-        residual = self.decoder(finished) @ rows - self.target()
-        return float(np.sum(residual**2))
-
-    def upload(self, rank: int, gradients: np.ndarray) -> np.ndarray:
-        """y_rank, shape (ceil(d/l),), from all chunk gradients (m, d) (only held chunks count)."""
-        blocks = np.stack([split_blocks(g, self.parts) for g in gradients])  # (m, l, w)
-        return self.matrix[rank] @ blocks.reshape(-1, blocks.shape[2])
-
-    def interpolation_decoder(self, finished) -> tuple[np.ndarray, float]:
-        """Ye-Abbe decoding by Vandermonde solve from N - s workers: (D, cond(V_F)) (spec §1.5).
-
-        p has degree N - s - 1; its coefficients of x^{N-delta} .. x^{N-s-1} are the targets.
-        """
-        if self.nodes is None:
-            raise ValueError("interpolation decoding is for Ye-Abbe codes")
-        f = np.asarray(finished, dtype=int)
-        k = self.n_workers - self.stragglers
-        if f.size != k:
-            raise ValueError(f"interpolation needs exactly N - s = {k} workers")
-        v = np.vander(self.nodes[f], k, increasing=True)
-        inverse = np.linalg.solve(v, np.eye(k))
-        load = self.stragglers + self.parts
-        top = self.n_workers - load
-        return inverse[top : top + self.parts], float(np.linalg.cond(v))
-
-
-def tandon_code(n_workers: int, stragglers: int, seed: int = 0, matrix=None) -> OriginalCode:
-    """l = 1: Tandon's cyclic-repetition code B(s) (bcgc_sim.codes), delta = s + 1 (§1.7)."""
-    b = well_conditioned_matrix(n_workers, stragglers, seed) if matrix is None else matrix
-    return OriginalCode("tandon", np.asarray(b, dtype=float), 1, stragglers)
-
-
-def chebyshev_nodes(n: int) -> np.ndarray:
-    """cos((2w + 1) pi / (2 N)), w = 0..N-1: the favourable nodes for the polynomial code."""
-    return np.cos((2 * np.arange(n) + 1) * np.pi / (2 * n))
-
-
-def ye_abbe_code(n_workers: int, load: int, parts: int, nodes=None) -> OriginalCode:
-    """Ye & Abbe's communication-efficient code on the cyclic assignment, s = delta - l (§1.7).
-
-    B[w, (i, u)] = q_i(alpha_w) sum_v alpha_w^v (U_i^{-1})[v, u], q_i(x) = prod_{w not in H_i}
-    (x - alpha_w), U_i the upper-triangular Toeplitz matrix of q_i's leading coefficients.
-    """
-    s = load - parts
-    if s < 0:
-        raise ValueError(f"need delta >= l, got delta = {load}, l = {parts}")
-    alpha = chebyshev_nodes(n_workers) if nodes is None else np.asarray(nodes, dtype=float)
-    assignment = Assignment.cyclic(n_workers, load)
-    b = np.zeros((n_workers, n_workers * parts))
-    powers = np.vander(alpha, parts, increasing=True)  # (N, l): alpha_w^v
-    for i in range(n_workers):
-        others = np.flatnonzero(assignment.matrix[i] == 0)
-        c = np.poly(alpha[others])  # [1, c_1, c_2, ...]
-        c = np.concatenate([c, np.zeros(parts)])
-        u = np.array([[c[v - t] if v >= t else 0.0 for v in range(parts)] for t in range(parts)])
-        q_at = np.polyval(np.poly(alpha[others]), alpha)  # q_i(alpha_w), zero off H_i
-        b[:, i * parts : (i + 1) * parts] = q_at[:, None] * (powers @ np.linalg.inv(u))
-    return OriginalCode("ye-abbe", b, parts, s, alpha)
-
-
-def original_code(n_workers: int, load: int, parts: int, seed: int = 0) -> OriginalCode:
-    """The baseline of spec A6: Tandon for l = 1, Ye-Abbe with Chebyshev nodes for l >= 2."""
-    if parts == 1:
-        return tandon_code(n_workers, load - 1, seed)
-    return ye_abbe_code(n_workers, load, parts)
-
-
-# ------------------------------------------------------------------------------------------------
-# Finish times: when each worker has completed its first p chunks
-# ------------------------------------------------------------------------------------------------
 def speed_finish_times(
     cycle_times: np.ndarray, loads: np.ndarray, chunk_cycles: float = 1.0
 ) -> np.ndarray:
@@ -163,33 +48,6 @@ def speed_finish_times(
     return np.where(steps[None, None, :] <= loads[None, :, None], out, np.inf)
 
 
-def chunk_finish_times(durations: np.ndarray, loads: np.ndarray) -> np.ndarray:
-    """Per-chunk model: finish = cumulative sum of i.i.d. chunk durations (K, N, P), model time."""
-    d = np.asarray(durations, dtype=float)
-    loads = np.asarray(loads, dtype=int)
-    out = np.cumsum(d[:, :, : loads.max()], axis=2)
-    return np.where(
-        np.arange(1, loads.max() + 1)[None, None, :] <= loads[None, :, None], out, np.inf
-    )
-
-
-def chunk_durations(
-    distribution: CycleTimeDistribution,
-    seed: int,
-    samples: int,
-    n_workers: int,
-    max_load: int,
-    stream: int = STREAM_EVALUATION,
-    chunk_cycles: float = 1.0,
-) -> np.ndarray:
-    """i.i.d. chunk durations chunk_cycles * T, shape (K, N, P), from the seeded MC stream."""
-    t = monte_carlo_cycle_times(distribution, seed, samples, n_workers * max_load, stream)
-    return chunk_cycles * t.reshape(samples, n_workers, max_load)
-
-
-# ------------------------------------------------------------------------------------------------
-# The proposed protocol: time to the exact gradient and NMSE against time
-# ------------------------------------------------------------------------------------------------
 def random_positions(assignment: Assignment, rng: np.random.Generator, samples: int) -> np.ndarray:
     """A fresh uniformly random ordering per realisation, as positions (K, m, N) (0 = not held)."""
     pos = np.zeros((samples, *assignment.matrix.shape), dtype=int)
@@ -209,23 +67,6 @@ def copy_times(assignment: Assignment, pos: np.ndarray, finish: np.ndarray) -> n
     index = np.broadcast_to(np.maximum(np.asarray(pos) - 1, 0), shape)
     times = np.take_along_axis(np.swapaxes(finish, 1, 2), index, axis=1)  # (K, m, N)
     return np.where(np.broadcast_to(np.asarray(pos) > 0, shape), times, np.inf)
-
-
-def notice_events(
-    assignment: Assignment, ordering, finish_row: np.ndarray
-) -> list[tuple[float, int, int]]:
-    """The NOTICEs of one realisation in time order: (time, worker, chunk), finite times only.
-
-    `finish_row` (N, P) is one realisation of `finish`; feed the events to R1Decoder/R2Decoder.
-    """
-    order = check_ordering(assignment, ordering)
-    events = [
-        (float(finish_row[j, k]), j, chunk)
-        for j in range(assignment.n_workers)
-        for k, chunk in enumerate(order[j])
-        if np.isfinite(finish_row[j, k])
-    ]
-    return sorted(events)
 
 
 def ready_times(copies: np.ndarray, parts: int) -> np.ndarray:
@@ -281,35 +122,6 @@ def expected_nmse(
             shortfall = np.maximum(parts - np.arange(law.size), 0)
             total += float(law @ shortfall)
         out[col] = total / (assignment.n_chunks * parts)
-    return out
-
-
-# ------------------------------------------------------------------------------------------------
-# The original protocol's timing
-# ------------------------------------------------------------------------------------------------
-def all_done_times(finish: np.ndarray, loads: np.ndarray) -> np.ndarray:
-    """When each worker has finished all its delta_j chunks, shape (K, N)."""
-    return finish[:, np.arange(finish.shape[1]), np.asarray(loads) - 1]
-
-
-def original_exact_times(finish: np.ndarray, loads: np.ndarray, stragglers: int) -> np.ndarray:
-    """Original GC (§1.7): the (N - s)-th smallest all-done time, shape (K,)."""
-    done = np.sort(all_done_times(finish, loads), axis=1)
-    return done[:, done.shape[1] - stragglers - 1]
-
-
-def original_nmse_at(code: OriginalCode, finish: np.ndarray, loads, deadlines) -> np.ndarray:
-    """NMSE ||D* B_F - T||^2 / (m l) of the original GC at each deadline, (K, D) (§1.7)."""
-    done = all_done_times(finish, loads)
-    cache: dict[bytes, float] = {}
-    out = np.empty((finish.shape[0], len(deadlines)))
-    scale = code.n_chunks * code.parts
-    for col, t in enumerate(deadlines):
-        for k, row in enumerate(done <= t):
-            key = np.packbits(row).tobytes()
-            if key not in cache:
-                cache[key] = max(code.error(np.flatnonzero(row)), 0.0) / scale
-            out[k, col] = cache[key]
     return out
 
 
