@@ -30,8 +30,9 @@ from .model.stragglers import (
     ShiftedExponential,
 )
 from .model.system import SystemModel
+from .partial.plan import PartialOptions
 from .problems import DATASETS, PROBLEMS
-from .schemes import SCHEMES, PartialOptions, SchemeOptions, check_scheme_names
+from .schemes import SCHEMES, SchemeOptions, check_scheme_names
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,9 @@ from scipy import stats
 
 from .config import Config, config_from_dict
 from .errors import UserError
-from .model.plans import Plan, plan_from_dict
+from .model.plans import Plan
 from .model.system import SystemModel
+from .schemes import plan_from_dict
 
 
 @dataclass(frozen=True)

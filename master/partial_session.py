@@ -29,17 +29,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bcgc_sim.model.layout import partition_bounds
 from bcgc_sim.model.stragglers import iteration_cycle_times
 from bcgc_sim.model.system import SystemModel
 from bcgc_sim.partial.decoder import Outcome, R1Decoder
 from bcgc_sim.partial.plan import PartialPlan
-from bcgc_sim.problems import (
-    ProblemData,
-    full_gradient,
-    loss_at,
-    partition_bounds,
-    relative_error,
-)
+from bcgc_sim.problems import ProblemData, full_gradient, loss_at, relative_error
 from bcgc_sim.results import PARTIAL_FIELDS, RunRecorder
 from bcgc_sim.wire.protocol import (
     PARTIAL_PROTOCOL,

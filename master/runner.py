@@ -20,13 +20,12 @@ from bcgc_sim.config import Config
 from bcgc_sim.errors import UserError
 from bcgc_sim.model.codes import CodeBook
 from bcgc_sim.model.layout import layout_for
-from bcgc_sim.model.plans import plan_to_dict
 from bcgc_sim.model.system import SystemModel
 from bcgc_sim.partial.plan import PartialPlan
 from bcgc_sim.predict import evaluation_samples
 from bcgc_sim.problems import ProblemData, loss_at, prepare_data, step_size
 from bcgc_sim.results import RunRecorder, environment
-from bcgc_sim.schemes import build_plan
+from bcgc_sim.schemes import build_plan, plan_to_dict
 
 from .cluster import LocalCluster, check_capacity
 from .partial_session import PartialSession

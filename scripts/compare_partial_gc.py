@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bcgc_sim.comparison import fair_comparison
 from bcgc_sim.model.stragglers import (
     STREAM_EVALUATION,
     FailureMixture,
@@ -31,7 +32,6 @@ from bcgc_sim.partial.original_gc import original_code, original_exact_times, or
 from bcgc_sim.partial.timing import (
     exact_times,
     expected_nmse,
-    fair_comparison,
     nmse_at,
     random_positions,
     speed_finish_times,

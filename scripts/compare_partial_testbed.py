@@ -35,16 +35,12 @@ from pathlib import Path
 
 import numpy as np
 
+from bcgc_sim.comparison import fair_comparison, fit_capped_bcgc
 from bcgc_sim.config import load_config
 from bcgc_sim.model.plans import BlockPlan
 from bcgc_sim.partial.original_gc import original_nmse_at, tandon_code
 from bcgc_sim.partial.plan import PartialPlan
-from bcgc_sim.partial.timing import (
-    expected_nmse,
-    fair_comparison,
-    fit_capped_bcgc,
-    speed_finish_times,
-)
+from bcgc_sim.partial.timing import expected_nmse, speed_finish_times
 from bcgc_sim.predict import evaluation_samples
 from bcgc_sim.schemes import build_plan
 from master.runner import run_testbed
@@ -168,7 +164,7 @@ def main() -> None:
 def report(args, config, folder, summaries, time_scale, law) -> list[dict]:
     """The table: measured vs predicted (same T) vs model E, seconds and chunk units."""
     meta = json.loads((folder / "run.json").read_text())
-    from bcgc_sim.model.plans import plan_from_dict
+    from bcgc_sim.schemes import plan_from_dict
 
     plans = {name: plan_from_dict(p) for name, p in meta["plans"].items()}
     model = config.system_model()

@@ -25,6 +25,7 @@ from partial_reference import (
     run_r2,
 )
 
+from bcgc_sim.comparison import fair_comparison, oracle_times
 from bcgc_sim.model.stragglers import FailureMixture, ShiftedExponential, monte_carlo_cycle_times
 from bcgc_sim.partial.assignment import Assignment, latin_ordering, positions, random_ordering
 from bcgc_sim.partial.coding import chunk_coefficients, error_count, estimated_nmse, r1_upload
@@ -40,9 +41,7 @@ from bcgc_sim.partial.original_gc import (
 from bcgc_sim.partial.timing import (
     exact_times,
     expected_nmse,
-    fair_comparison,
     nmse_at,
-    oracle_times,
     random_positions,
     speed_finish_times,
 )

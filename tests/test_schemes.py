@@ -7,7 +7,7 @@ from functools import cache
 import numpy as np
 import pytest
 
-from bcgc_sim.model.optimize import SubgradientSettings, round_r1
+from bcgc_sim.model.optimize import SubgradientSettings, deterministic_optimum, round_r1
 from bcgc_sim.model.plans import BlockPlan, TandonPlan
 from bcgc_sim.model.runtime import Estimate, block_loads
 from bcgc_sim.model.stragglers import (
@@ -24,7 +24,6 @@ from bcgc_sim.schemes import (
     SCHEMES,
     SchemeOptions,
     build_plan,
-    deterministic_optimum,
     needs_deadline,
     theorem2_relaxed,
     theorem3_relaxed,

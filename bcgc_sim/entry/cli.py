@@ -16,7 +16,7 @@ import numpy as np
 
 from ..config import Config, load_config
 from ..errors import UserError
-from ..predict import finite_or_none, predict
+from ..predict import Prediction, finite_or_none, predict
 from ..schemes import (
     PARTIAL_SCHEMES,
     SCHEMES,
@@ -75,8 +75,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
     config = _config(args)
     model = config.system_model()
     plan = build_plan(args.scheme, model, config.scheme_options())
-    from ..predict import Prediction
-
     x = Prediction(args.scheme, plan, None, None, None).partition()
     if args.json:
         print(json.dumps({"scheme": args.scheme, "x": x}))

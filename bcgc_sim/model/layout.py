@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..problems import partition_bounds
+import numpy as np
+
 from .plans import BlockPlan, Plan, TandonPlan
 
 
@@ -37,6 +38,13 @@ class Slot:
 class Layout:
     slots: tuple[Slot, ...]
     partitions: dict[str, tuple[int, ...]]  # name -> N + 1 row boundaries
+
+
+def partition_bounds(rows: int, parts: int, start: int = 0) -> tuple[int, ...]:
+    """Boundaries of `parts` contiguous row ranges of [start, start + rows), sizes within 1."""
+    sizes = np.full(parts, rows // parts)
+    sizes[: rows % parts] += 1
+    return tuple(int(v) for v in start + np.concatenate([[0], np.cumsum(sizes)]))
 
 
 def layout_for(plan: Plan, rows: int) -> Layout:

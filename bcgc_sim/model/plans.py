@@ -113,28 +113,3 @@ class TandonPlan:
 
 
 Plan = BlockPlan | TandonPlan
-
-
-def plan_to_dict(plan: Plan) -> dict:
-    """A plain dict (run.json) from which `plan_from_dict` rebuilds the plan."""
-    if isinstance(plan, BlockPlan):
-        return {"kind": "block", "scheme": plan.scheme, "x": [int(v) for v in plan.x]}
-    if not isinstance(plan, TandonPlan):
-        return plan.to_dict()  # a PartialPlan (bcgc_sim.partial_plan)
-    return {
-        "kind": "tandon", "scheme": plan.scheme, "n_workers": plan.n_workers,
-        "coordinates": plan.coordinates, "stragglers": plan.stragglers, "alpha": plan.alpha,
-    }  # fmt: skip
-
-
-def plan_from_dict(data: dict) -> Plan:
-    if data["kind"] == "block":
-        return BlockPlan(data["scheme"], tuple(int(v) for v in data["x"]))
-    if data["kind"] == "partial":
-        from ..partial.plan import PartialPlan  # imports this module's users: loaded on use
-
-        return PartialPlan.from_dict(data)
-    return TandonPlan(
-        data["scheme"], int(data["n_workers"]), int(data["coordinates"]),
-        int(data["stragglers"]), float(data["alpha"]),
-    )  # fmt: skip

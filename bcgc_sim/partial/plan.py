@@ -49,7 +49,6 @@ from ..model.stragglers import (
     STREAM_EVALUATION,
     STREAM_TUNING,
     CycleTimeDistribution,
-    FailureMixture,
     monte_carlo_cycle_times,
 )
 from ..model.system import SystemModel
@@ -60,6 +59,17 @@ from .timing import copy_times, speed_finish_times
 ORDERINGS = ("optimal", "random")
 CDF_SAMPLES = 20_000  # Monte-Carlo draws behind completion_probability
 _ORDERING_STREAM = 9  # spawn key of the random ordering's stream
+
+
+@dataclass(frozen=True)
+class PartialOptions:
+    """Knobs of partial-gc and partial-gc-approx (config section `partial`)."""
+
+    storage: int = 0  # delta partitions per worker, cyclic; 0 = the storage bcgc-opt uses
+    parts: int = 1  # l: the gradient is cut into l blocks, every upload has ceil(L / l) floats
+    ordering: str = "optimal"  # "optimal" (Latin) or "random" (drawn once from the seed)
+    approx_time: float = 0.8  # partial-gc-approx stops at this fraction of E[exact time] ...
+    approx_nmse: float = 0.0  # ... or once the estimated NMSE is at most this (0 = off)
 
 
 @dataclass(frozen=True)
@@ -197,31 +207,18 @@ class PartialPlan:
         )  # fmt: skip
 
 
-# ------------------------------------------------------------------------------------------------
-# Builders (registered in bcgc_sim.schemes)
-# ------------------------------------------------------------------------------------------------
-def bcgc_storage(model: SystemModel, options) -> int:
-    """1 + the highest redundancy level bcgc-opt uses for `model`: the partitions it stores."""
-    from ..schemes import build_plan
-
-    law = model.distribution
-    if isinstance(law, FailureMixture):
-        model = dataclasses.replace(model, distribution=law.base)
-    try:
-        plan = build_plan("bcgc-opt", model, options)
-    except UserError as exc:
-        raise UserError(
-            f"partial.storage = 0 takes the storage of bcgc-opt, which cannot be planned here "
-            f"({exc}); set partial.storage = delta"
-        ) from None
-    return int(np.flatnonzero(np.asarray(plan.x) > 0).max()) + 1
-
-
-def build_partial(model: SystemModel, options, approximate: bool) -> PartialPlan:
-    """The plan of `partial-gc` (exact) or `partial-gc-approx` under options.partial."""
-    opts = options.partial
+def build_partial(
+    model: SystemModel,
+    opts: PartialOptions,
+    storage: int,
+    seed: int,
+    tuning_samples: int,
+    approximate: bool,
+) -> PartialPlan:
+    """The plan of `partial-gc` (exact) or `partial-gc-approx` with `storage` = delta partitions
+    per worker (the registry resolves opts.storage = 0); `tuning_samples` draws of the tuning
+    stream set the approximate plan's deadline."""
     n = model.n_workers
-    storage = opts.storage or bcgc_storage(model, options)
     if not 1 <= storage <= n:
         raise UserError(
             f"partial.storage (delta) must be in 1..{n} (cluster.workers), got {storage}"
@@ -238,18 +235,16 @@ def build_partial(model: SystemModel, options, approximate: bool) -> PartialPlan
         ordering = assignment.natural  # cyclic natural order = a Latin ordering (spec §2.2)
     else:
         rng = np.random.default_rng(
-            np.random.SeedSequence(options.seed, spawn_key=(_ORDERING_STREAM, n, storage))
+            np.random.SeedSequence(seed, spawn_key=(_ORDERING_STREAM, n, storage))
         )
         ordering = random_ordering(assignment, rng)
     plan = PartialPlan(
         "partial-gc", n, model.coordinates, storage, opts.parts, opts.ordering, ordering,
-        options.seed,
+        seed,
     )  # fmt: skip
     if not approximate:
         return plan
-    t = monte_carlo_cycle_times(
-        model.distribution, options.seed, options.tuning_samples, n, STREAM_TUNING
-    )
+    t = monte_carlo_cycle_times(model.distribution, seed, tuning_samples, n, STREAM_TUNING)
     exact = plan.raw_runtime(t)
     exact = exact[np.isfinite(exact)]
     if exact.size == 0:
