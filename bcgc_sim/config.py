@@ -112,17 +112,6 @@ class ProblemConfig:
 
 
 @dataclass(frozen=True)
-class PartialConfig:
-    """The partial-straggler protocol (schemes partial-gc, partial-gc-approx; spec/partial-gc.md)."""
-
-    storage: int = 0  # delta partitions per worker (cyclic); 0 = as many as bcgc-opt stores
-    parts: int = 1  # l: uploads of ceil(L / l) floats; a chunk needs l processed copies
-    ordering: str = "optimal"  # "optimal" (Latin) or "random" (one random order per worker)
-    approx_time: float = 0.8  # partial-gc-approx stops at this fraction of E[exact time] ...
-    approx_nmse: float = 0.0  # ... or once its estimated NMSE is at most this (0 = off)
-
-
-@dataclass(frozen=True)
 class Config:
     seed: int = 1
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
@@ -133,7 +122,7 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
     problem: ProblemConfig = field(default_factory=ProblemConfig)
     natural: NaturalConfig = field(default_factory=NaturalConfig)
-    partial: PartialConfig = field(default_factory=PartialConfig)
+    partial: PartialOptions = field(default_factory=PartialOptions)
 
     def distribution(self) -> CycleTimeDistribution:
         s = self.straggler
@@ -165,7 +154,7 @@ class Config:
             optimizer=settings,
             tuning_samples=o.tuning_samples,
             deadline=self.predict.deadline or None,
-            partial=PartialOptions(**dataclasses.asdict(self.partial)),
+            partial=self.partial,
         )
 
 
@@ -231,22 +220,7 @@ def _check(config: Config) -> Config:
             f"model.samples (M = {config.model.samples}) must be >= cluster.workers "
             f"(N = {config.cluster.workers}): every worker needs a data subset"
         )
-    q = config.partial
-    if not 0 <= q.storage <= config.cluster.workers:
-        raise UserError(
-            f"partial.storage must be in 0..{config.cluster.workers} (cluster.workers; 0 = as "
-            f"bcgc-opt), got {q.storage}"
-        )
-    if q.parts < 1 or (q.storage and q.parts > q.storage):
-        raise UserError(
-            f"partial.parts (l) must be >= 1 and at most partial.storage, got {q.parts}"
-        )
-    if q.ordering not in ("optimal", "random"):
-        raise UserError(f"partial.ordering must be 'optimal' or 'random', got '{q.ordering}'")
-    if not (q.approx_time > 0 and math.isfinite(q.approx_time)):
-        raise UserError(f"partial.approx_time must be > 0 (a fraction), got {q.approx_time}")
-    if not 0 <= q.approx_nmse < 1:
-        raise UserError(f"partial.approx_nmse must be in [0, 1), got {q.approx_nmse}")
+    config.partial.check(config.cluster.workers)
     config.system_model()  # validates N, L, M, C and the distribution's parameters
     return config
 

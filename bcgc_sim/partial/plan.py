@@ -71,6 +71,44 @@ class PartialOptions:
     approx_time: float = 0.8  # partial-gc-approx stops at this fraction of E[exact time] ...
     approx_nmse: float = 0.0  # ... or once the estimated NMSE is at most this (0 = off)
 
+    def __post_init__(self) -> None:
+        """The checks that need no model; a UserError names the config key."""
+        if self.storage < 0:
+            raise UserError(f"partial.storage must be >= 0 (0 = as bcgc-opt), got {self.storage}")
+        if self.parts < 1:
+            raise UserError(f"partial.parts (l) must be >= 1, got {self.parts}")
+        if self.ordering not in ORDERINGS:
+            raise UserError(
+                f"partial.ordering must be 'optimal' or 'random', got '{self.ordering}'"
+            )
+        if not (self.approx_time > 0 and math.isfinite(self.approx_time)):
+            raise UserError(f"partial.approx_time must be > 0 (a fraction), got {self.approx_time}")
+        if not 0 <= self.approx_nmse < 1:
+            raise UserError(f"partial.approx_nmse must be in [0, 1), got {self.approx_nmse}")
+
+    def check(self, n_workers: int) -> None:
+        """The checks against N workers, before storage 0 is resolved (config time)."""
+        if self.storage > n_workers:
+            raise UserError(
+                f"partial.storage must be in 0..{n_workers} (cluster.workers; 0 = as "
+                f"bcgc-opt), got {self.storage}"
+            )
+        if self.storage:
+            check_delta(self.storage, self.parts, n_workers)
+
+
+def check_delta(storage: int, parts: int, n_workers: int) -> None:
+    """delta = `storage` partitions per worker in 1..N, and l = `parts` at most delta."""
+    if not 1 <= storage <= n_workers:
+        raise UserError(
+            f"partial.storage (delta) must be in 1..{n_workers} (cluster.workers), got {storage}"
+        )
+    if not 1 <= parts <= storage:
+        raise UserError(
+            f"partial.parts (l) must be in 1..{storage} (partial.storage = delta): every chunk "
+            f"needs l processed copies; got {parts}"
+        )
+
 
 @dataclass(frozen=True)
 class PartialPlan:
@@ -219,17 +257,7 @@ def build_partial(
     per worker (the registry resolves opts.storage = 0); `tuning_samples` draws of the tuning
     stream set the approximate plan's deadline."""
     n = model.n_workers
-    if not 1 <= storage <= n:
-        raise UserError(
-            f"partial.storage (delta) must be in 1..{n} (cluster.workers), got {storage}"
-        )
-    if not 1 <= opts.parts <= storage:
-        raise UserError(
-            f"partial.parts (l) must be in 1..{storage} (partial.storage = delta): every chunk "
-            f"needs l processed copies; got {opts.parts}"
-        )
-    if opts.ordering not in ORDERINGS:
-        raise UserError(f"partial.ordering must be 'optimal' or 'random', got '{opts.ordering}'")
+    check_delta(storage, opts.parts, n)
     assignment = Assignment.cyclic(n, storage)
     if opts.ordering == "optimal":
         ordering = assignment.natural  # cyclic natural order = a Latin ordering (spec §2.2)
