@@ -16,13 +16,13 @@ from scipy import optimize as sp_optimize
 from .model.optimize import SubgradientSettings, round_r2, stochastic_subgradient
 from .model.plans import BlockPlan
 from .model.runtime import Estimate
-from .model.stragglers import (
+from .model.stragglers import CycleTimeDistribution, FailureMixture, monte_carlo_cycle_times
+from .model.streams import (
+    ROOT_COMPARISON_ORDERS,
     STREAM_EVALUATION,
     STREAM_ROUNDING,
     STREAM_TUNING,
-    CycleTimeDistribution,
-    FailureMixture,
-    monte_carlo_cycle_times,
+    generator,
 )
 from .model.system import SystemModel
 from .partial.assignment import Assignment, latin_ordering, positions
@@ -191,7 +191,7 @@ def fair_comparison(
             )
         )
     latin = positions(assignment, latin_ordering(assignment))
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(8, n_workers, storage)))
+    rng = generator(seed, ROOT_COMPARISON_ORDERS, n_workers, storage)
     shuffled = random_positions(assignment, rng, samples)
     for l in parts:
         for label, pos in (("Latin", latin), ("random", shuffled)):

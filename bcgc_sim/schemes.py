@@ -40,12 +40,8 @@ from .model.optimize import (
 )
 from .model.plans import BlockPlan, Plan, TandonPlan
 from .model.runtime import tandon_raw_runtime
-from .model.stragglers import (
-    STREAM_ROUNDING,
-    STREAM_TUNING,
-    FailureMixture,
-    monte_carlo_cycle_times,
-)
+from .model.stragglers import FailureMixture, monte_carlo_cycle_times
+from .model.streams import STREAM_ROUNDING, STREAM_TUNING
 from .model.system import SystemModel
 from .partial.plan import PartialOptions, PartialPlan, build_partial
 

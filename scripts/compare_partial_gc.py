@@ -21,12 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from bcgc_sim.comparison import fair_comparison
-from bcgc_sim.model.stragglers import (
-    STREAM_EVALUATION,
-    FailureMixture,
-    ShiftedExponential,
-    monte_carlo_cycle_times,
-)
+from bcgc_sim.model.stragglers import FailureMixture, ShiftedExponential, monte_carlo_cycle_times
+from bcgc_sim.model.streams import STREAM_EVALUATION
 from bcgc_sim.partial.assignment import Assignment, positions
 from bcgc_sim.partial.original_gc import original_code, original_exact_times, original_nmse_at
 from bcgc_sim.partial.timing import (

@@ -235,7 +235,8 @@ def plot(args, config, folder, rows, time_scale, law) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from bcgc_sim.model.stragglers import STREAM_EVALUATION, monte_carlo_cycle_times
+    from bcgc_sim.model.stragglers import monte_carlo_cycle_times
+    from bcgc_sim.model.streams import STREAM_EVALUATION
     from bcgc_sim.partial.assignment import Assignment, positions
 
     model = config.system_model()

@@ -14,17 +14,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from bcgc_sim.model.stragglers import (
-    STREAM_EVALUATION,
-    CycleTimeDistribution,
-    monte_carlo_cycle_times,
-)
+from bcgc_sim.model.stragglers import CycleTimeDistribution, monte_carlo_cycle_times
+from bcgc_sim.model.streams import ROOT_COMBINER, STREAM_EVALUATION, generator
 from bcgc_sim.partial.assignment import Assignment, check_ordering, positions
 from bcgc_sim.partial.coding import block_length, estimated_nmse, r1_upload, split_blocks
 from bcgc_sim.partial.decoder import Outcome, R1Decoder, _Progress
 from bcgc_sim.partial.original_gc import OriginalCode
-
-_COMBINER_STREAM = 7  # spawn key of the combiner's random stream (as R1Decoder's)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -175,7 +170,7 @@ class R2Decoder:
     ) -> None:
         self.assignment, self.dimension, self.parts = assignment, dimension, parts
         self.ordering = check_ordering(assignment, ordering)
-        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_COMBINER_STREAM, 2)))
+        rng = generator(seed, ROOT_COMBINER, 2)
         q, r = np.linalg.qr(rng.standard_normal((parts, parts)))
         self.rows = q * np.sign(np.diag(r))  # Haar-random orthogonal
         self.reset()

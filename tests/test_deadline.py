@@ -28,13 +28,13 @@ from bcgc_sim.model.optimize import SubgradientSettings
 from bcgc_sim.model.plans import BlockPlan, TandonPlan
 from bcgc_sim.model.runtime import block_completion_probability, block_raw_runtime
 from bcgc_sim.model.stragglers import (
-    STREAM_EVALUATION,
     Empirical,
     FailureMixture,
     Pareto,
     ShiftedExponential,
     monte_carlo_cycle_times,
 )
+from bcgc_sim.model.streams import STREAM_EVALUATION
 from bcgc_sim.model.system import SystemModel
 from bcgc_sim.schemes import PARTIAL_SCHEMES, SCHEMES, SchemeOptions, build_plan, needs_deadline
 

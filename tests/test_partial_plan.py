@@ -19,13 +19,8 @@ from partial_reference import qmax, qmax_lower_bound
 from bcgc_sim.config import load_config
 from bcgc_sim.errors import UserError
 from bcgc_sim.model.layout import partition_bounds
-from bcgc_sim.model.stragglers import (
-    STREAM_EVALUATION,
-    STREAM_TUNING,
-    ShiftedExponential,
-    monte_carlo_cycle_times,
-    worker_rng,
-)
+from bcgc_sim.model.stragglers import ShiftedExponential, monte_carlo_cycle_times, worker_rng
+from bcgc_sim.model.streams import STREAM_EVALUATION, STREAM_TUNING
 from bcgc_sim.model.system import SystemModel
 from bcgc_sim.partial.assignment import Assignment
 from bcgc_sim.partial.plan import CDF_SAMPLES, PartialOptions, PartialPlan

@@ -10,13 +10,8 @@ import pytest
 from bcgc_sim.model.optimize import SubgradientSettings, deterministic_optimum, round_r1
 from bcgc_sim.model.plans import BlockPlan, TandonPlan
 from bcgc_sim.model.runtime import Estimate, block_loads
-from bcgc_sim.model.stragglers import (
-    STREAM_EVALUATION,
-    Empirical,
-    Pareto,
-    ShiftedExponential,
-    monte_carlo_cycle_times,
-)
+from bcgc_sim.model.stragglers import Empirical, Pareto, ShiftedExponential, monte_carlo_cycle_times
+from bcgc_sim.model.streams import STREAM_EVALUATION
 from bcgc_sim.model.system import SystemModel
 from bcgc_sim.paper import PAPER_FIG3
 from bcgc_sim.partial.plan import PartialPlan

@@ -22,16 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-
-_TESTBED_STREAM = 0
-_MONTE_CARLO_STREAM = 1
-
-# Monte-Carlo streams (the `stream` argument of monte_carlo_cycle_times): schemes tune on
-# TUNING (and the optimiser on batches 1, 2, ...), round on ROUNDING; predictions evaluate on
-# EVALUATION, which no scheme ever sees (out-of-sample, common to all schemes).
-STREAM_TUNING = 0
-STREAM_ROUNDING = 1_000_000
-STREAM_EVALUATION = 2_000_000
+from .streams import ROOT_MONTE_CARLO, ROOT_TESTBED, generator
 
 
 class CycleTimeDistribution(ABC):
@@ -397,9 +388,7 @@ def distribution_from_spec(spec: dict) -> CycleTimeDistribution:
 
 def worker_rng(seed: int, iteration: int, worker: int) -> np.random.Generator:
     """The generator of worker `worker` (0-based) in testbed iteration `iteration`."""
-    return np.random.default_rng(
-        np.random.SeedSequence(seed, spawn_key=(_TESTBED_STREAM, iteration, worker))
-    )
+    return generator(seed, ROOT_TESTBED, iteration, worker)
 
 
 def iteration_cycle_times(
@@ -419,7 +408,4 @@ def monte_carlo_cycle_times(
     This stream is separate from the testbed's (seed, iteration, worker) streams, so that
     out-of-sample evaluation (stream 1) never reuses the samples an optimiser saw (stream 0).
     """
-    rng = np.random.default_rng(
-        np.random.SeedSequence(seed, spawn_key=(_MONTE_CARLO_STREAM, stream))
-    )
-    return dist.sample(rng, (n_samples, n_workers))
+    return dist.sample(generator(seed, ROOT_MONTE_CARLO, stream), (n_samples, n_workers))

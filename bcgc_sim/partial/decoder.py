@@ -62,10 +62,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..model.streams import ROOT_COMBINER, generator
 from .assignment import Assignment, check_ordering
 from .coding import Coefficients, block_length, chunk_coefficients, default_combiner, estimated_nmse
-
-_COMBINER_STREAM = 7  # spawn key of the combiner's random stream
 
 
 class Outcome(enum.Enum):
@@ -130,9 +129,7 @@ class R1Decoder:
         if combiner is not None and np.shape(combiner) != (parts, assignment.n_workers):
             raise ValueError(f"combiner must have shape ({parts}, {assignment.n_workers})")
         self.fixed_combiner = None if combiner is None else np.asarray(combiner, dtype=float)
-        self.rng = np.random.default_rng(
-            np.random.SeedSequence(seed, spawn_key=(_COMBINER_STREAM,))
-        )
+        self.rng = generator(seed, ROOT_COMBINER)
         self.candidates, self.selection = max(1, candidates), selection
         self.reset()
 

@@ -45,12 +45,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import UserError
-from ..model.stragglers import (
-    STREAM_EVALUATION,
-    STREAM_TUNING,
-    CycleTimeDistribution,
-    monte_carlo_cycle_times,
-)
+from ..model.stragglers import CycleTimeDistribution, monte_carlo_cycle_times
+from ..model.streams import ROOT_ORDERING, STREAM_EVALUATION, STREAM_TUNING, generator
 from ..model.system import SystemModel
 from .assignment import Assignment, Ordering, positions, random_ordering
 from .coding import block_length
@@ -58,7 +54,6 @@ from .timing import copy_times, speed_finish_times
 
 ORDERINGS = ("optimal", "random")
 CDF_SAMPLES = 20_000  # Monte-Carlo draws behind completion_probability
-_ORDERING_STREAM = 9  # spawn key of the random ordering's stream
 
 
 @dataclass(frozen=True)
@@ -262,10 +257,7 @@ def build_partial(
     if opts.ordering == "optimal":
         ordering = assignment.natural  # cyclic natural order = a Latin ordering (spec §2.2)
     else:
-        rng = np.random.default_rng(
-            np.random.SeedSequence(seed, spawn_key=(_ORDERING_STREAM, n, storage))
-        )
-        ordering = random_ordering(assignment, rng)
+        ordering = random_ordering(assignment, generator(seed, ROOT_ORDERING, n, storage))
     plan = PartialPlan(
         "partial-gc", n, model.coordinates, storage, opts.parts, opts.ordering, ordering,
         seed,
