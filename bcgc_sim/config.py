@@ -33,14 +33,15 @@ from .model.system import SystemModel
 from .partial.plan import PartialOptions
 from .problems import DATASETS, PROBLEMS
 from .schemes import SCHEMES, SchemeOptions, check_scheme_names
+from .wire.protocol import DEFAULT_HEARTBEAT_S, DEFAULT_LIVENESS
 
 
 @dataclass(frozen=True)
 class ClusterConfig:
     workers: int = 8  # N
     pin: bool = True  # pin each worker to one core (round-robin); off: let the OS schedule
-    heartbeat: float = 0.5  # seconds without a message before master or worker sends a heartbeat
-    liveness: int = 10  # heartbeat intervals of silence before a peer counts as dead
+    heartbeat: float = DEFAULT_HEARTBEAT_S  # seconds without a message before a peer sends one
+    liveness: int = DEFAULT_LIVENESS  # heartbeat intervals of silence before a peer is dead
     on_failure: str = (
         "error"  # a block can no longer be decoded: "error" ends the run, "replace" waits
     )

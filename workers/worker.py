@@ -37,6 +37,8 @@ from bcgc_sim.model.stragglers import distribution_from_spec, worker_rng
 from bcgc_sim.problems import ProblemData
 from bcgc_sim.wire import framing
 from bcgc_sim.wire.protocol import (
+    DEFAULT_HEARTBEAT_S,
+    DEFAULT_LIVENESS,
     PARTIAL_PROTOCOL,
     PROTOCOL_VERSION,
     Message,
@@ -51,8 +53,6 @@ from bcgc_sim.wire.protocol import (
 from .compute import SlotComputer
 
 RANK_VARIABLES = ("SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMI_RANK")  # set by srun, mpirun, ...
-DEFAULT_HEARTBEAT_S = 0.5
-DEFAULT_LIVENESS = 10  # heartbeat intervals the connection may be down before the worker exits
 
 
 class MasterGone(Exception):

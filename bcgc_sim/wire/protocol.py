@@ -35,6 +35,11 @@ ALLOWED_DTYPES = ("<f8", "<f4")
 MAX_PAYLOAD_BYTES = 1 << 40  # no dimension may claim more (a zero-size array could otherwise)
 Buffer = Any  # bytes, memoryview, zmq.Frame: anything with the buffer protocol
 PARTIAL_PROTOCOL = "partial-r1"  # SETUP["protocol"] of a partial-gc plan (else: BCGC slots)
+# Liveness (config cluster.heartbeat, cluster.liveness; the master sends both in SETUP): a peer
+# sends a HEARTBEAT after DEFAULT_HEARTBEAT_S seconds without a message and counts the other
+# as dead after DEFAULT_LIVENESS such intervals of silence.
+DEFAULT_HEARTBEAT_S = 0.5
+DEFAULT_LIVENESS = 10
 
 
 class MessageType(bytes, enum.Enum):
