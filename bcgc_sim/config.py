@@ -137,10 +137,17 @@ class Config:
             raise UserError("straggler.distribution = 'empirical' needs straggler.csv = PATH")
         return Empirical.from_csv(s.csv)
 
-    def system_model(self) -> SystemModel:
+    def system_model(
+        self, coordinates: int | None = None, samples: int | None = None
+    ) -> SystemModel:
+        """The model this config describes; L and M of a data set when given (the testbed's)."""
         m = self.model
         return SystemModel(
-            self.cluster.workers, m.coordinates, m.samples, m.cycles, self.distribution()
+            self.cluster.workers,
+            m.coordinates if coordinates is None else coordinates,
+            m.samples if samples is None else samples,
+            m.cycles,
+            self.distribution(),
         )
 
     def scheme_options(self) -> SchemeOptions:

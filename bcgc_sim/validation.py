@@ -63,10 +63,7 @@ def load_run(folder: str | Path) -> RunRecord:
         raise UserError(f"{folder}/run.json is not valid JSON") from None
     config = config_from_dict(meta["config"])
     data = meta["data"]
-    model = SystemModel(
-        config.cluster.workers, int(data["coordinates"]), int(data["rows"]),
-        config.model.cycles, config.distribution(),
-    )  # fmt: skip
+    model = config.system_model(int(data["coordinates"]), int(data["rows"]))
     plans = {name: plan_from_dict(p) for name, p in meta["plans"].items()}
     return RunRecord(
         folder, meta, config, model, plans, float(meta["time_scale_s_per_unit"]), iterations

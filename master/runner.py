@@ -69,13 +69,7 @@ def prepare_problem(config: Config) -> ProblemData:
 
 def model_for_data(config: Config, data: ProblemData) -> SystemModel:
     """The model the testbed realises: L and M are those of the data set."""
-    return SystemModel(
-        config.cluster.workers,
-        data.coordinates,
-        data.rows,
-        config.model.cycles,
-        config.distribution(),
-    )
+    return config.system_model(data.coordinates, data.rows)
 
 
 def choose_time_scale(config: Config, model: SystemModel, plans: dict) -> float:
