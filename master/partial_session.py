@@ -35,7 +35,7 @@ from bcgc_sim.model.system import SystemModel
 from bcgc_sim.partial.decoder import Outcome, R1Decoder
 from bcgc_sim.partial.plan import PartialPlan
 from bcgc_sim.problems import ProblemData, full_gradient, loss_at, relative_error
-from bcgc_sim.results import PARTIAL_FIELDS, RunRecorder
+from bcgc_sim.results import PartialRow, RunRecorder
 from bcgc_sim.wire.protocol import (
     PARTIAL_PROTOCOL,
     MessageType,
@@ -115,7 +115,7 @@ class PartialSession:
         self.affinity: dict[int, list[int] | None] = {}
         self.clock = clock_id()
         self.events: list[dict] = []
-        self.table = recorder.table("partial.csv", PARTIAL_FIELDS)
+        self.table = recorder.table("partial.csv", PartialRow)
 
     # -- set-up -----------------------------------------------------------------------------
     def setup_header(self, rank: int) -> dict:
