@@ -143,9 +143,6 @@ class LocalCluster:
             return "(no log)"
         return lines[-1] if lines else "(no output)"
 
-    def alive(self) -> list[bool]:
-        return [p.poll() is None for p in self.processes]
-
     def close(self, grace_s: float = 0.5) -> None:
         """Stop every worker within about grace_s + 0.5 s (STOP, then SIGTERM, then SIGKILL)."""
         if self.link is not None:
