@@ -124,9 +124,14 @@ def deadline_check(
     known = predicted[~np.isnan(predicted)]  # NaN: nothing predicted (natural stragglers)
     probability = plan.completion_probability(deadline / run.model.scale, run.model.distribution)
     return DeadlineCheck(
-        deadline, deadline_s, hits, int(measured.size), wilson_interval(hits, int(measured.size)),
-        float(np.mean(known <= deadline_s)) if known.size else None, float(probability),
-    )  # fmt: skip
+        deadline,
+        deadline_s,
+        hits,
+        int(measured.size),
+        wilson_interval(hits, int(measured.size)),
+        float(np.mean(known <= deadline_s)) if known.size else None,
+        float(probability),
+    )
 
 
 def check_deadline(deadline: float | None) -> float | None:
@@ -275,14 +280,17 @@ def to_json(results: list[SchemeValidation]) -> dict:
                 "predicted_mean_s": num(float(r.predicted.mean())),
                 "ratio": num(r.ratio),
                 "median_ratio": num(r.median_ratio),
-                "measured_p50_s": r.quantiles(0.5)[0], "predicted_p50_s": r.quantiles(0.5)[1],
-                "measured_p95_s": r.quantiles(0.95)[0], "predicted_p95_s": r.quantiles(0.95)[1],
+                "measured_p50_s": r.quantiles(0.5)[0],
+                "predicted_p50_s": r.quantiles(0.5)[1],
+                "measured_p95_s": r.quantiles(0.95)[0],
+                "predicted_p95_s": r.quantiles(0.95)[1],
                 "ks_distance": num(r.ks_distance),
                 "ks_pvalue": num(r.ks_pvalue),
-            } | _deadline_json(r.deadline)
+            }
+            | _deadline_json(r.deadline)
             for r in results
         }
-    }  # fmt: skip
+    }
 
 
 def _deadline_json(c: DeadlineCheck | None) -> dict:

@@ -90,12 +90,18 @@ def peer_round_trips(n: int, length: int, iterations: int, wire: bool) -> np.nda
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
     peers = [
         subprocess.Popen(
-            [sys.executable, "-c", PEER, f"tcp://127.0.0.1:{port}", str(cores[r % len(cores)]),
-             "wire" if wire else "raw"],
+            [
+                sys.executable,
+                "-c",
+                PEER,
+                f"tcp://127.0.0.1:{port}",
+                str(cores[r % len(cores)]),
+                "wire" if wire else "raw",
+            ],
             env=os.environ | SINGLE_THREADED,  # as the testbed's workers: one BLAS thread
         )
         for r in range(n)
-    ]  # fmt: skip
+    ]
     try:
         identities = [framing.receive(router)[0].bytes for _ in range(n)]
         theta = np.zeros(length)
@@ -134,11 +140,16 @@ def testbed_iterations(n: int, length: int, iterations: int, folder: Path) -> np
     config = load_config(
         None,
         [
-            f"cluster.workers={n}", f"model.samples={n}", f"model.coordinates={length}",
-            f"run.iterations={iterations}", "run.mode='natural'", "run.check=false",
-            "run.schemes=['uncoded']", f"run.output='{folder}'",
+            f"cluster.workers={n}",
+            f"model.samples={n}",
+            f"model.coordinates={length}",
+            f"run.iterations={iterations}",
+            "run.mode='natural'",
+            "run.check=false",
+            "run.schemes=['uncoded']",
+            f"run.output='{folder}'",
         ],
-    )  # fmt: skip
+    )
     run_testbed(config, folder, log=lambda text: None)
     with open(folder / "iterations.csv") as handle:
         return np.array([float(r["measured_s"]) for r in csv.DictReader(handle)][5:])

@@ -62,14 +62,18 @@ def build_plans(config, storage: int, budgets: list[float]):
                 "original-gc", tuple(length if k == storage - 1 else 0 for k in range(n))
             ),
             "bcgc-capped": dataclasses.replace(
-                fit_capped_bcgc(n, storage, model.distribution, length, config.seed, options.optimizer),
+                fit_capped_bcgc(
+                    n, storage, model.distribution, length, config.seed, options.optimizer
+                ),
                 scheme="bcgc-capped",
             ),
             "bcgc-opt": build_plan("bcgc-opt", model, options),
             "tandon": build_plan("tandon", model, options),
             "partial-gc": partial(model, "partial-gc", "partial-gc"),
-            "partial-gc/random": partial(model, "partial-gc/random", "partial-gc", ordering="random"),
-        }  # fmt: skip
+            "partial-gc/random": partial(
+                model, "partial-gc/random", "partial-gc", ordering="random"
+            ),
+        }
         if storage >= 2:
             out["partial-gc/l2"] = partial(model, "partial-gc/l2", "partial-gc", parts=2)
             out["partial-gc/l2/random"] = partial(
@@ -117,13 +121,19 @@ def main() -> None:
     config = load_config(
         None,
         [
-            f"seed={args.seed}", f"cluster.workers={args.workers}",
-            f"model.coordinates={args.coordinates}", f"model.samples={args.samples}",
-            f"straggler.rate={args.rate!r}", f"straggler.shift={args.shift!r}",
-            f"run.iterations={args.iterations}", f"run.iteration_seconds={args.seconds!r}",
-            "run.check=true", f"run.output='{args.out}'", f"partial.storage={args.storage}",
+            f"seed={args.seed}",
+            f"cluster.workers={args.workers}",
+            f"model.coordinates={args.coordinates}",
+            f"model.samples={args.samples}",
+            f"straggler.rate={args.rate!r}",
+            f"straggler.shift={args.shift!r}",
+            f"run.iterations={args.iterations}",
+            f"run.iteration_seconds={args.seconds!r}",
+            "run.check=true",
+            f"run.output='{args.out}'",
+            f"partial.storage={args.storage}",
         ],
-    )  # fmt: skip
+    )
     law = config.distribution()
     print(
         f"N = m = {args.workers}, cyclic storage delta = {args.storage}, L = {args.coordinates}, "
@@ -132,18 +142,25 @@ def main() -> None:
     )
     started = time.monotonic()
     summaries = run_testbed(
-        config, folder, log=lambda text: print("  " + text, flush=True),
+        config,
+        folder,
+        log=lambda text: print("  " + text, flush=True),
         plans=build_plans(config, args.storage, budgets),
-    )  # fmt: skip
+    )
     wall = time.monotonic() - started
     meta = json.loads((folder / "run.json").read_text())
     time_scale = float(meta["time_scale_s_per_unit"])
     rows = report(args, config, folder, summaries, time_scale, law)
     print(f"\ntestbed wall time {wall:.0f} s; run folder {folder}")
     model_rows = fair_comparison(
-        args.workers, args.storage, law, parts=(1, 2) if args.storage >= 2 else (1,),
-        samples=4000, seed=args.seed, coordinates=args.coordinates,
-    )  # fmt: skip
+        args.workers,
+        args.storage,
+        law,
+        parts=(1, 2) if args.storage >= 2 else (1,),
+        samples=4000,
+        seed=args.seed,
+        coordinates=args.coordinates,
+    )
     print("\nmodel only (bcgc_sim.partial_gc_timing.fair_comparison, 4000 draws, chunk units;")
     print("its random order is a fresh one per draw, the testbed's one fixed order per run):")
     for r in model_rows:
@@ -187,19 +204,29 @@ def report(args, config, folder, summaries, time_scale, law) -> list[dict]:
         model_s = float(np.mean(raw)) * unit
         upload = plan.upload_length if isinstance(plan, PartialPlan) else model.coordinates
         row = {
-            "scheme": s.scheme, "storage": storage_of(plan), "upload_floats": upload,
-            "measured_mean_s": s.measured_mean_s, "predicted_mean_s": s.predicted_mean_s,
-            "ratio": s.ratio, "model_mean_s": model_s,
-            "measured_units": s.measured_mean_s / chunk, "predicted_units": s.predicted_mean_s / chunk,
-            "model_units": model_s / chunk, "round_trip_ms": None, "nmse": None,
-            "nmse_estimated": None, "nmse_predicted": None, "exact_fraction": None,
-            "final_loss": s.final_loss, "gradient_max_rel_error": s.gradient_max_rel_error,
+            "scheme": s.scheme,
+            "storage": storage_of(plan),
+            "upload_floats": upload,
+            "measured_mean_s": s.measured_mean_s,
+            "predicted_mean_s": s.predicted_mean_s,
+            "ratio": s.ratio,
+            "model_mean_s": model_s,
+            "measured_units": s.measured_mean_s / chunk,
+            "predicted_units": s.predicted_mean_s / chunk,
+            "model_units": model_s / chunk,
+            "round_trip_ms": None,
+            "nmse": None,
+            "nmse_estimated": None,
+            "nmse_predicted": None,
+            "exact_fraction": None,
+            "final_loss": s.final_loss,
+            "gradient_max_rel_error": s.gradient_max_rel_error,
             "deadline_units": (
                 plan.deadline / model.coordinates
                 if isinstance(plan, PartialPlan) and plan.deadline is not None
                 else None
             ),
-        }  # fmt: skip
+        }
         text = ""
         if s.scheme in partial:
             p = partial[s.scheme]
@@ -251,10 +278,17 @@ def plot(args, config, folder, rows, time_scale, law) -> Path:
         (0.27, "model_units", "model E[time]"),
     ):
         ax.bar(x + offset, [r[key] for r in exact], width=0.27, label=label)
-    ax.set_xticks(x, [f"{r['scheme']}\n(stor. {r['storage']})" for r in exact], rotation=60,
-                  fontsize=7, ha="right")  # fmt: skip
-    ax.set(ylabel="mean time to the exact gradient (chunk units)",
-           title=f"(a) N = {args.workers}, delta = {args.storage}: exact gradient")  # fmt: skip
+    ax.set_xticks(
+        x,
+        [f"{r['scheme']}\n(stor. {r['storage']})" for r in exact],
+        rotation=60,
+        fontsize=7,
+        ha="right",
+    )
+    ax.set(
+        ylabel="mean time to the exact gradient (chunk units)",
+        title=f"(a) N = {args.workers}, delta = {args.storage}: exact gradient",
+    )
     ax.legend(fontsize=8)
 
     ax = axes[1]
@@ -264,8 +298,11 @@ def plot(args, config, folder, rows, time_scale, law) -> Path:
         values = np.sort([float(r["measured_s"]) / chunk for r in table if r["scheme"] == name])
         if values.size:
             ax.step(values, np.arange(1, values.size + 1) / values.size, where="post", label=name)
-    ax.set(xlabel="time to the exact gradient (chunk units)", ylabel="fraction of iterations",
-           title="(b) measured runtime distribution")  # fmt: skip
+    ax.set(
+        xlabel="time to the exact gradient (chunk units)",
+        ylabel="fraction of iterations",
+        title="(b) measured runtime distribution",
+    )
     ax.legend(fontsize=8)
 
     ax = axes[2]
@@ -274,22 +311,51 @@ def plot(args, config, folder, rows, time_scale, law) -> Path:
     approx = [r for r in rows if "approx" in r["scheme"]]
     top = max([r["deadline_units"] for r in approx] + [r["model_units"] for r in exact]) * 1.2
     grid = np.linspace(0.05 * top, top, 60)
-    ax.semilogy(grid, np.maximum(expected_nmse(a, latin, law, 1, grid), 1e-6), color="C0",
-                label="partial GC l=1 (model, E[estimated NMSE])")  # fmt: skip
+    ax.semilogy(
+        grid,
+        np.maximum(expected_nmse(a, latin, law, 1, grid), 1e-6),
+        color="C0",
+        label="partial GC l=1 (model, E[estimated NMSE])",
+    )
     t = monte_carlo_cycle_times(law, config.seed, 400, args.workers, STREAM_EVALUATION)
     code = tandon_code(args.workers, args.storage - 1, config.seed)
     original = original_nmse_at(code, speed_finish_times(t, a.loads), a.loads, grid).mean(axis=0)
-    ax.semilogy(grid, np.maximum(original, 1e-6), color="C3", ls="--",
-                label=f"original GC s = {args.storage - 1} (model)")  # fmt: skip
-    ax.scatter([r["deadline_units"] for r in approx], [max(r["nmse"], 1e-6) for r in approx],
-               color="C1", zorder=3, label="testbed: measured ||g_hat-g||^2/||g||^2")  # fmt: skip
-    ax.scatter([r["deadline_units"] for r in approx], [max(r["nmse_estimated"], 1e-6) for r in approx],
-               marker="x", color="k", zorder=3, label="testbed: estimated NMSE (notices)")  # fmt: skip
+    ax.semilogy(
+        grid,
+        np.maximum(original, 1e-6),
+        color="C3",
+        ls="--",
+        label=f"original GC s = {args.storage - 1} (model)",
+    )
+    ax.scatter(
+        [r["deadline_units"] for r in approx],
+        [max(r["nmse"], 1e-6) for r in approx],
+        color="C1",
+        zorder=3,
+        label="testbed: measured ||g_hat-g||^2/||g||^2",
+    )
+    ax.scatter(
+        [r["deadline_units"] for r in approx],
+        [max(r["nmse_estimated"], 1e-6) for r in approx],
+        marker="x",
+        color="k",
+        zorder=3,
+        label="testbed: estimated NMSE (notices)",
+    )
     for r in approx:
-        ax.annotate(r["scheme"].split("/")[-1], (r["deadline_units"], max(r["nmse"], 1e-6)),
-                    fontsize=7, xytext=(3, 3), textcoords="offset points")  # fmt: skip
-    ax.set(xlabel="deadline T (chunk units; 1e-6 = exact)", ylabel="NMSE",
-           title="(c) approximate gradient: error against time", ylim=(1e-6, 2))  # fmt: skip
+        ax.annotate(
+            r["scheme"].split("/")[-1],
+            (r["deadline_units"], max(r["nmse"], 1e-6)),
+            fontsize=7,
+            xytext=(3, 3),
+            textcoords="offset points",
+        )
+    ax.set(
+        xlabel="deadline T (chunk units; 1e-6 = exact)",
+        ylabel="NMSE",
+        title="(c) approximate gradient: error against time",
+        ylim=(1e-6, 2),
+    )
     ax.legend(fontsize=7)
     fig.tight_layout()
     path = args.out / "partial_testbed.png"

@@ -218,9 +218,13 @@ def cmd_master(args: argparse.Namespace) -> int:
 
     def cluster():
         return RemoteCluster(
-            config.cluster.workers, args.bind, config.run.startup_timeout,
-            max_message_bytes(data), curve, log=lambda text: print(text, file=sys.stderr),
-        )  # fmt: skip
+            config.cluster.workers,
+            args.bind,
+            config.run.startup_timeout,
+            max_message_bytes(data),
+            curve,
+            log=lambda text: print(text, file=sys.stderr),
+        )
 
     summaries = run_testbed(
         config, folder, log=lambda text: print(text, file=sys.stderr), cluster_factory=cluster
@@ -297,9 +301,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     folder = Path(args.output or Path(base.run.output) / f"sweep-{args.param}-{stamp}")
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} points"),
-        TimeElapsedColumn(), transient=True,
-    ) as bar:  # fmt: skip
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} points"),
+        TimeElapsedColumn(),
+        transient=True,
+    ) as bar:
         task = bar.add_task("sweep", total=len(values))
 
         def progress(index, value, state):
@@ -310,8 +317,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     measured, predicted = reductions(rows, "measured_mean_s"), reductions(rows, "predicted_mean_s")
     figure = plots.plot_sweep(rows, (measured, predicted), folder / "sweep.png")
     if args.json:
-        print(json.dumps({"rows": rows, "reduction_measured_pct": measured, "reduction_predicted_pct": predicted,
-                          "output": str(folder)}))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "rows": rows,
+                    "reduction_measured_pct": measured,
+                    "reduction_predicted_pct": predicted,
+                    "output": str(folder),
+                }
+            )
+        )
         return 0
     w = max([14, *(len(r["scheme"]) for r in rows)])
     print(

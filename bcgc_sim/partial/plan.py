@@ -221,23 +221,36 @@ class PartialPlan:
     # -- run.json -------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         return {
-            "kind": "partial", "scheme": self.scheme, "n_workers": self.n_workers,
-            "coordinates": self.coordinates, "storage": self.storage, "parts": self.parts,
-            "ordering_name": self.ordering_name, "ordering": [list(o) for o in self.ordering],
-            "seed": self.seed, "deadline": self.deadline, "nmse_target": self.nmse_target,
+            "kind": "partial",
+            "scheme": self.scheme,
+            "n_workers": self.n_workers,
+            "coordinates": self.coordinates,
+            "storage": self.storage,
+            "parts": self.parts,
+            "ordering_name": self.ordering_name,
+            "ordering": [list(o) for o in self.ordering],
+            "seed": self.seed,
+            "deadline": self.deadline,
+            "nmse_target": self.nmse_target,
             "approx_time": self.approx_time,
-        }  # fmt: skip
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> PartialPlan:
         deadline, fraction = data.get("deadline"), data.get("approx_time")
         return cls(
-            str(data["scheme"]), int(data["n_workers"]), int(data["coordinates"]),
-            int(data["storage"]), int(data["parts"]), str(data["ordering_name"]),
-            tuple(tuple(int(i) for i in o) for o in data["ordering"]), int(data.get("seed", 1)),
-            None if deadline is None else float(deadline), float(data.get("nmse_target", 0.0)),
+            str(data["scheme"]),
+            int(data["n_workers"]),
+            int(data["coordinates"]),
+            int(data["storage"]),
+            int(data["parts"]),
+            str(data["ordering_name"]),
+            tuple(tuple(int(i) for i in o) for o in data["ordering"]),
+            int(data.get("seed", 1)),
+            None if deadline is None else float(deadline),
+            float(data.get("nmse_target", 0.0)),
             None if fraction is None else float(fraction),
-        )  # fmt: skip
+        )
 
 
 def build_partial(
@@ -259,9 +272,15 @@ def build_partial(
     else:
         ordering = random_ordering(assignment, generator(seed, ROOT_ORDERING, n, storage))
     plan = PartialPlan(
-        "partial-gc", n, model.coordinates, storage, opts.parts, opts.ordering, ordering,
+        "partial-gc",
+        n,
+        model.coordinates,
+        storage,
+        opts.parts,
+        opts.ordering,
+        ordering,
         seed,
-    )  # fmt: skip
+    )
     if not approximate:
         return plan
     t = monte_carlo_cycle_times(model.distribution, seed, tuning_samples, n, STREAM_TUNING)
