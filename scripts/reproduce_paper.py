@@ -36,7 +36,7 @@ from bcgc_sim.model.plans import BlockPlan, Plan, TandonPlan
 from bcgc_sim.model.runtime import Estimate
 from bcgc_sim.model.stragglers import ShiftedExponential
 from bcgc_sim.model.system import SystemModel
-from bcgc_sim.paper import (
+from bcgc_sim.paper.numbers import (
     CDF_COLUMNS,
     PAPER_COLUMNS,
     PAPER_FIG3,

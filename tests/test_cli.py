@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bcgc_sim.entry.cli import main
-from bcgc_sim.paper import PAPER_FIG3
+from bcgc_sim.paper.numbers import PAPER_FIG3
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_CONFIG = REPO / "configs" / "paper.toml"

@@ -13,7 +13,7 @@ from bcgc_sim.model.runtime import Estimate, block_loads
 from bcgc_sim.model.stragglers import Empirical, Pareto, ShiftedExponential, monte_carlo_cycle_times
 from bcgc_sim.model.streams import STREAM_EVALUATION
 from bcgc_sim.model.system import SystemModel
-from bcgc_sim.paper import PAPER_FIG3
+from bcgc_sim.paper.numbers import PAPER_FIG3
 from bcgc_sim.partial.plan import PartialPlan
 from bcgc_sim.schemes import (
     SCHEMES,
