@@ -156,54 +156,15 @@ def fair_comparison(
     fit_law = distribution.base if isinstance(distribution, FailureMixture) else distribution
     t = monte_carlo_cycle_times(distribution, seed, samples, n_workers, STREAM_EVALUATION)
     assignment = Assignment.cyclic(n_workers, storage)
-    finish = speed_finish_times(t, assignment.loads)
-    rows: list[SchemeTimes] = []
-    level0 = BlockPlan("uncoded", (coordinates,) + (0,) * (n_workers - 1))
-    rows.append(SchemeTimes("uncoded", "delta = 1", 1, 1.0, level0.raw_runtime(t) / coordinates))
     s = storage - 1
-    single = BlockPlan("original-gc", tuple(coordinates if n == s else 0 for n in range(n_workers)))
-    rows.append(
-        SchemeTimes(
-            "original GC", f"Tandon s = {s}", storage, 1.0, single.raw_runtime(t) / coordinates
-        )
-    )
-    capped = fit_capped_bcgc(n_workers, storage, fit_law, coordinates, seed, options.optimizer)
-    rows.append(
-        SchemeTimes(
-            "BCGC capped",
-            _fractions(capped.x, storage),
-            storage,
-            1.0,
-            capped.raw_runtime(t) / coordinates,
-        )
-    )
-    if uncapped_bcgc:
-        model = SystemModel(n_workers, coordinates, n_workers, 1.0, fit_law)
-        plan = build_plan("bcgc-opt", model, options)
-        top = int(np.flatnonzero(np.array(plan.x) > 0).max()) + 1
-        rows.append(
-            SchemeTimes(
-                "BCGC (bcgc-opt)",
-                _fractions(plan.x, top),
-                top,
-                1.0,
-                plan.raw_runtime(t) / coordinates,
-            )
-        )
-    latin = positions(assignment, latin_ordering(assignment))
-    rng = generator(seed, ROOT_COMPARISON_ORDERS, n_workers, storage)
-    shuffled = random_positions(assignment, rng, samples)
-    for l in parts:
-        for label, pos in (("Latin", latin), ("random", shuffled)):
-            rows.append(
-                SchemeTimes(
-                    f"partial GC l={l}",
-                    f"{label} order",
-                    storage,
-                    1.0 / l,
-                    exact_times(assignment, pos, finish, l),
-                )
-            )
+    rows = [
+        _block_row("uncoded", "delta = 1", 1, _single_level(n_workers, coordinates, 0), t),
+        _block_row(
+            "original GC", f"Tandon s = {s}", storage, _single_level(n_workers, coordinates, s), t
+        ),
+        *_bcgc_rows(n_workers, storage, fit_law, coordinates, seed, options, uncapped_bcgc, t),
+        *_partial_rows(assignment, storage, parts, seed, t),
+    ]
     if oracle_samples:
         rows.append(
             SchemeTimes(
@@ -215,6 +176,62 @@ def fair_comparison(
             )
         )
     return rows
+
+
+def _single_level(n_workers: int, coordinates: int, level: int) -> BlockPlan:
+    """x = L e_level: every coordinate tolerates `level` stragglers."""
+    return BlockPlan(
+        "single-level", tuple(coordinates if n == level else 0 for n in range(n_workers))
+    )
+
+
+def _block_row(
+    scheme: str, detail: str, storage: int, plan: BlockPlan, t: np.ndarray
+) -> SchemeTimes:
+    """A BCGC-style plan's time R(x, T) / L (chunk units), uplink d."""
+    return SchemeTimes(scheme, detail, storage, 1.0, plan.raw_runtime(t) / plan.coordinates)
+
+
+def _bcgc_rows(
+    n_workers: int,
+    storage: int,
+    law: CycleTimeDistribution,
+    coordinates: int,
+    seed: int,
+    options: SchemeOptions,
+    uncapped: bool,
+    t: np.ndarray,
+) -> list[SchemeTimes]:
+    """BCGC capped at the storage (the fair one) and, if `uncapped`, bcgc-opt as planned."""
+    capped = fit_capped_bcgc(n_workers, storage, law, coordinates, seed, options.optimizer)
+    rows = [_block_row("BCGC capped", _fractions(capped.x, storage), storage, capped, t)]
+    if uncapped:
+        model = SystemModel(n_workers, coordinates, n_workers, 1.0, law)
+        plan = build_plan("bcgc-opt", model, options)
+        top = int(np.flatnonzero(np.array(plan.x) > 0).max()) + 1
+        rows.append(_block_row("BCGC (bcgc-opt)", _fractions(plan.x, top), top, plan, t))
+    return rows
+
+
+def _partial_rows(
+    assignment: Assignment, storage: int, parts, seed: int, t: np.ndarray
+) -> list[SchemeTimes]:
+    """Partial GC for each l, in the Latin order and in a fresh random order per draw."""
+    finish = speed_finish_times(t, assignment.loads)
+    latin = positions(assignment, latin_ordering(assignment))
+    rng = generator(seed, ROOT_COMPARISON_ORDERS, assignment.n_workers, storage)
+    shuffled = random_positions(assignment, rng, t.shape[0])
+    return [
+        SchemeTimes(
+            f"partial GC l={l}",
+            f"{label} order",
+            storage,
+            1.0 / l,
+            exact_times(assignment, pos, finish, l),
+        )
+        for l in parts
+        for label, pos in (("Latin", latin), ("random", shuffled))
+    ]
 
 
 def _fractions(x, levels: int) -> str:

@@ -38,11 +38,14 @@ import numpy as np
 from bcgc_sim.comparison import fair_comparison, fit_capped_bcgc
 from bcgc_sim.config import load_config
 from bcgc_sim.model.plans import BlockPlan
+from bcgc_sim.model.stragglers import monte_carlo_cycle_times
+from bcgc_sim.model.streams import STREAM_EVALUATION
+from bcgc_sim.partial.assignment import Assignment, positions
 from bcgc_sim.partial.original_gc import original_nmse_at, tandon_code
 from bcgc_sim.partial.plan import PartialPlan
 from bcgc_sim.partial.timing import expected_nmse, speed_finish_times
 from bcgc_sim.predict import evaluation_samples
-from bcgc_sim.schemes import build_plan
+from bcgc_sim.schemes import build_plan, plan_from_dict
 from master.runner import run_testbed
 
 
@@ -181,8 +184,6 @@ def main() -> None:
 def report(args, config, folder, summaries, time_scale, law) -> list[dict]:
     """The table: measured vs predicted (same T) vs model E, seconds and chunk units."""
     meta = json.loads((folder / "run.json").read_text())
-    from bcgc_sim.schemes import plan_from_dict
-
     plans = {name: plan_from_dict(p) for name, p in meta["plans"].items()}
     model = config.system_model()
     unit = time_scale * model.scale  # seconds per raw unit
@@ -257,20 +258,29 @@ def report(args, config, folder, summaries, time_scale, law) -> list[dict]:
 
 
 def plot(args, config, folder, rows, time_scale, law) -> Path:
+    """partial_testbed.png: (a) exact-gradient means, (b) measured distributions, (c) NMSE."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from bcgc_sim.model.stragglers import monte_carlo_cycle_times
-    from bcgc_sim.model.streams import STREAM_EVALUATION
-    from bcgc_sim.partial.assignment import Assignment, positions
-
     model = config.system_model()
     chunk = time_scale * model.scale * model.coordinates
     fig, axes = plt.subplots(1, 3, figsize=(17, 5))
     exact = [r for r in rows if "approx" not in r["scheme"]]
-    ax = axes[0]
+    approx = [r for r in rows if "approx" in r["scheme"]]
+    plot_exact_means(axes[0], args, exact)
+    plot_measured_distributions(axes[1], folder, chunk)
+    plot_approximate_error(axes[2], args, config, law, exact, approx)
+    fig.tight_layout()
+    path = args.out / "partial_testbed.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_exact_means(ax, args, exact: list[dict]) -> None:
+    """(a) measured, predicted (same T) and model mean time to the exact gradient per scheme."""
     x = np.arange(len(exact))
     for offset, key, label in (
         (-0.27, "measured_units", "measured (testbed)"),
@@ -291,7 +301,9 @@ def plot(args, config, folder, rows, time_scale, law) -> Path:
     )
     ax.legend(fontsize=8)
 
-    ax = axes[1]
+
+def plot_measured_distributions(ax, folder: Path, chunk: float) -> None:
+    """(b) the measured runtimes of the exact schemes as step CDFs, in chunk units."""
     with open(folder / "iterations.csv") as handle:
         table = list(csv.DictReader(handle))
     for name in ("original-gc", "bcgc-capped", "bcgc-opt", "partial-gc", "partial-gc/random"):
@@ -305,10 +317,11 @@ def plot(args, config, folder, rows, time_scale, law) -> Path:
     )
     ax.legend(fontsize=8)
 
-    ax = axes[2]
+
+def plot_approximate_error(ax, args, config, law, exact: list[dict], approx: list[dict]) -> None:
+    """(c) NMSE against the deadline: the models' curves and the approximate runs' errors."""
     a = Assignment.cyclic(args.workers, args.storage)
     latin = positions(a, a.natural)
-    approx = [r for r in rows if "approx" in r["scheme"]]
     top = max([r["deadline_units"] for r in approx] + [r["model_units"] for r in exact]) * 1.2
     grid = np.linspace(0.05 * top, top, 60)
     ax.semilogy(
@@ -357,11 +370,6 @@ def plot(args, config, folder, rows, time_scale, law) -> Path:
         ylim=(1e-6, 2),
     )
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = args.out / "partial_testbed.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 if __name__ == "__main__":

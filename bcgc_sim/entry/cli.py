@@ -16,6 +16,7 @@ import numpy as np
 
 from ..config import Config, load_config
 from ..errors import UserError
+from ..model.system import SystemModel
 from ..predict import Prediction, finite_or_none, predict
 from ..schemes import (
     PARTIAL_SCHEMES,
@@ -106,43 +107,55 @@ def cmd_predict(args: argparse.Namespace) -> int:
             raise missing_deadline(config.predict.schemes[0])
     results = predict(model, schemes, options, config.predict.samples, config.predict.exact)
     if args.json:
-        out = {}
-        for r in results:
-            if r.plan is None:
-                out[r.scheme] = {"error": r.error}
-                continue
-            out[r.scheme] = {
-                "R": finite_or_none(r.raw.mean),
-                "expected_runtime": finite_or_none(r.expected_runtime.mean),
-                "stderr": finite_or_none(r.expected_runtime.stderr),
-                "expected_runtime_exact": finite_or_none(r.exact_expected_runtime),
-                "x": r.partition(),
-            }
-            if options.deadline is not None:
-                out[r.scheme]["completion_probability"] = r.completion_probability
-        print(
-            json.dumps(
-                {
-                    "schemes": out,
-                    "unit": "model time units",
-                    "samples": config.predict.samples,
-                    "deadline": options.deadline,
-                }
+        _print_prediction_json(results, config.predict.samples, options.deadline)
+    else:
+        _print_prediction_table(results, model, config.predict.samples, options.deadline)
+        if any(name in PARTIAL_SCHEMES for name in schemes):
+            print(
+                "partial-gc*: no exact E[tau]; P(tau<=T) by Monte Carlo over 20000 draws "
+                "(bcgc_sim/partial/plan.py); R excludes the COMBINE/UPLOAD round trip"
             )
+    return 0
+
+
+def _print_prediction_json(results: list[Prediction], samples: int, deadline: float | None) -> None:
+    out = {}
+    for r in results:
+        if r.plan is None:
+            out[r.scheme] = {"error": r.error}
+            continue
+        out[r.scheme] = {
+            "R": finite_or_none(r.raw.mean),
+            "expected_runtime": finite_or_none(r.expected_runtime.mean),
+            "stderr": finite_or_none(r.expected_runtime.stderr),
+            "expected_runtime_exact": finite_or_none(r.exact_expected_runtime),
+            "x": r.partition(),
+        }
+        if deadline is not None:
+            out[r.scheme]["completion_probability"] = r.completion_probability
+    print(
+        json.dumps(
+            {
+                "schemes": out,
+                "unit": "model time units",
+                "samples": samples,
+                "deadline": deadline,
+            }
         )
-        return 0
+    )
+
+
+def _print_prediction_table(
+    results: list[Prediction], model: SystemModel, samples: int, deadline: float | None
+) -> None:
     print(
         f"N = {model.n_workers}, L = {model.coordinates}, M = {model.samples}, C = {model.cycles:g}; "
         f"{model.distribution.describe()}"
     )
-    print(
-        f"E[tau] = (M C / N) R in model time units; Monte Carlo over {config.predict.samples} draws of T"
-    )
-    if options.deadline is not None:
-        print(
-            f"P(tau<=T): exact completion probability at T = {options.deadline:g} model time units"
-        )
-    column = f" {'P(tau<=T)':>10}" if options.deadline is not None else ""
+    print(f"E[tau] = (M C / N) R in model time units; Monte Carlo over {samples} draws of T")
+    if deadline is not None:
+        print(f"P(tau<=T): exact completion probability at T = {deadline:g} model time units")
+    column = f" {'P(tau<=T)':>10}" if deadline is not None else ""
     w = max([14, *(len(r.scheme) for r in results)])
     header = (
         f"{'scheme':<{w}} {'R':>12} {'E[tau]':>12} {'+- stderr':>10} {'E[tau] exact':>13}{column}"
@@ -166,12 +179,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
             f"{r.scheme:<{w}} {r.raw.mean:>12.5g} {r.expected_runtime.mean:>12.5g} "
             f"{r.expected_runtime.stderr:>10.3g} {exact}{probability}  {_short(r.plan.describe())}"
         )
-    if any(name in PARTIAL_SCHEMES for name in schemes):
-        print(
-            "partial-gc*: no exact E[tau]; P(tau<=T) by Monte Carlo over 20000 draws "
-            "(bcgc_sim/partial_plan.py); R excludes the COMBINE/UPLOAD round trip"
-        )
-    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -328,9 +335,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             )
         )
         return 0
+    _print_sweep_table(args.param, rows, measured, predicted)
+    print(f"results: {folder / 'sweep.csv'}, figure: {figure}")
+    return 0
+
+
+def _print_sweep_table(param: str, rows: list[dict], measured: dict, predicted: dict) -> None:
     w = max([14, *(len(r["scheme"]) for r in rows)])
     print(
-        f"{args.param:>18} {'scheme':<{w}} {'measured s':>11} {'predicted s':>12} {'model s':>9} {'ratio':>6}"
+        f"{param:>18} {'scheme':<{w}} {'measured s':>11} {'predicted s':>12} {'model s':>9} {'ratio':>6}"
     )
     for r in rows:
         print(
@@ -341,9 +354,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         "reduction of bcgc-opt over the best baseline (%), measured vs predicted (same cycle times):"
     )
     for value in measured:
-        print(f"  {args.param} = {value}: {measured[value]:.1f} vs {predicted[value]:.1f}")
-    print(f"results: {folder / 'sweep.csv'}, figure: {figure}")
-    return 0
+        print(f"  {param} = {value}: {measured[value]:.1f} vs {predicted[value]:.1f}")
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:

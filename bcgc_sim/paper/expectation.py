@@ -30,6 +30,7 @@ from .common import (
     Sweep,
     keep,
     largest_difference,
+    pyplot,
     table_rows,
 )
 from .numbers import (
@@ -444,6 +445,7 @@ def run_checks(
     red44: float | None,
 ) -> list[Check]:
     """All PASS/FAIL checks; `required` ones decide the exit code."""
+    pairs = table_rows(sweeps, PAPER_COLUMNS)
     checks = [
         Check(
             f"Fig. 3: R1-rounded {name} equals {target} exactly",
@@ -453,7 +455,6 @@ def run_checks(
         )
         for name, target in (("bcgc-t", "x^(E,t)"), ("bcgc-f", "x^(E,f)"))
     ]
-    pairs = table_rows(sweeps, PAPER_COLUMNS)
     for scheme, required in [*((s, True) for s in REQUIRED_2PCT), ("ferdinand-L", False)]:
         worst, where = worst_relative_diff(scheme, pairs, results)
         checks.append(
@@ -467,31 +468,7 @@ def run_checks(
     checks.append(opt_check("bcgc-opt", True, pairs, results))
     if all(PAPER_SPSG in results[p].estimates for _, _, p, _ in pairs):
         checks.append(opt_check(PAPER_SPSG, False, pairs, results))
-    worst, where = worst_relative_diff("ferdinand-L/2", pairs, results)
-    checks.append(
-        Check(
-            "ferdinand-L/2 within 2% of the authors (NOT required, see note)",
-            abs(worst) <= TOLERANCE_2PCT,
-            False,
-            f"worst {worst:+.1f}% at {where}",
-        )
-    )
-    l_points = [p for sweep in sweeps if sweep.key == "L" for p in sweep.points]
-    per_l = [results[p].estimates["ferdinand-L/2"].mean / p.coordinates for p in l_points]
-    spread = 100.0 * (max(per_l) / min(per_l) - 1.0)
-    cells = ", ".join(
-        f"{p.coordinates / 1e4:g}e4: {v * 1e4 / UNIT:.3f}"
-        for p, v in zip(l_points, per_l, strict=True)
-    )
-    checks.append(
-        Check(
-            "ferdinand-L/2 R/L constant across the L-table within 1% (the LP depends "
-            "on j/r only, so x scales with L)",
-            spread <= 1.0,
-            False,
-            f"R/L per 1e4 (1e7): {cells}; spread {spread:.1f}%",
-        )
-    )
+    checks += ferdinand_half_checks(sweeps, pairs, results)
     if red44 is not None:
         checks.append(
             Check(
@@ -502,6 +479,38 @@ def run_checks(
             )
         )
     return checks
+
+
+def ferdinand_half_checks(
+    sweeps: list[Sweep],
+    pairs: list[tuple[Sweep, str, Point, dict[str, float]]],
+    results: dict[Point, PointResult],
+) -> list[Check]:
+    """Info: ferdinand-L/2 beside the authors (not expected to match: FERDINAND_NOTE), and
+    R/L constant along the L-table."""
+    worst, where = worst_relative_diff("ferdinand-L/2", pairs, results)
+    l_points = [p for sweep in sweeps if sweep.key == "L" for p in sweep.points]
+    per_l = [results[p].estimates["ferdinand-L/2"].mean / p.coordinates for p in l_points]
+    spread = 100.0 * (max(per_l) / min(per_l) - 1.0)
+    cells = ", ".join(
+        f"{p.coordinates / 1e4:g}e4: {v * 1e4 / UNIT:.3f}"
+        for p, v in zip(l_points, per_l, strict=True)
+    )
+    return [
+        Check(
+            "ferdinand-L/2 within 2% of the authors (NOT required, see note)",
+            abs(worst) <= TOLERANCE_2PCT,
+            False,
+            f"worst {worst:+.1f}% at {where}",
+        ),
+        Check(
+            "ferdinand-L/2 R/L constant across the L-table within 1% (the LP depends "
+            "on j/r only, so x scales with L)",
+            spread <= 1.0,
+            False,
+            f"R/L per 1e4 (1e7): {cells}; spread {spread:.1f}%",
+        ),
+    ]
 
 
 FERDINAND_NOTE = """\
@@ -537,18 +546,19 @@ def plot_figures(
     fig3: dict[str, tuple[int, ...]],
     out: Path,
 ) -> list[Path]:
-    """Write the PNG figures; returns their paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib import ticker
-
+    """Write the PNG figures, Fig. 3 and one per table; returns their paths."""
     colours = {name: f"C{i}" for i, name in enumerate(PAPER_COLUMNS)}
     colours["uncoded"] = "C7"
     colours[PAPER_SPSG] = colours["bcgc-opt"]
-    written = []
+    written = [plot_fig3(fig3, colours, out / "fig3_partition.png")]
+    for sweep in sweeps:
+        written.append(plot_sweep(sweep, results, colours, out / sweep.figure))
+    return written
 
+
+def plot_fig3(fig3: dict[str, tuple[int, ...]], colours: dict[str, str], path: Path) -> Path:
+    """Our partitions at the paper point (lines) beside the authors' Fig. 3 (markers)."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
     n = np.arange(PAPER_N)
     for name, label in (
@@ -576,43 +586,49 @@ def plot_figures(
     )
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    written.append(out / "fig3_partition.png")
-    fig.savefig(written[-1], dpi=120, bbox_inches="tight")
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
+    return path
 
-    for sweep in sweeps:
-        fig, ax = plt.subplots(figsize=(8, 5))
-        names = [*PAPER_COLUMNS, "uncoded"]
-        if PAPER_SPSG in results[sweep.points[0]].estimates:
-            names.append(PAPER_SPSG)
-        for name in names:
-            ours = [results[p].estimates[name].mean / UNIT for p in sweep.points]
-            style = {PAPER_SPSG: ":", "ferdinand-L": "--"}.get(name, "-")  # ferd-L = single
-            ax.plot(sweep.axis, ours, style, color=colours[name], label=f"{name} (ours)")
-            if name in PAPER_COLUMNS:
-                paper = [row[PAPER_COLUMNS.index(name)] for row in sweep.paper]
-                ax.plot(sweep.axis, paper, "o", mfc="none", color=colours[name])
-        ax.plot([], [], "o", mfc="none", color="k", label="authors' tables (markers)")
-        if sweep.key == "mu":
-            ax.set_xscale("log")
-            ax.set_xticks(sweep.axis, [f"$10^{{{math.log10(m):.1f}}}$" for m in sweep.axis])
-            ax.xaxis.set_minor_formatter(ticker.NullFormatter())
-        if sweep.key in ("mu", "L"):  # the authors' mu- and L-figures use a log y axis
-            ax.set_yscale("log")
-            ax.yaxis.set_major_formatter(ticker.ScalarFormatter())
-            ax.yaxis.set_minor_formatter(ticker.FormatStrFormatter("%g"))
-        ax.set(
-            xlabel={
-                "N": "N (workers)",
-                "mu": "mu (rate of the shifted exponential)",
-                "L": "L (coordinates)",
-            }[sweep.key],
-            ylabel="R = E[max_n T_(N-n) S_n(x)]  (1e7)",
-            title=sweep.title + ", t0 = 50",
-        )
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3, which="both")
-        written.append(out / sweep.figure)
-        fig.savefig(written[-1], dpi=120, bbox_inches="tight")
-        plt.close(fig)
-    return written
+
+def plot_sweep(
+    sweep: Sweep, results: dict[Point, PointResult], colours: dict[str, str], path: Path
+) -> Path:
+    """R of every scheme along one table: ours (lines) and the authors' (markers)."""
+    plt = pyplot()
+    from matplotlib import ticker
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    names = [*PAPER_COLUMNS, "uncoded"]
+    if PAPER_SPSG in results[sweep.points[0]].estimates:
+        names.append(PAPER_SPSG)
+    for name in names:
+        ours = [results[p].estimates[name].mean / UNIT for p in sweep.points]
+        style = {PAPER_SPSG: ":", "ferdinand-L": "--"}.get(name, "-")  # ferd-L = single
+        ax.plot(sweep.axis, ours, style, color=colours[name], label=f"{name} (ours)")
+        if name in PAPER_COLUMNS:
+            paper = [row[PAPER_COLUMNS.index(name)] for row in sweep.paper]
+            ax.plot(sweep.axis, paper, "o", mfc="none", color=colours[name])
+    ax.plot([], [], "o", mfc="none", color="k", label="authors' tables (markers)")
+    if sweep.key == "mu":
+        ax.set_xscale("log")
+        ax.set_xticks(sweep.axis, [f"$10^{{{math.log10(m):.1f}}}$" for m in sweep.axis])
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    if sweep.key in ("mu", "L"):  # the authors' mu- and L-figures use a log y axis
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(ticker.ScalarFormatter())
+        ax.yaxis.set_minor_formatter(ticker.FormatStrFormatter("%g"))
+    ax.set(
+        xlabel={
+            "N": "N (workers)",
+            "mu": "mu (rate of the shifted exponential)",
+            "L": "L (coordinates)",
+        }[sweep.key],
+        ylabel="R = E[max_n T_(N-n) S_n(x)]  (1e7)",
+        title=sweep.title + ", t0 = 50",
+    )
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
