@@ -9,14 +9,16 @@ ferdinand-L    Ferdinand & Draper with r = L layers (= full replication) (§7.3)
 ferdinand-L/2  Ferdinand & Draper with r = L/2 layers; analytic centre of the degenerate LP
 uncoded        no redundancy: every worker's partial derivatives are needed
 bcgc-cdf-lg    closed form x^(CDF,lg)_n = L / (H_N (n+1)) for large deadlines (§6), rounded with R1
-bcgc-cdf-opt   x maximising the exact completion probability P(tau <= T) (§6; bcgc_sim/deadline.py)
+bcgc-cdf-opt   x maximising the exact completion probability P(tau <= T) (§6; model/deadline.py)
 partial-gc         the partial-straggler protocol (spec/partial-gc.md, a reconstruction), variant
-                   R1, exact: cyclic storage, chunk = data partition (bcgc_sim/partial_plan.py)
+                   R1, exact: cyclic storage, chunk = data partition (partial/plan.py)
 partial-gc-approx  the same, stopped at a deadline: approximate gradient, error recorded
 
 The last two (DEADLINE_SCHEMES) maximise P(tau <= T) and need SchemeOptions.deadline = T (model
 time units); the others minimise E[tau] and ignore the deadline. The partial-gc schemes
 (PARTIAL_SCHEMES) give a PartialPlan, not a block partition; their knobs are SchemeOptions.partial.
+Plans go to run.json and back through `plan_to_dict` / `plan_from_dict`. This module sits above
+the runtime and partial models (bcgc_sim/model, bcgc_sim/partial), which never import it.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Reads a run folder (bcgc_sim.results) and, per scheme, compares the measured run
 predictions for the same cycle times (paired, per iteration) and with the model's exact runtime
 distribution (Kolmogorov-Smirnov distance of the measured sample to the model's CDF, which is
 P(R <= t / (time_scale * M C / N)) from the exact completion probability, spec §6; for the
-partial-gc plans a Monte-Carlo estimate, bcgc_sim/partial_plan.py).
+partial-gc plans a Monte-Carlo estimate, bcgc_sim/partial/plan.py).
 
 With a deadline T (model time units, `bcgc validate --deadline T`), also the measured fraction of
 iterations finishing by T * time_scale seconds with a 95% Wilson score interval, beside the

@@ -1,4 +1,4 @@
-"""One partial-gc plan on the testbed: the master's side of variant R1 (bcgc_sim.partial_gc).
+"""One partial-gc plan on the testbed: the master's side of variant R1 (bcgc_sim.partial.decoder).
 
 Per iteration the master broadcasts theta, feeds every NOTICE to `R1Decoder.notice`, and stops
   * exact (partial-gc): at the NOTICE after which every chunk has l processed copies;

@@ -1,6 +1,6 @@
 """The master's end of the wire: one ROUTER socket, worker identities by rank, parsed messages.
 
-Nothing received is trusted: frames are parsed by bcgc_sim.protocol (never unpickled); a
+Nothing received is trusted: frames are parsed by bcgc_sim.wire.protocol (never unpickled); a
 malformed message, a wrong protocol version or a message from an identity that never said
 READY is counted in `rejected` (by reason), logged, and dropped. Messages larger than
 `max_message_bytes` are refused by ZeroMQ itself (ZMQ_MAXMSGSIZE: the peer is disconnected).

@@ -10,7 +10,7 @@ Three measurements per round, alternated so that all see the same machine state:
   readings of the testbed's sizes, so that messages have the testbed's length): the floor any
   implementation of this protocol and compute pays;
 - raw: N pinned echo peers return the same number of bytes.
-All three move frames with the same calls and settings (bcgc_sim.zmq_io: copy threshold, one
+All three move frames with the same calls and settings (bcgc_sim.wire.framing: copy threshold, one
 shared frame set per broadcast, malloc settings), so the ratios measure the testbed and the
 wire format, not a transport tuning one side lacks. Each is the median over the iterations of
 broadcast-to-last-reply time; the verdict is the median over rounds of testbed / raw.

@@ -8,7 +8,7 @@ T). Runs on one local cluster:
   original-gc             Tandon et al.'s cyclic repetition code, s = delta - 1 (one message
                           after all delta partitions; BlockPlan x = L e_{delta-1})
   bcgc-capped             BCGC restricted to redundancy levels 0..delta-1 (storage delta),
-                          fitted on tuning draws (partial_gc_timing.fit_capped_bcgc)
+                          fitted on tuning draws (bcgc_sim.comparison.fit_capped_bcgc)
   bcgc-opt                BCGC as published (levels up to N - 1: storage up to N), reference
   tandon                  the repository's Tandon partial-straggler scheme (alpha = 6), reference
   partial-gc[/random]     the partial-straggler protocol, R1, l = 1, Latin or random order
@@ -164,7 +164,7 @@ def main() -> None:
         seed=args.seed,
         coordinates=args.coordinates,
     )
-    print("\nmodel only (bcgc_sim.partial_gc_timing.fair_comparison, 4000 draws, chunk units;")
+    print("\nmodel only (bcgc_sim.comparison.fair_comparison, 4000 draws, chunk units;")
     print("its random order is a fresh one per draw, the testbed's one fixed order per run):")
     for r in model_rows:
         print(

@@ -1,7 +1,10 @@
-"""The `bcgc` command: plan, predict (and, as they land, run, validate, sweep, ...).
+"""The `bcgc` command: plan, predict, run, validate, sweep, calibrate, master, worker, keygen.
 
-User mistakes end with one line `bcgc: error: ...` on stderr and exit status 2, never a
-traceback.
+Part of the entry layer (bcgc_sim.entry), the one place that composes the model (bcgc_sim), the
+master (master/) and the workers (workers/). Each command imports the process code it runs, so
+`bcgc plan` and `bcgc predict` start without ZeroMQ, master or workers. User mistakes end with
+one line `bcgc: error: ...` on stderr and exit status 2, never a traceback; Ctrl-C exits with
+130, SIGTERM with 143 (results kept).
 """
 
 from __future__ import annotations

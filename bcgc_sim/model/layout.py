@@ -7,7 +7,8 @@ cumulative model load `load` (raw units, spec §3) is done:
 The master decodes the slot from its first N - s arrivals and adds the result to
 gradient[start:stop].
 
-BCGC-style plans: one slot per non-empty block, one partition into N equal subsets.
+BCGC-style plans: one slot per non-empty block, one partition into N equal subsets
+(`partition_bounds`: contiguous row ranges whose sizes differ by at most one).
 Tandon's partial-straggler scheme (spec §7.2): two slots over all coordinates: first the
 worker's unique rows (plain sum, all N needed), then its s + 1 shared parts coded with B(s).
 With p = alpha (s+1)/(alpha-1) parts per worker, the unique parts are a fraction 1/alpha of

@@ -3,7 +3,9 @@
 A `BlockPlan` is a BCGC partition x (spec §3 eq. 6-7): the first x_0 coordinates tolerate no
 straggler, the next x_1 tolerate one, ..., the last x_{N-1} tolerate N - 1. Single-BCGC, uncoded
 and Ferdinand-Draper are block plans too. A `TandonPlan` is Tandon et al.'s partial-straggler
-scheme (spec §7.2), whose runtime is not that of a block partition.
+scheme (spec §7.2), whose runtime is not that of a block partition. The partial-straggler
+protocol's plan is `bcgc_sim.partial.plan.PartialPlan`; the registry (`bcgc_sim.schemes`) builds
+every kind and turns each into run.json's plain dict and back.
 """
 
 from __future__ import annotations

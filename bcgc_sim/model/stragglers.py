@@ -1,9 +1,10 @@
-"""Cycle-time distributions, their order statistics, and seeded per-worker streams.
+"""Cycle-time distributions, their order statistics, and the seeded cycle-time draws.
 
 A cycle time T_n is the time worker n needs per CPU cycle, in model time units (spec/bcgc.md §1).
 T_(n) denotes the n-th smallest of N i.i.d. draws, n = 1..N. Failed workers (full stragglers)
-have T = +inf. Streams are keyed by (seed, iteration, worker) so that the testbed, the master and
-the predictions draw the same cycle times on any machine (DESIGN.md, Conventions).
+have T = +inf. The testbed's draws are keyed by (seed, iteration, worker) so that the workers,
+the master and the predictions draw the same cycle times on any machine (DESIGN.md,
+Conventions); every stream root is named in `bcgc_sim.model.streams`.
 
 scipy is imported inside the functions that need it: worker processes load this module (for
 the plan layout and their cycle-time stream) but never call them, and importing scipy would

@@ -144,7 +144,7 @@ def build_sweeps(quick: bool) -> list[Sweep]:
 
 def evaluate_point(point: Point, options: SchemeOptions) -> PointResult:
     """Plan bcgc-cdf-opt and bcgc-cdf-lg for the deadline, and the baselines at their best for it
-    (bcgc_sim.deadline.deadline_baselines); every probability is exact (DP or closed form)."""
+    (bcgc_sim.model.deadline.deadline_baselines); every probability is exact (DP or closed form)."""
     model = point.model()
     raw = raw_deadline(model, point.deadline)
     result = PointResult(point)

@@ -517,7 +517,7 @@ FERDINAND_NOTE = """\
 Note on ferdinand-L/2 (spec §7.3, §10.10): for r = L/2 layers the Ferdinand-Draper LP is
 degenerate: u* = N/r is attained on a whole face of s vectors, so the partition (and R) depends
 on which optimal point the solver returns. The authors' MATLAB solver picked some point we cannot
-identify; our rule is the analytic centre of the optimal face (bcgc_sim/ferdinand.py), for which
+identify; our rule is the analytic centre of the optimal face (bcgc_sim/model/ferdinand.py), for which
 spec §8.1 gives R = 3.18, 4.16, 5.10, 6.04, 7.01 (N = 10..50); a HiGHS vertex gives 4.47, 5.65,
 6.72, 7.76, 8.78; the authors report 2.86, 5.28, 6.35, 5.86, 6.95 (not even monotone in N).
 So this column is reported but not required to match."""

@@ -66,7 +66,7 @@ class OriginalCode:
 
 
 def tandon_code(n_workers: int, stragglers: int, seed: int = 0, matrix=None) -> OriginalCode:
-    """l = 1: Tandon's cyclic-repetition code B(s) (bcgc_sim.codes), delta = s + 1 (§1.7)."""
+    """l = 1: Tandon's cyclic-repetition code B(s) (bcgc_sim.model.codes), delta = s + 1 (§1.7)."""
     b = well_conditioned_matrix(n_workers, stragglers, seed) if matrix is None else matrix
     return OriginalCode("tandon", np.asarray(b, dtype=float), 1, stragglers)
 

@@ -4,8 +4,8 @@ Reconstruction of spec/partial-gc.md (the paper's body was not available, spec �
 (spec §1.2, A1): workers process their chunks in a fixed order and send a payload-free NOTICE
 after each; the master stops when every chunk has l processed copies (exact) or at a deadline
 (approximate), sends COMBINE (beta) to the workers whose copies it uses, ABANDON to the others,
-and adds the one UPLOAD each chosen worker sends back. Protocol state machines:
-`bcgc_sim.partial_gc`; timing model: `bcgc_sim.partial_gc_timing`.
+and adds the one UPLOAD each chosen worker sends back. The master's state machine:
+`bcgc_sim.partial.decoder`; timing model: `bcgc_sim.partial.timing`.
 
 Mapping onto the testbed (spec §5.3, the fair comparison):
   * chunk i = data partition i (problems.partition_bounds(M, N)): m = N chunks, cyclic storage of
@@ -171,7 +171,7 @@ class PartialPlan:
     def raw_runtime(self, cycle_times: np.ndarray) -> np.ndarray:
         """R per realisation, shape (K,): the master's stop time (no round trip; see module doc).
 
-        Exact: the time every chunk has l copies (partial_gc_timing.exact_times). Approximate:
+        Exact: the time every chunk has l copies (timing.exact_times). Approximate:
         min(deadline, first time the estimated NMSE <= nmse_target, exact time).
         """
         useful = self.useful_times(cycle_times)

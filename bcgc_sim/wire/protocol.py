@@ -51,7 +51,7 @@ class MessageType(bytes, enum.Enum):
     FAILED = b"FAILED"  # worker -> master: set-up failed (reason)
     STOP = b"STOP"  # master -> worker: exit now
     HEARTBEAT = b"HEARTBEAT"  # both ways: I am alive (sent when nothing else was sent lately)
-    # the partial-straggler protocol, variant R1 (bcgc_sim.partial_gc, workers/partial.py):
+    # the partial-straggler protocol, variant R1 (bcgc_sim.partial.decoder, workers/partial.py):
     NOTICE = b"NOTICE"  # worker -> master: chunk done (header only, no payload)
     COMBINE = b"COMBINE"  # master -> worker: the chunks to combine and their coefficients beta
     UPLOAD = b"UPLOAD"  # worker -> master: z_j = sum beta g_i^(u), ceil(L / l) floats
