@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 
 from bcgc_sim.errors import UserError
-from bcgc_sim.protocol import MessageType
+from bcgc_sim.wire.protocol import DEFAULT_HEARTBEAT_S, DEFAULT_LIVENESS, MessageType
 
 from .transport import PeerState, WorkerLink
 
@@ -58,8 +58,8 @@ class LocalCluster:
         log_dir: str | Path | None = None,
         burners: tuple[int, ...] = (),
         max_message_bytes: int = -1,
-        heartbeat_s: float = 0.5,
-        liveness: int = 10,
+        heartbeat_s: float = DEFAULT_HEARTBEAT_S,
+        liveness: int = DEFAULT_LIVENESS,
     ) -> None:
         self.n_workers = n_workers
         self.heartbeat_s, self.liveness = heartbeat_s, liveness  # the workers' from the start
@@ -157,15 +157,11 @@ class LocalCluster:
             return "(no log)"
         return lines[-1] if lines else "(no output)"
 
-    def alive(self) -> list[bool]:
-        return [p.poll() is None for p in self.processes]
-
     def close(self, grace_s: float = 0.5) -> None:
         """Stop every worker within about grace_s + 0.5 s (STOP, then SIGTERM, then SIGKILL)."""
         if self.link is not None:
-            for rank in list(
-                self.link.identities
-            ):  # live or not: a rank declared dead may be alive
+            # every rank, live or not: one declared dead may still be alive
+            for rank in list(self.link.identities):
                 self.link.send(rank, MessageType.STOP, {})
         for burner in self.burners:
             burner.kill()
@@ -238,9 +234,8 @@ class RemoteCluster:
 
     def close(self) -> None:
         if self.link is not None:
-            for rank in list(
-                self.link.identities
-            ):  # live or not: a rank declared dead may be alive
+            # every rank, live or not: one declared dead may still be alive
+            for rank in list(self.link.identities):
                 self.link.send(rank, MessageType.STOP, {})
             self.link.close(linger_ms=500)
             self.link = None

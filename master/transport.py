@@ -39,9 +39,16 @@ from pathlib import Path
 
 import zmq
 
-from bcgc_sim import zmq_io
 from bcgc_sim.errors import UserError
-from bcgc_sim.protocol import PROTOCOL_VERSION, Message, MessageType, ProtocolError, encode, parse
+from bcgc_sim.wire import framing
+from bcgc_sim.wire.protocol import (
+    PROTOCOL_VERSION,
+    Message,
+    MessageType,
+    ProtocolError,
+    encode,
+    parse,
+)
 
 log = logging.getLogger("bcgc.master")
 GAP_FRACTION = 4  # not looking for more than window / GAP_FRACTION restarts every peer's clock
@@ -300,10 +307,10 @@ class WorkerLink:
                 f"binding the master to {bind} exposes it beyond this machine: give --key and --allow "
                 "(CURVE keys from 'bcgc keygen'), or bind to 127.0.0.1"
             )
-        zmq_io.keep_freed_memory()  # this process moves large arrays every iteration
+        framing.keep_freed_memory()  # this process moves large arrays every iteration
         self.context = zmq.Context()
         self.auth = None
-        self.socket = zmq_io.configure(self.context.socket(zmq.ROUTER))
+        self.socket = framing.configure(self.context.socket(zmq.ROUTER))
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
         if max_message_bytes > 0:
@@ -368,13 +375,13 @@ class WorkerLink:
 
     def _send_to(self, identity: bytes, frames: list) -> None:
         try:
-            zmq_io.send(self.socket, [identity, *frames])
+            framing.send(self.socket, [identity, *frames])
         except zmq.ZMQError:
             pass  # the peer is gone (ROUTER_MANDATORY); liveness is judged elsewhere
 
     def broadcast(self, kind: MessageType, header: dict, array, ranks) -> None:
         """The same message to every rank in `ranks`, with one buffer for all."""
-        frames = zmq_io.shareable(encode(kind, header, array))
+        frames = framing.shareable(encode(kind, header, array))
         for rank in sorted(ranks):
             self.send_frames(rank, frames)
 
@@ -382,9 +389,9 @@ class WorkerLink:
         """Read what is queued, then declare dead the live ranks whose process exited or that
         were silent too long (PeerTable.judge); returns them."""
         for _ in range(DRAIN_LIMIT):
-            if not zmq_io.readable(self.socket, 0):
+            if not framing.readable(self.socket, 0):
                 break
-            received = self._read(zmq_io.receive(self.socket))
+            received = self._read(framing.receive(self.socket))
             if received is not None:
                 self._pending.append(received)
         return self.peers.judge(time.monotonic_ns(), exited, int(heartbeat_s * 1e9), liveness)
@@ -401,7 +408,7 @@ class WorkerLink:
         while True:
             self._receive_timeout(timeout_ms)
             try:
-                frames = zmq_io.receive(self.socket)
+                frames = framing.receive(self.socket)
             except zmq.Again:
                 return None
             received = self._read(frames)

@@ -93,13 +93,19 @@ def run_trial(trial: Trial, folder: Path, timeout_s: float) -> Trial:
     config = load_config(
         None,
         [
-            f"cluster.workers={N}", "model.samples=80", "model.coordinates=30",
-            f"run.iterations={ITERATIONS}", f"run.iteration_seconds={ITERATION_S}",
-            "cluster.heartbeat=0.1", "cluster.liveness=5", f"cluster.on_failure='{trial.mode}'",
+            f"cluster.workers={N}",
+            "model.samples=80",
+            "model.coordinates=30",
+            f"run.iterations={ITERATIONS}",
+            f"run.iteration_seconds={ITERATION_S}",
+            "cluster.heartbeat=0.1",
+            "cluster.liveness=5",
+            f"cluster.on_failure='{trial.mode}'",
             "run.schemes=[" + ", ".join(f"'{s}'" for s in trial.schemes) + "]",
-            f"run.output='{folder}'", "predict.samples=2000",
+            f"run.output='{folder}'",
+            "predict.samples=2000",
         ],
-    )  # fmt: skip
+    )
     data = prepare_problem(config)
     clusters, kills, closing = [], [], []
 
@@ -111,10 +117,15 @@ def run_trial(trial: Trial, folder: Path, timeout_s: float) -> Trial:
     def cluster():
         clusters.append(
             Cluster(
-                N, config.run.startup_timeout, folder / "run" / "logs", (),
-                max_message_bytes(data), config.cluster.heartbeat, config.cluster.liveness,
+                N,
+                config.run.startup_timeout,
+                folder / "run" / "logs",
+                (),
+                max_message_bytes(data),
+                config.cluster.heartbeat,
+                config.cluster.liveness,
             )
-        )  # fmt: skip
+        )
         return clusters[-1]
 
     def kill() -> None:
@@ -225,8 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="bcgc-fault-kills-"))
     print(f"run folders in {root}")
-    print(f"{'#':>3} {'schemes':<24} {'mode':<8} {'kill s':>6} {'rank':>4} {'outcome':<9} "
-          f"{'noticed ms':>10} {'handled ms':>10}  detail")  # fmt: skip
+    print(
+        f"{'#':>3} {'schemes':<24} {'mode':<8} {'kill s':>6} {'rank':>4} {'outcome':<9} "
+        f"{'noticed ms':>10} {'handled ms':>10}  detail"
+    )
     done = []
     for index, trial in enumerate(trials(args.kills, args.seed)):
         if args.only is not None and index != args.only:

@@ -14,16 +14,16 @@ import numpy as np
 import pytest
 import zmq
 
-from bcgc_sim.codes import CodeBook
 from bcgc_sim.config import load_config
 from bcgc_sim.errors import UserError
-from bcgc_sim.layout import Slot, layout_for
-from bcgc_sim.model import SystemModel
+from bcgc_sim.model.codes import CodeBook
+from bcgc_sim.model.layout import Slot, layout_for
+from bcgc_sim.model.stragglers import ShiftedExponential
+from bcgc_sim.model.system import SystemModel
 from bcgc_sim.problems import ProblemData, full_gradient, prepare_data
-from bcgc_sim.protocol import PROTOCOL_VERSION, Message, MessageType, encode, parse
 from bcgc_sim.results import RunRecorder
 from bcgc_sim.schemes import build_plan
-from bcgc_sim.stragglers import ShiftedExponential
+from bcgc_sim.wire.protocol import PROTOCOL_VERSION, Message, MessageType, encode, parse
 from master.session import RunError, SchemeSession, SessionSettings, stall_limit_s
 from master.transport import PeerState, PeerTable, Received, Rejections, WorkerLink
 from workers.compute import SlotComputer

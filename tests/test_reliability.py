@@ -24,18 +24,18 @@ import psutil
 import pytest
 from helpers import no_children_left
 
-from bcgc_sim.codes import CodeBook
 from bcgc_sim.config import load_config
-from bcgc_sim.layout import layout_for
+from bcgc_sim.model.codes import CodeBook
+from bcgc_sim.model.layout import layout_for
+from bcgc_sim.model.stragglers import iteration_cycle_times
 from bcgc_sim.results import RunRecorder
 from bcgc_sim.schemes import build_plan
-from bcgc_sim.stragglers import iteration_cycle_times
 from master.cluster import LocalCluster
 from master.runner import model_for_data, prepare_problem, run_testbed
 from master.session import RunError, SchemeSession, SessionSettings, no_dead_ranks
 
 pytestmark = pytest.mark.slow
-BCGC = [sys.executable, "-m", "bcgc_sim.cli"]
+BCGC = [sys.executable, "-m", "bcgc_sim"]
 RELAY = str(Path(__file__).with_name("relay.py"))
 FAST = ["cluster.heartbeat=0.1", "cluster.liveness=5"]  # a liveness window of 0.5 s
 WINDOW_S = 0.5
@@ -426,7 +426,7 @@ if rank == 1:
 BAD_BLOCKS = """
 import numpy as np
 import workers.worker as w
-from bcgc_sim.protocol import MessageType
+from bcgc_sim.wire.protocol import MessageType
 send = w.Worker.send
 def bad(self, kind, header, array=None):
     if kind is MessageType.BLOCK and header["iteration"] == 1:

@@ -40,10 +40,13 @@ import psutil
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from bcgc_sim import zmq_io
-from bcgc_sim.layout import Slot
+from bcgc_sim.model.layout import Slot
+from bcgc_sim.model.stragglers import distribution_from_spec, worker_rng
 from bcgc_sim.problems import ProblemData
-from bcgc_sim.protocol import (
+from bcgc_sim.wire import framing
+from bcgc_sim.wire.protocol import (
+    DEFAULT_HEARTBEAT_S,
+    DEFAULT_LIVENESS,
     PARTIAL_PROTOCOL,
     PROTOCOL_VERSION,
     Message,
@@ -54,13 +57,10 @@ from bcgc_sim.protocol import (
     parse,
     require,
 )
-from bcgc_sim.stragglers import distribution_from_spec, worker_rng
 
 from .compute import SlotComputer
 
 RANK_VARIABLES = ("SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMI_RANK")  # set by srun, mpirun, ...
-DEFAULT_HEARTBEAT_S = 0.5
-DEFAULT_LIVENESS = 10  # heartbeat intervals the connection may be down before the worker exits
 
 
 class MasterGone(Exception):
@@ -131,7 +131,7 @@ class Worker:
         self.parent_pid = parent_pid
         self.timeout_s = timeout_s
         self.curve = curve
-        zmq_io.keep_freed_memory()  # this process moves large arrays every iteration
+        framing.keep_freed_memory()  # this process moves large arrays every iteration
         self.context = zmq.Context.instance()
         self.token = secrets.token_hex(16)  # names this process to the master across reconnects
         self.run_id: str | None = None
@@ -152,7 +152,7 @@ class Worker:
         ZeroMQ copies them into the connection there, and ignores later changes."""
         self.times = DownTimes.of(self.heartbeat_ns, self.liveness)
         interval_ms = max(1, self.heartbeat_ns // 1_000_000)
-        socket = zmq_io.configure(self.context.socket(zmq.DEALER))
+        socket = framing.configure(self.context.socket(zmq.DEALER))
         socket.setsockopt(zmq.LINGER, 0)
         socket.setsockopt(zmq.IMMEDIATE, 1)  # nothing queues for a connection that is down
         socket.setsockopt(zmq.RCVTIMEO, max(1, interval_ms // 4))  # receive() ticks this often
@@ -195,7 +195,7 @@ class Worker:
         if not self.connected:  # a connection that came back says READY before anything else
             self._connection_events(time.monotonic_ns())
         try:
-            zmq_io.send(self.socket, encode(kind, header, array), zmq_io.NOBLOCK)
+            framing.send(self.socket, encode(kind, header, array), framing.NOBLOCK)
         except zmq.Again:
             return
         self.last_sent = time.monotonic_ns()
@@ -210,7 +210,7 @@ class Worker:
     def _connection_events(self, now: int) -> None:
         """Follow the connection: up once a handshake succeeded (then say READY), down from
         the moment it closed."""
-        while zmq_io.readable(self.monitor, 0):
+        while framing.readable(self.monitor, 0):
             event = recv_monitor_message(self.monitor)["event"]
             if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self.connected, self.down_since = True, None
@@ -227,7 +227,7 @@ class Worker:
                 return False
             if self.parent_pid is not None and os.getppid() != self.parent_pid:
                 raise MasterGone("the local master process is gone")
-            zmq_io.readable(self.monitor, max(1, min(100, int(remaining * 1000))))
+            framing.readable(self.monitor, max(1, min(100, int(remaining * 1000))))
             self._connection_events(time.monotonic_ns())
         return True
 
@@ -239,7 +239,7 @@ class Worker:
         with N workers sharing few cores, every wake-up path costs (scripts/bench_overhead.py).
         """
         try:
-            frames = zmq_io.receive(self.socket)
+            frames = framing.receive(self.socket)
         except zmq.Again:
             frames = None
         self.tick()
@@ -277,7 +277,7 @@ class Worker:
         interval. (The serve loop waits in `receive` alone; waits that end at a deadline poll
         first.)"""
         timeout_ms = max(0, min(timeout_ns, self.heartbeat_ns // 4) // 1_000_000)
-        ready = zmq_io.readable(self.socket, timeout_ms)
+        ready = framing.readable(self.socket, timeout_ms)
         self.tick()
         return ready
 

@@ -1,7 +1,10 @@
-"""The `bcgc` command: plan, predict (and, as they land, run, validate, sweep, ...).
+"""The `bcgc` command: plan, predict, run, validate, sweep, calibrate, master, worker, keygen.
 
-User mistakes end with one line `bcgc: error: ...` on stderr and exit status 2, never a
-traceback.
+Part of the entry layer (bcgc_sim.entry), the one place that composes the model (bcgc_sim), the
+master (master/) and the workers (workers/). Each command imports the process code it runs, so
+`bcgc plan` and `bcgc predict` start without ZeroMQ, master or workers. User mistakes end with
+one line `bcgc: error: ...` on stderr and exit status 2, never a traceback; Ctrl-C exits with
+130, SIGTERM with 143 (results kept).
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Config, load_config
-from .errors import UserError
-from .predict import finite_or_none, predict
-from .schemes import (
+from ..config import Config, load_config
+from ..errors import UserError
+from ..model.system import SystemModel
+from ..predict import Prediction, finite_or_none, predict
+from ..schemes import (
     PARTIAL_SCHEMES,
     SCHEMES,
     build_plan,
@@ -75,8 +79,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
     config = _config(args)
     model = config.system_model()
     plan = build_plan(args.scheme, model, config.scheme_options())
-    from .predict import Prediction
-
     x = Prediction(args.scheme, plan, None, None, None).partition()
     if args.json:
         print(json.dumps({"scheme": args.scheme, "x": x}))
@@ -108,43 +110,55 @@ def cmd_predict(args: argparse.Namespace) -> int:
             raise missing_deadline(config.predict.schemes[0])
     results = predict(model, schemes, options, config.predict.samples, config.predict.exact)
     if args.json:
-        out = {}
-        for r in results:
-            if r.plan is None:
-                out[r.scheme] = {"error": r.error}
-                continue
-            out[r.scheme] = {
-                "R": finite_or_none(r.raw.mean),
-                "expected_runtime": finite_or_none(r.expected_runtime.mean),
-                "stderr": finite_or_none(r.expected_runtime.stderr),
-                "expected_runtime_exact": finite_or_none(r.exact_expected_runtime),
-                "x": r.partition(),
-            }
-            if options.deadline is not None:
-                out[r.scheme]["completion_probability"] = r.completion_probability
-        print(
-            json.dumps(
-                {
-                    "schemes": out,
-                    "unit": "model time units",
-                    "samples": config.predict.samples,
-                    "deadline": options.deadline,
-                }
+        _print_prediction_json(results, config.predict.samples, options.deadline)
+    else:
+        _print_prediction_table(results, model, config.predict.samples, options.deadline)
+        if any(name in PARTIAL_SCHEMES for name in schemes):
+            print(
+                "partial-gc*: no exact E[tau]; P(tau<=T) by Monte Carlo over 20000 draws "
+                "(bcgc_sim/partial/plan.py); R excludes the COMBINE/UPLOAD round trip"
             )
+    return 0
+
+
+def _print_prediction_json(results: list[Prediction], samples: int, deadline: float | None) -> None:
+    out = {}
+    for r in results:
+        if r.plan is None:
+            out[r.scheme] = {"error": r.error}
+            continue
+        out[r.scheme] = {
+            "R": finite_or_none(r.raw.mean),
+            "expected_runtime": finite_or_none(r.expected_runtime.mean),
+            "stderr": finite_or_none(r.expected_runtime.stderr),
+            "expected_runtime_exact": finite_or_none(r.exact_expected_runtime),
+            "x": r.partition(),
+        }
+        if deadline is not None:
+            out[r.scheme]["completion_probability"] = r.completion_probability
+    print(
+        json.dumps(
+            {
+                "schemes": out,
+                "unit": "model time units",
+                "samples": samples,
+                "deadline": deadline,
+            }
         )
-        return 0
+    )
+
+
+def _print_prediction_table(
+    results: list[Prediction], model: SystemModel, samples: int, deadline: float | None
+) -> None:
     print(
         f"N = {model.n_workers}, L = {model.coordinates}, M = {model.samples}, C = {model.cycles:g}; "
         f"{model.distribution.describe()}"
     )
-    print(
-        f"E[tau] = (M C / N) R in model time units; Monte Carlo over {config.predict.samples} draws of T"
-    )
-    if options.deadline is not None:
-        print(
-            f"P(tau<=T): exact completion probability at T = {options.deadline:g} model time units"
-        )
-    column = f" {'P(tau<=T)':>10}" if options.deadline is not None else ""
+    print(f"E[tau] = (M C / N) R in model time units; Monte Carlo over {samples} draws of T")
+    if deadline is not None:
+        print(f"P(tau<=T): exact completion probability at T = {deadline:g} model time units")
+    column = f" {'P(tau<=T)':>10}" if deadline is not None else ""
     w = max([14, *(len(r.scheme) for r in results)])
     header = (
         f"{'scheme':<{w}} {'R':>12} {'E[tau]':>12} {'+- stderr':>10} {'E[tau] exact':>13}{column}"
@@ -168,12 +182,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
             f"{r.scheme:<{w}} {r.raw.mean:>12.5g} {r.expected_runtime.mean:>12.5g} "
             f"{r.expected_runtime.stderr:>10.3g} {exact}{probability}  {_short(r.plan.describe())}"
         )
-    if any(name in PARTIAL_SCHEMES for name in schemes):
-        print(
-            "partial-gc*: no exact E[tau]; P(tau<=T) by Monte Carlo over 20000 draws "
-            "(bcgc_sim/partial_plan.py); R excludes the COMBINE/UPLOAD round trip"
-        )
-    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -192,7 +200,7 @@ def _report_run(summaries, folder: Path, as_json: bool) -> int:
 
     from master.runner import print_summaries
 
-    from .results import json_safe
+    from ..results import json_safe
 
     if as_json:
         schemes = {
@@ -220,9 +228,13 @@ def cmd_master(args: argparse.Namespace) -> int:
 
     def cluster():
         return RemoteCluster(
-            config.cluster.workers, args.bind, config.run.startup_timeout,
-            max_message_bytes(data), curve, log=lambda text: print(text, file=sys.stderr),
-        )  # fmt: skip
+            config.cluster.workers,
+            args.bind,
+            config.run.startup_timeout,
+            max_message_bytes(data),
+            curve,
+            log=lambda text: print(text, file=sys.stderr),
+        )
 
     summaries = run_testbed(
         config, folder, log=lambda text: print(text, file=sys.stderr), cluster_factory=cluster
@@ -245,8 +257,8 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from . import plots
-    from .validation import format_table, load_run, to_json, validate_run
+    from .. import plots
+    from ..validation import format_table, load_run, to_json, validate_run
 
     if args.source:
         folder = Path(args.source)
@@ -286,7 +298,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     from master.sweep import DEFAULT_VALUES, SweepSpec, parse_values, reductions, run_sweep
 
-    from . import plots
+    from .. import plots
 
     if args.values:
         values = parse_values(args.values)
@@ -299,9 +311,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     folder = Path(args.output or Path(base.run.output) / f"sweep-{args.param}-{stamp}")
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} points"),
-        TimeElapsedColumn(), transient=True,
-    ) as bar:  # fmt: skip
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} points"),
+        TimeElapsedColumn(),
+        transient=True,
+    ) as bar:
         task = bar.add_task("sweep", total=len(values))
 
         def progress(index, value, state):
@@ -312,12 +327,26 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     measured, predicted = reductions(rows, "measured_mean_s"), reductions(rows, "predicted_mean_s")
     figure = plots.plot_sweep(rows, (measured, predicted), folder / "sweep.png")
     if args.json:
-        print(json.dumps({"rows": rows, "reduction_measured_pct": measured, "reduction_predicted_pct": predicted,
-                          "output": str(folder)}))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "rows": rows,
+                    "reduction_measured_pct": measured,
+                    "reduction_predicted_pct": predicted,
+                    "output": str(folder),
+                }
+            )
+        )
         return 0
+    _print_sweep_table(args.param, rows, measured, predicted)
+    print(f"results: {folder / 'sweep.csv'}, figure: {figure}")
+    return 0
+
+
+def _print_sweep_table(param: str, rows: list[dict], measured: dict, predicted: dict) -> None:
     w = max([14, *(len(r["scheme"]) for r in rows)])
     print(
-        f"{args.param:>18} {'scheme':<{w}} {'measured s':>11} {'predicted s':>12} {'model s':>9} {'ratio':>6}"
+        f"{param:>18} {'scheme':<{w}} {'measured s':>11} {'predicted s':>12} {'model s':>9} {'ratio':>6}"
     )
     for r in rows:
         print(
@@ -328,9 +357,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         "reduction of bcgc-opt over the best baseline (%), measured vs predicted (same cycle times):"
     )
     for value in measured:
-        print(f"  {args.param} = {value}: {measured[value]:.1f} vs {predicted[value]:.1f}")
-    print(f"results: {folder / 'sweep.csv'}, figure: {figure}")
-    return 0
+        print(f"  {param} = {value}: {measured[value]:.1f} vs {predicted[value]:.1f}")
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
