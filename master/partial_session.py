@@ -46,7 +46,6 @@ from bcgc_sim.wire.protocol import (
     MessageType,
     ProtocolError,
     check,
-    clock_id,
     header_spec,
 )
 
@@ -121,7 +120,6 @@ class PartialSession:
         self.unit_s = settings.time_scale * model.scale  # seconds per raw unit
         self.ns_per_load = self.unit_s * 1e9
         self.bounds = partition_bounds(data.rows, model.n_workers)
-        self.clock = clock_id()
         self.watch = RankWatch(  # `replace` is accepted for symmetry and not used (R1)
             link, settings, scheme, self.run_id, self.setup_header, dead_ranks, replace,
             replaces=False,
@@ -164,23 +162,14 @@ class PartialSession:
         stall_s = stall_limit_s(self.settings, expected)
         self.decoder.reset()
         state = _Iteration(iteration, 0, cycle_times)
-        self.watch.poll(iteration)  # what died since the last iteration counts from the start
-        self.watch.rejoined(iteration)  # this broadcast gives them what they missed
-        state.participants = self.watch.set_up_ranks()
+        state.participants = self.watch.begin_iteration(iteration)
         if not plan.approximate:
             self._check_reachable(state, "")
-        start = time.monotonic_ns()
+        start, state.header = self.watch.broadcast_theta(iteration, theta, state.participants)
         state.start = start
         stop_at = (
             None if plan.deadline is None else start + round(plan.deadline * self.unit_s * 1e9)
         )
-        state.header = {
-            "run": self.run_id,
-            "iteration": iteration,
-            "sent_ns": start,
-            "clock": self.clock,
-        }
-        self.link.broadcast(MessageType.ITERATE, state.header, theta, state.participants)
         last_progress = time.monotonic()
         next_watch = start + WATCH_INTERVAL_NS
         while state.stop_ns is None:  # compute phase: NOTICEs until the stop rule fires
@@ -276,14 +265,11 @@ class PartialSession:
     def _handle(self, received: Received, state: _Iteration) -> bool:
         """NOTICE, UPLOAD or FAILED of a worker; True if it advanced the protocol."""
         message = received.message
-        if message.kind is MessageType.FAILED:
-            h = message.header
-            if h.get("run") == self.run_id:
-                raise RunError(
-                    f"{self.scheme}, iteration {state.number}: worker {received.rank} failed: "
-                    f"{h.get('reason')}"
-                )
-            return False
+        if message.kind is MessageType.FAILED and message.header.get("run") == self.run_id:
+            raise RunError(
+                f"{self.scheme}, iteration {state.number}: worker {received.rank} failed: "
+                f"{message.header.get('reason')}"
+            )  # a COMBINE it could not compute; a failed set-up (no run) ends it below
         if message.kind not in (MessageType.NOTICE, MessageType.UPLOAD):
             if self.watch.on_setup_reply(received, state.number):
                 return False  # set up: it takes part from the next iteration

@@ -197,6 +197,7 @@ class RankWatch:
         self.replaces = replaces
         self.events: list[dict] = []  # worker deaths, replacements, reconnections
         self.affinity: dict[int, list[int] | None] = {}
+        self.clock = clock_id()
         self._version = -1
         if replaces:  # a rank whose replacement did not come earlier is asked for again
             for peer in link.peers.by_rank.values():
@@ -313,6 +314,22 @@ class RankWatch:
             if received is not None and not self.on_setup_reply(received, None):
                 self.unexpected(received)
 
+    def begin_iteration(self, iteration: int) -> set[int]:
+        """At the start of an iteration: what died since the last one counts from here, and
+        reconnected ranks get this broadcast. The ranks to send theta: those set up for this run."""
+        self.poll(iteration)
+        self.rejoined(iteration)
+        return self.set_up_ranks()
+
+    def broadcast_theta(
+        self, iteration: int, theta: np.ndarray, ranks: set[int]
+    ) -> tuple[int, dict]:
+        """ITERATE(theta) to `ranks`; the broadcast's monotonic time (ns) and its header."""
+        start = time.monotonic_ns()
+        header = {"run": self.run_id, "iteration": iteration, "sent_ns": start, "clock": self.clock}
+        self.link.broadcast(MessageType.ITERATE, header, theta, ranks)
+        return start, header
+
     def set_up_ranks(self) -> set[int]:
         """Live ranks set up for this run."""
         return {
@@ -355,7 +372,6 @@ class SchemeSession:
         self.run_id = f"{scheme}-{time.monotonic_ns()}"
         self.decoder = IterationDecoder(layout.slots, model.n_workers, data.coordinates, codes)
         self.ns_per_load = settings.time_scale * model.scale * 1e9
-        self.clock = clock_id()
         self.watch = RankWatch(
             link, settings, scheme, self.run_id, self.setup_header, dead_ranks, replace,
             replaces=settings.on_failure == "replace",
@@ -405,19 +421,10 @@ class SchemeSession:
         state = _Iteration(
             iteration, {}, theta, cycle_times, 0, decoded_at=[math.nan] * len(self.layout.slots)
         )
-        self.watch.poll(iteration)  # what died since the last iteration counts from the start
-        self.watch.rejoined(iteration)  # this broadcast gives them what they missed
-        state.participants = self.watch.set_up_ranks()
+        state.participants = self.watch.begin_iteration(iteration)
         self._check_decodable(state)
-        start = time.monotonic_ns()
+        start, state.header = self.watch.broadcast_theta(iteration, theta, state.participants)
         state.start = start
-        state.header = {
-            "run": self.run_id,
-            "iteration": iteration,
-            "sent_ns": start,
-            "clock": self.clock,
-        }
-        self.link.broadcast(MessageType.ITERATE, state.header, theta, state.participants)
         try:
             end = self._receive_until_decoded(state, stall_s)
         except RunError:

@@ -199,12 +199,13 @@ class PeerTable:
         self.by_identity[identity] = peer
         peer.identity, peer.heard_ns = identity, now_ns
         peer.beat_ns = beat_ns or peer.beat_ns
-        run = header.get("run")
-        peer.run = run if type(run) is str else ""
         if peer.state is not _LIVE:  # declared dead while it was cut off; nobody took the rank
             peer.state, peer.how, peer.replace_by_ns = _LIVE, "", 0
             self.dead.discard(peer.rank)
-        self.rejoined.append(peer.rank)
+        if header.get("settings") is not True:  # (renewed on purpose: its SETUP_OK follows)
+            run = header.get("run")
+            peer.run = run if type(run) is str else ""  # a SETUP_OK may have been lost
+            self.rejoined.append(peer.rank)
         self.version += 1
         return peer
 
@@ -460,22 +461,25 @@ class WorkerLink:
             except zmq.ZMQError:
                 key = ""
         known = identity in self.peers.by_identity
+        known_token = message.header.get("token") in self.peers.by_token
         result = self.peers.register(identity, message.header, key, time.monotonic_ns())
         if isinstance(result, str):
             detail = ""
             if result == "version":
                 detail = f"READY with protocol {message.header.get('protocol')!r}"
             elif result == "surplus-worker":
-                detail = f"all {self.peers.size} ranks are taken"
+                detail = (
+                    f"all {self.peers.size} ranks are taken (a replacement is taken once the "
+                    "master has declared a rank dead)"
+                )
                 if not known:  # tell it, so that it exits instead of waiting for a set-up
                     self._send_to(identity, encode(MessageType.STOP, {"reason": detail}))
             self.reject(result, identity, detail)
             return
-        peer = result
-        if peer.rank in self.peers.rejoined:
-            log.info("worker %d reconnected (pid %s)", peer.rank, peer.pid)
+        if known_token:
+            log.info("worker %d reconnected (pid %s)", result.rank, result.pid)
         else:
-            log.info("worker rank %d registered (pid %s)", peer.rank, peer.pid)
+            log.info("worker rank %d registered (pid %s)", result.rank, result.pid)
 
     def wait_for_workers(self, count: int, timeout_s: float, check=None) -> None:
         """Block until ranks 0..count-1 are taken by live workers (later READYs beyond them are

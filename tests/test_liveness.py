@@ -59,6 +59,14 @@ def test_a_reconnected_worker_keeps_its_rank_and_its_old_connection_still_counts
     assert peer.run == "scheme-1"
 
 
+def test_a_connection_renewed_for_new_settings_is_not_a_loss():
+    """A remote worker reconnects on purpose to take the master's heartbeat at set-up: nothing
+    was lost, so nothing is re-sent, and its SETUP_OK (not the READY) confirms the set-up."""
+    peers = table(2)
+    peer = peers.register(b"renewed", ready(0, "token-of-0", run="scheme-2", settings=True), "", 1)
+    assert peer.identity == b"renewed" and peer.run == "" and peers.take_rejoined() == []
+
+
 def test_a_reconnect_must_come_from_the_same_curve_key():
     peers = PeerTable()
     peers.size = 1

@@ -526,7 +526,7 @@ def test_a_worker_dying_during_set_up_is_noticed_at_once(tmp_path, on_failure):
     events = [(e["scheme"], e["rank"], e["event"]) for e in meta["worker_events"]]
     expected = [("uncoded", 1, "died")] + [("uncoded", 1, "replaced")] * (on_failure == "replace")
     assert events == expected
-    assert meta["status"] == ("completed" if on_failure == "replace" else meta["status"])
+    assert meta["status"].startswith("completed" if on_failure == "replace" else "failed: ")
     assert no_children_left()
 
 
@@ -830,3 +830,87 @@ def test_partial_gc_never_counts_a_rank_that_died_earlier(tmp_path):
     ]
     assert len(rows) == 4 and all(float(r["gradient_rel_error"]) <= 1e-9 for r in rows)
     assert no_children_left()
+
+
+NAN_UPLOAD = """
+import numpy as np
+import workers.partial as p
+upload = p.r1_upload
+if rank == 0:
+    p.r1_upload = lambda *args: np.full_like(upload(*args), np.nan)
+"""
+
+
+def test_a_non_finite_upload_ends_partial_gc_with_one_line(tmp_path):
+    config = fast_config(tmp_path, "run.schemes=['partial-gc']", "run.iterations=3")
+    folder = tmp_path / "run"
+
+    def cluster():
+        return PatchedCluster(4, 30, folder / "logs", max_message_bytes=1 << 20, patch=NAN_UPLOAD)
+
+    with pytest.raises(RunError, match=r"worker\(s\) \[0\] sent non-finite values; variant R1"):
+        run_testbed(config, folder, log=lambda text: None, cluster_factory=cluster)
+    meta = json.loads((folder / "run.json").read_text())
+    assert meta["rejected_messages"]["non-finite"] == 1
+    assert not (folder / "iterations.csv").read_text().strip().splitlines()[1:]  # no nan row
+    assert no_children_left()
+
+
+def test_a_frozen_local_worker_is_declared_dead_by_silence_and_replaced(tmp_path):
+    """SIGSTOP: the process is still there, so only its silence tells; its replacement takes
+    over and the frozen process is killed (no second worker for the rank)."""
+    config = fast_config(tmp_path)
+    with PatchedCluster(4, log_dir=tmp_path / "logs") as cluster:
+        session, theta = session_for(
+            cluster, config, "uncoded", tmp_path, on_failure="replace", time_scale=1e-7
+        )
+        session.iterate(0, theta)
+        frozen = cluster.processes[3]
+        frozen.send_signal(signal.SIGSTOP)
+        start = time.monotonic()
+        result, _ = session.iterate(1, theta)
+        assert result.gradient_rel_error <= 1e-9
+        assert WINDOW_S < time.monotonic() - start < WINDOW_S + 5  # silence, then a new process
+        assert [(e["event"], e.get("how")) for e in session.events] == [
+            ("died", "silent for more than 0.5 s"),
+            ("replaced", None),
+        ]
+        assert frozen.poll() is not None and cluster.processes[3] is not frozen
+    assert no_children_left()
+
+
+def test_a_remote_replacement_takes_the_rank_of_a_dead_worker(tmp_path):
+    """`bcgc master` with on_failure = replace: a remote worker is killed, the master says so and
+    waits; a new `bcgc worker` takes its rank and the run completes with exact gradients."""
+    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    master, workers = _remote_run(
+        tmp_path, endpoint, "--set", "run.iterations=40", "--set", "run.schemes=['uncoded']",
+        "--set", "cluster.on_failure='replace'", "--set", "cluster.replace_timeout=30",
+    )  # fmt: skip
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(master.stderr), daemon=True)
+    reader.start()
+    try:
+        _wait_rows(tmp_path / "run" / "iterations.csv", 3)
+        workers[1].kill()
+        end = time.monotonic() + 10
+        while time.monotonic() < end and not any("start a replacement" in l for l in lines):
+            time.sleep(0.05)
+        assert any("start a replacement" in l for l in lines), lines
+        workers.append(
+            subprocess.Popen(
+                [*BCGC, "worker", "--connect", endpoint],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )  # fmt: skip
+        )
+        out = master.stdout.read()
+        assert master.wait(60) == 0, lines
+        assert json.loads(out)["schemes"]["uncoded"]["gradient_max_rel_error"] <= 1e-9
+        meta = json.loads((tmp_path / "run" / "run.json").read_text())
+        assert [e["event"] for e in meta["worker_events"]] == ["died", "replaced"]
+    finally:
+        for process in [master, *workers]:
+            process.kill()
+            process.wait()

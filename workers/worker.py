@@ -145,6 +145,7 @@ class Worker:
         self.liveness = liveness
         self.last_sent = time.monotonic_ns()
         self.next_check = 0  # the next time tick() looks at liveness
+        self.reopened = False  # the connection was renewed on purpose (_take_liveness)
         self._open()
 
     def _open(self) -> None:
@@ -181,6 +182,7 @@ class Worker:
             return
         self.close()
         self._open()
+        self.reopened = True
         if not self._wait_connected(self.liveness * self.heartbeat_ns / 1e9):
             raise MasterGone(f"no connection to the master at {self.endpoint} after a reconnect")
 
@@ -204,7 +206,9 @@ class Worker:
         header = {
             "rank": self.rank, "pid": os.getpid(), "protocol": PROTOCOL_VERSION,
             "token": self.token, "run": self.run_id or "", "heartbeat_s": self.heartbeat_ns / 1e9,
+            "settings": self.reopened,  # a new connection for new liveness settings: nothing lost
         }  # fmt: skip
+        self.reopened = False
         self.send(MessageType.READY, header)
 
     def _connection_events(self, now: int) -> None:
