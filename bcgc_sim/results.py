@@ -22,7 +22,11 @@ a master killed outright (SIGKILL) can lose the rows of its last WRITE_INTERVAL_
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
+import fcntl
+import io
 import json
 import math
 import os
@@ -34,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+
+from .errors import UserError
 
 ITERATION_FIELDS = (
     "scheme",
@@ -95,42 +101,224 @@ PARTIAL_FIELDS = (
     "worst_condition",  # max_i cond(Phi[:, S_i])
 )
 WRITE_INTERVAL_S = 0.5  # queued rows reach the disk at least this often during a run
+LOCK_NAME = "run.lock"  # held by the run writing into a folder; removed when it ends
+RESERVE_BYTES = 256 << 10  # disk space held back (in the lock file) for the last run.json
+
+
+class WriteError(UserError):
+    """A result or data file could not be written (disk full, no permission, ...)."""
+
+
+def write_error(path: str | Path, exc: OSError) -> WriteError:
+    """The one-line error for a failed write of `path`."""
+    reason = exc.strerror or str(exc)
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+    fix = "free space, or choose another folder" if full else "choose another folder"
+    return WriteError(f"cannot write {path}: {reason} ({fix})")
+
+
+@contextlib.contextmanager
+def writing(path: str | Path):
+    """Turn an OSError raised inside the block into a WriteError naming `path`."""
+    try:
+        yield
+    except OSError as exc:
+        raise write_error(path, exc) from None
+
+
+def write_at(fd: int, data: bytes, offset: int) -> None:
+    """Write all of `data` at `offset`; if that fails or is interrupted part way, cut the file
+    back to `offset` (best effort) so that no partial record stays behind."""
+    view, at = memoryview(data), offset
+    try:
+        while view:
+            done = os.pwrite(fd, view, at)
+            view, at = view[done:], at + done
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, offset)
+        raise
+
+
+def write_atomically(path: str | Path, text: str) -> None:
+    """Replace `path` by `text` all at once (a temporary file, then rename); the temporary file
+    is removed when the write fails. Raises WriteError."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with writing(path):
+            tmp.write_text(text)
+            os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def csv_text(fields: tuple[str, ...], rows, header: bool = False) -> bytes:
+    """`rows` (dicts) as CSV lines, UTF-8; with the header line first if `header`."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields)
+    if header:
+        writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue().encode()
+
+
+def append_rows(path: str | Path, fields: tuple[str, ...], rows: list[dict]) -> None:
+    """Append whole rows to a CSV file (header first if it is new): all of them or none, never
+    a torn row. Raises WriteError."""
+    with writing(path), open(path, "ab", buffering=0) as handle:
+        end = os.fstat(handle.fileno()).st_size
+        write_at(handle.fileno(), csv_text(fields, rows, header=end == 0), end)
+
+
+class FolderLock:
+    """An exclusive lock on one output folder: the flock of FOLDER/run.lock, refused when
+    another process holds it. The kernel releases it when the process ends, however it ends
+    (a SIGKILLed run's lock file stays behind, unlocked, and is taken over).
+
+    The lock file also holds a reserve of disk space (zeros after the owner's pid) that
+    `release_reserve` gives back, so that a run that fills the disk can still write its last
+    run.json."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / LOCK_NAME
+        with writing(self.path):
+            while True:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                handle = os.fdopen(fd, "r+b", buffering=0)  # closed in release()
+                try:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    owner = handle.read(32).split(b"\n")[0].decode(errors="replace") or "?"
+                    handle.close()
+                    raise UserError(
+                        f"another run (pid {owner}) is writing into {folder}: wait for it to "
+                        "end, or choose another output folder"
+                    ) from None
+                except BaseException:
+                    handle.close()
+                    raise
+                if self._still_at_path(handle):
+                    break
+                handle.close()  # removed by a run that just ended: lock the file now there
+            self.handle = handle
+            try:
+                self.owner = f"{os.getpid()}\n".encode()
+                os.ftruncate(handle.fileno(), 0)
+                write_at(handle.fileno(), self.owner, 0)
+            except BaseException:
+                self.release()
+                raise
+        self.reserved = 0
+
+    def _still_at_path(self, handle) -> bool:
+        try:
+            return os.fstat(handle.fileno()).st_ino == os.stat(self.path).st_ino
+        except FileNotFoundError:
+            return False
+
+    def reserve(self, nbytes: int) -> None:
+        """Hold at least `nbytes` of disk space back (grows only). Raises WriteError."""
+        if nbytes <= self.reserved:
+            return
+        with writing(self.path):
+            try:
+                os.posix_fallocate(self.handle.fileno(), len(self.owner), nbytes)
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                    raise
+                write_at(self.handle.fileno(), bytes(nbytes), len(self.owner))
+        self.reserved = nbytes
+
+    def release_reserve(self) -> None:
+        with contextlib.suppress(OSError):
+            os.ftruncate(self.handle.fileno(), len(self.owner))
+        self.reserved = 0
+
+    def release(self) -> None:
+        """Remove the lock file and unlock (in this order: a run that opened the old file
+        sees that it is gone and takes a new one)."""
+        if self.handle.closed:
+            return
+        if self._still_at_path(self.handle):
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+        self.handle.close()
 
 
 class Table:
-    """One CSV table of a run; rows are queued until the recorder writes them."""
+    """One CSV table of a run; rows are queued until the recorder writes them.
 
-    def __init__(self, handle, fields: tuple[str, ...]) -> None:
-        self.handle = handle
-        self.writer = csv.DictWriter(handle, fieldnames=fields)
-        self.writer.writeheader()
-        self.queued: list[dict] = []
+    Exactly once, whole rows: `_state` = (bytes of whole rows on disk, queued rows) changes in
+    one assignment after a write has succeeded, and every write starts at the end of the rows
+    already on disk. A write cut short (disk full, Ctrl-C inside it) leaves its rows queued; its
+    bytes are cut off at once, and in any case overwritten by the next write or cut off when the
+    table closes, so no row is ever written twice or torn."""
+
+    def __init__(self, path: Path, fields: tuple[str, ...]) -> None:
+        self.path = path
+        self.fields = fields
+        with writing(path):
+            self.handle = open(path, "wb", buffering=0)  # noqa: SIM115 - closed in close()
+            try:
+                header = csv_text(fields, [], header=True)
+                write_at(self.handle.fileno(), header, 0)
+            except BaseException:
+                self.handle.close()
+                raise
+        self._state: tuple[int, list[dict]] = (len(header), [])
 
     def writerow(self, row: dict) -> None:
-        self.queued.append(row)
+        self._state[1].append(row)
 
     def writerows(self, rows) -> None:
-        self.queued.extend(rows)
+        self._state[1].extend(rows)
+
+    @property
+    def queued(self) -> list[dict]:
+        return self._state[1]
 
     def write(self) -> None:
-        """Format the queued rows into the file and hand them to the OS."""
-        self.writer.writerows(self.queued)
-        self.queued.clear()
-        self.handle.flush()
+        """Write the queued rows to the file (handed to the OS). Raises WriteError."""
+        end, rows = self._state
+        if not rows:
+            return
+        with writing(self.path):
+            data = csv_text(self.fields, rows)
+            write_at(self.handle.fileno(), data, end)
+        self._state = (end + len(data), [])
+
+    def close(self) -> None:
+        """Cut off anything beyond the whole rows written, then close."""
+        if self.handle.closed:
+            return
+        with contextlib.suppress(OSError):
+            if os.fstat(self.handle.fileno()).st_size > self._state[0]:
+                os.ftruncate(self.handle.fileno(), self._state[0])
+        self.handle.close()
 
 
 class RunRecorder:
-    """Writes the tables of one run into `folder` (created)."""
+    """Writes the tables of one run into `folder` (created), which it locks: a second run into
+    the same folder is refused (UserError) until this one closes or its process ends."""
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        with writing(self.folder):
+            self.folder.mkdir(parents=True, exist_ok=True)
+        self._lock = FolderLock(self.folder)
         self._tables: list[Table] = []
         self._extra: dict[str, Table] = {}
         self._written = time.monotonic()
-        self.iterations = self._writer("iterations.csv", ITERATION_FIELDS)
-        self.messages = self._writer("messages.csv", MESSAGE_FIELDS)
-        self.blocks = self._writer("blocks.csv", BLOCK_FIELDS)
+        try:
+            self._lock.reserve(RESERVE_BYTES)
+            self.iterations = self._writer("iterations.csv", ITERATION_FIELDS)
+            self.messages = self._writer("messages.csv", MESSAGE_FIELDS)
+            self.blocks = self._writer("blocks.csv", BLOCK_FIELDS)
+        except BaseException:
+            self._release()
+            raise
 
     def table(self, name: str, fields: tuple[str, ...]) -> Table:
         """An extra table of this run (created on first use), e.g. partial.csv."""
@@ -139,12 +327,11 @@ class RunRecorder:
         return self._extra[name]
 
     def _writer(self, name: str, fields: tuple[str, ...]) -> Table:
-        handle = open(self.folder / name, "w", newline="")  # noqa: SIM115 - closed in close()
-        self._tables.append(Table(handle, fields))
+        self._tables.append(Table(self.folder / name, fields))
         return self._tables[-1]
 
     def flush(self) -> None:
-        """Write every queued row now."""
+        """Write every queued row now. Raises WriteError."""
         for table in self._tables:
             table.write()
         self._written = time.monotonic()
@@ -155,17 +342,53 @@ class RunRecorder:
         if time.monotonic() - self._written >= WRITE_INTERVAL_S:
             self.flush()
 
-    def close(self) -> None:
-        self.flush()
-        for table in self._tables:
-            table.handle.close()
-
     def write_metadata(self, data: dict[str, Any]) -> None:
-        """Write the queued rows, then (re)write run.json atomically."""
+        """Write the queued rows, then (re)write run.json atomically. Raises WriteError."""
         self.flush()
-        tmp = self.folder / "run.json.tmp"
-        tmp.write_text(json.dumps(json_safe(data), indent=2, default=_plain, allow_nan=False))
-        os.replace(tmp, self.folder / "run.json")
+        text = _metadata_text(data)
+        self._lock.reserve(max(RESERVE_BYTES, 2 * len(text)))
+        write_atomically(self.folder / "run.json", text)
+
+    def close(self, data: dict[str, Any] | None = None) -> None:
+        """The run's last write: every queued row, then run.json from `data` (if given), then
+        the folder is released. If the disk is full the reserve is given back first so that
+        run.json still says how the run ended; a failed last flush marks a completed run as
+        failed. The first write error is raised once everything is closed."""
+        if self._lock.handle.closed:
+            return
+        error: WriteError | None = None
+        try:
+            try:
+                self.flush()
+            except WriteError as exc:
+                error = exc
+                if data is not None:
+                    data["write_error"] = str(exc)
+                    if data.get("status") == "completed":
+                        data["status"] = f"failed: {exc}"
+            if data is not None:
+                text = _metadata_text(data)
+                try:
+                    write_atomically(self.folder / "run.json", text)
+                except WriteError:
+                    self._lock.release_reserve()
+                    try:
+                        write_atomically(self.folder / "run.json", text)
+                    except WriteError as exc:
+                        error = error or exc
+        finally:
+            self._release()
+        if error is not None:
+            raise error
+
+    def _release(self) -> None:
+        for table in self._tables:
+            table.close()
+        self._lock.release()
+
+
+def _metadata_text(data: dict[str, Any]) -> str:
+    return json.dumps(json_safe(data), indent=2, default=_plain, allow_nan=False)
 
 
 def json_safe(value: Any) -> Any:
