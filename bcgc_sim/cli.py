@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -523,47 +524,101 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM: handled like Ctrl-C (clean shutdown, results kept), exit status 143."""
 
 
-def _on_sigterm(signum, frame) -> None:
-    raise Terminated()
+class StopSignals:
+    """Ctrl-C (SIGINT) and SIGTERM while `bcgc` runs (a context manager that restores the
+    handlers it found; a SIGINT ignored by the shell stays ignored).
+
+    Each signal raises KeyboardInterrupt (SIGTERM: Terminated) in the main thread and is
+    remembered in `received`, so that the command ends as stopped even when a library turned
+    the exception into another (an extension module's import reports "ImportError:
+    initialization failed"), or when Python could not raise it where it landed (a weakref
+    callback of the import system, a __del__): there it would be swallowed with a traceback, so
+    it is sent again a moment later, to land in ordinary code."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self.previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopSignals:
+        for signum, usual in (
+            (signal.SIGINT, signal.default_int_handler),
+            (signal.SIGTERM, signal.SIG_DFL),
+        ):
+            if signal.getsignal(signum) is usual:
+                self.previous[signum] = signal.signal(signum, self._raise)
+        self.previous_hook, sys.unraisablehook = sys.unraisablehook, self._unraisable
+        return self
+
+    def __exit__(self, *exc) -> None:
+        sys.unraisablehook = self.previous_hook
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+    def _raise(self, signum: int, frame) -> None:
+        self.received.append(signum)
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    def _unraisable(self, unraisable) -> None:
+        if issubclass(unraisable.exc_type, KeyboardInterrupt) and self.received:
+            threading.Timer(0.005, os.kill, (os.getpid(), self.received[-1])).start()
+            return
+        self.previous_hook(unraisable)
+
+    def status(self, exc: BaseException) -> int | None:
+        """130 (Ctrl-C) or 143 (SIGTERM) if a stop signal ended the command, else None."""
+        if not (self.received or isinstance(exc, KeyboardInterrupt)):
+            return None
+        if self.received:
+            return 143 if self.received[0] == signal.SIGTERM else 130
+        return 143 if isinstance(exc, Terminated) else 130
 
 
 def main(argv: list[str] | None = None) -> int:
     """The `bcgc` command; returns the exit status. Every import happens inside the handlers."""
     as_program = argv is None
-    previous = signal.getsignal(signal.SIGTERM)
+    stop = StopSignals()
     try:
-        argv = sys.argv[1:] if argv is None else argv
-        if argv[:1] == ["worker"]:  # the worker has its own parser and its own signal handling
-            from workers.worker import main as worker_main
+        with stop:
+            argv = sys.argv[1:] if argv is None else argv
+            if argv[:1] == ["worker"]:  # the worker has its own parser and signal handling
+                from workers.worker import main as worker_main
 
-            return worker_main(argv[1:], prog="bcgc worker")
-        signal.signal(signal.SIGTERM, _on_sigterm)
-        args = build_parser().parse_args(argv)
-        return args.func(args)
-    except UserError as exc:
+                return worker_main(argv[1:], prog="bcgc worker")
+            args = build_parser().parse_args(argv)
+            return args.func(args)
+    except BaseException as exc:  # noqa: BLE001 - _exit_status re-raises what it does not know
+        return _exit_status(exc, stop)
+    finally:
+        if as_program:  # the work is over: a late Ctrl-C must not print a traceback
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _exit_status(exc: BaseException, stop: StopSignals) -> int:
+    """The exit status, and the one line on stderr, of a command that ended with `exc`; anything
+    that is neither a stop signal nor a failure a user can act on is raised again (a bug: its
+    traceback is wanted)."""
+    stopped = stop.status(exc)
+    if stopped is not None:
+        # A KeyboardInterrupt that left an exec() of a string on its way here (scipy's imports
+        # run some) makes `python -m` kill itself by SIGINT at exit despite the status below;
+        # a successful exec() clears that mark (CPython's run_eval_code_obj).
+        exec("")
+        print("bcgc: terminated" if stopped == 143 else "bcgc: interrupted", file=sys.stderr)
+        return stopped
+    if isinstance(exc, UserError):
         return _fail(str(exc))
-    except KeyboardInterrupt as exc:
-        print(
-            "bcgc: terminated" if isinstance(exc, Terminated) else "bcgc: interrupted",
-            file=sys.stderr,
-        )
-        return 143 if isinstance(exc, Terminated) else 130
-    except MemoryError as exc:
+    if isinstance(exc, MemoryError):
         return _fail(
             f"out of memory ({exc or 'an allocation failed'}): lower model.coordinates, "
             "model.samples, cluster.workers or predict.samples"
         )
-    except BrokenPipeError:  # e.g. 'bcgc predict | head -1': the reader is gone
+    if isinstance(exc, BrokenPipeError):  # e.g. 'bcgc predict | head -1': the reader is gone
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    except OSError as exc:  # a file the command could not read or write
+    if isinstance(exc, OSError):  # a file the command could not read or write
         where = f": {exc.filename}" if exc.filename else ""
         return _fail(f"{exc.strerror or exc}{where}")
-    finally:
-        if signal.getsignal(signal.SIGTERM) is _on_sigterm:
-            signal.signal(signal.SIGTERM, previous)
-        if as_program:  # the work is over: a late Ctrl-C must not print a traceback
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise exc
 
 
 def _fail(message: str) -> int:

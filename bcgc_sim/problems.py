@@ -11,10 +11,12 @@ and are memory-mapped by the master and every worker: the page cache holds one c
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -38,8 +40,12 @@ class MemoryNeed:
     fix: str  # e.g. "lower model.samples or model.coordinates"
 
 
-def gib(nbytes: float) -> str:
-    return f"{nbytes / 2**30:.1f} GiB"
+def size_text(nbytes: float) -> str:
+    """A size in bytes as text: '23.8 GiB', '640.0 KiB'."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes / 2**10:.1f} KiB"
 
 
 def check_memory(needs: list[MemoryNeed], step: str) -> None:
@@ -52,8 +58,8 @@ def check_memory(needs: list[MemoryNeed], step: str) -> None:
         return
     top = max(needs, key=lambda need: need.nbytes)
     raise UserError(
-        f"{step} needs about {gib(total)} of memory but {gib(available)} is available; "
-        f"{top.what} alone takes {gib(top.nbytes)}: {top.fix}"
+        f"{step} needs about {size_text(total)} of memory but {size_text(available)} is available; "
+        f"{top.what} alone takes {size_text(top.nbytes)}: {top.fix}"
     )
 
 
@@ -198,9 +204,12 @@ def prepare_data(
             _save_atomically(features, x)
             _save_atomically(targets, y)
         except OSError as exc:
+            with contextlib.suppress(OSError):
+                where.rmdir()  # if empty
             raise UserError(
-                f"cannot write the data set to {where}: {exc.strerror or exc} (it needs "
-                f"{gib(x.nbytes + y.nbytes)}: free space, or set problem.data_dir)"
+                f"cannot write the data set to {where}: {exc.strerror or exc}; it needs "
+                f"{size_text(x.nbytes + y.nbytes)}, {_free_space(where)} (free space, or set "
+                "problem.data_dir)"
             ) from None
     try:
         x = np.load(features, mmap_mode="r")
@@ -211,6 +220,13 @@ def prepare_data(
     return ProblemData(
         kind, str(features.resolve()), str(targets.resolve()), x.shape[0], x.shape[1]
     )
+
+
+def _free_space(folder: Path) -> str:
+    for place in (folder, *folder.parents):
+        with contextlib.suppress(OSError):
+            return f"{size_text(shutil.disk_usage(place).free)} is free there"
+    return "the free space is unknown"
 
 
 def data_folder(

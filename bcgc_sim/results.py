@@ -102,6 +102,7 @@ PARTIAL_FIELDS = (
 )
 WRITE_INTERVAL_S = 0.5  # queued rows reach the disk at least this often during a run
 LOCK_NAME = "run.lock"  # held by the run writing into a folder; removed when it ends
+CHUNK_ROWS = 256  # rows per write: on a full disk all chunks before the last one stay
 RESERVE_BYTES = 256 << 10  # disk space held back (in the lock file) for the last run.json
 
 
@@ -250,11 +251,12 @@ class FolderLock:
 class Table:
     """One CSV table of a run; rows are queued until the recorder writes them.
 
-    Exactly once, whole rows: `_state` = (bytes of whole rows on disk, queued rows) changes in
-    one assignment after a write has succeeded, and every write starts at the end of the rows
-    already on disk. A write cut short (disk full, Ctrl-C inside it) leaves its rows queued; its
-    bytes are cut off at once, and in any case overwritten by the next write or cut off when the
-    table closes, so no row is ever written twice or torn."""
+    Exactly once, whole rows: `_state` = (bytes of whole rows on disk, queued rows, how many of
+    them are on disk) changes in one assignment after each write of at most CHUNK_ROWS rows, and
+    every write starts at the end of the rows already on disk. A write cut short (disk full,
+    Ctrl-C inside it) leaves its rows queued; its bytes are cut off at once, and in any case
+    overwritten by the next write or cut off when the table closes, so no row is ever written
+    twice or torn. On a full disk every chunk that fitted stays."""
 
     def __init__(self, path: Path, fields: tuple[str, ...]) -> None:
         self.path = path
@@ -267,7 +269,7 @@ class Table:
             except BaseException:
                 self.handle.close()
                 raise
-        self._state: tuple[int, list[dict]] = (len(header), [])
+        self._state: tuple[int, list[dict], int] = (len(header), [], 0)
 
     def writerow(self, row: dict) -> None:
         self._state[1].append(row)
@@ -277,17 +279,20 @@ class Table:
 
     @property
     def queued(self) -> list[dict]:
-        return self._state[1]
+        _, rows, done = self._state
+        return rows[done:]
 
     def write(self) -> None:
         """Write the queued rows to the file (handed to the OS). Raises WriteError."""
-        end, rows = self._state
-        if not rows:
-            return
+        end, rows, done = self._state
         with writing(self.path):
-            data = csv_text(self.fields, rows)
-            write_at(self.handle.fileno(), data, end)
-        self._state = (end + len(data), [])
+            while done < len(rows):
+                chunk = rows[done : done + CHUNK_ROWS]
+                data = csv_text(self.fields, chunk)
+                write_at(self.handle.fileno(), data, end)
+                end, done = end + len(data), done + len(chunk)
+                self._state = (end, rows, done)  # one assignment: the chunk is booked
+        self._state = (end, [], 0)  # all on disk: a new queue (writers run on this thread)
 
     def close(self) -> None:
         """Cut off anything beyond the whole rows written, then close."""
@@ -305,9 +310,16 @@ class RunRecorder:
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
+        created = not self.folder.exists()
         with writing(self.folder):
             self.folder.mkdir(parents=True, exist_ok=True)
-        self._lock = FolderLock(self.folder)
+        try:
+            self._lock = FolderLock(self.folder)
+        except BaseException:
+            if created:
+                with contextlib.suppress(OSError):
+                    self.folder.rmdir()  # an empty folder of our own
+            raise
         self._tables: list[Table] = []
         self._extra: dict[str, Table] = {}
         self._written = time.monotonic()
@@ -318,6 +330,9 @@ class RunRecorder:
             self.blocks = self._writer("blocks.csv", BLOCK_FIELDS)
         except BaseException:
             self._release()
+            if created:
+                with contextlib.suppress(OSError):
+                    self.folder.rmdir()  # if nothing is in it
             raise
 
     def table(self, name: str, fields: tuple[str, ...]) -> Table:
@@ -362,10 +377,10 @@ class RunRecorder:
                 self.flush()
             except WriteError as exc:
                 error = exc
-                if data is not None:
-                    data["write_error"] = str(exc)
-                    if data.get("status") == "completed":
-                        data["status"] = f"failed: {exc}"
+                if data is not None and data.get("status") == "completed":
+                    data["status"] = f"failed: {exc}"
+                elif data is not None and str(exc) not in str(data.get("status")):
+                    data["write_error"] = str(exc)  # besides the run's own end
             if data is not None:
                 text = _metadata_text(data)
                 try:
