@@ -16,13 +16,12 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from bcgc_sim.codes import CodeBook
 from bcgc_sim.config import Config
 from bcgc_sim.errors import UserError
-from bcgc_sim.layout import layout_for
-from bcgc_sim.model import SystemModel
-from bcgc_sim.partial_plan import PartialPlan
-from bcgc_sim.plans import plan_to_dict
+from bcgc_sim.model.codes import CodeBook
+from bcgc_sim.model.layout import layout_for
+from bcgc_sim.model.system import SystemModel
+from bcgc_sim.partial.plan import PartialPlan
 from bcgc_sim.predict import evaluation_samples, monte_carlo_need
 from bcgc_sim.problems import (
     MemoryNeed,
@@ -36,7 +35,7 @@ from bcgc_sim.problems import (
     step_size,
 )
 from bcgc_sim.results import RunRecorder, WriteError, environment, writing
-from bcgc_sim.schemes import build_plan
+from bcgc_sim.schemes import build_plan, plan_to_dict
 
 from .cluster import WORKER_MEMORY_BYTES, LocalCluster, check_capacity
 from .partial_session import PartialSession
@@ -113,13 +112,7 @@ def check_run_memory(config: Config, local: bool = True) -> None:
 
 def model_for_data(config: Config, data: ProblemData) -> SystemModel:
     """The model the testbed realises: L and M are those of the data set."""
-    return SystemModel(
-        config.cluster.workers,
-        data.coordinates,
-        data.rows,
-        config.model.cycles,
-        config.distribution(),
-    )
+    return config.system_model(data.coordinates, data.rows)
 
 
 def choose_time_scale(config: Config, model: SystemModel, plans: dict) -> float:

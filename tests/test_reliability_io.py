@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import errno
 import json
 import os
@@ -23,14 +24,14 @@ import psutil
 import pytest
 
 from bcgc_sim import results
-from bcgc_sim.cli import StopSignals, main
 from bcgc_sim.config import load_config
+from bcgc_sim.entry.cli import StopSignals, main
 from bcgc_sim.errors import UserError
-from bcgc_sim.results import ITERATION_FIELDS, MESSAGE_FIELDS, RunRecorder, WriteError
+from bcgc_sim.results import BlockRow, IterationRow, MessageRow, RunRecorder, WriteError
 from master.cluster import WORKER_MEMORY_BYTES
 from master.runner import check_run_memory
 
-BCGC = [sys.executable, "-m", "bcgc_sim.cli"]
+BCGC = [sys.executable, "-m", "bcgc_sim"]
 FAST = ["--set", "run.iteration_seconds=0.002", "--set", "run.schemes=['bcgc-t']"]
 
 
@@ -38,12 +39,14 @@ def _row(iteration: int) -> dict:
     return {"scheme": "uncoded", "iteration": iteration, "measured_s": 0.25, "ratio": 1.0}
 
 
-def whole_rows(path: Path, fields) -> list[list[str]]:
-    """The rows of a CSV file, asserting that every row is whole (no torn last row)."""
+def whole_rows(path: Path, record) -> list[list[str]]:
+    """The rows of a CSV table of `record`s, asserting that every row is whole (no torn last
+    row, no missing field)."""
+    fields = [f.name for f in dataclasses.fields(record)]
     raw = path.read_text()
     assert raw == "" or raw.endswith("\n"), f"{path.name}: torn last row {raw[-60:]!r}"
     rows = list(csv.reader(raw.splitlines()))
-    assert rows[0] == list(fields)
+    assert rows[0] == fields
     assert all(len(r) == len(fields) for r in rows), f"{path.name}: a row with missing fields"
     return rows[1:]
 
@@ -96,7 +99,7 @@ def test_an_interrupt_inside_a_flush_never_writes_a_row_twice(tmp_path, monkeypa
     monkeypatch.setattr(results, "write_at", real_write_at)
     recorder.iterations.writerow(_row(3000))
     recorder.close({"status": "interrupted"})  # the final flush after the interrupt
-    rows = whole_rows(tmp_path / "iterations.csv", ITERATION_FIELDS)
+    rows = whole_rows(tmp_path / "iterations.csv", IterationRow)
     assert [int(r[1]) for r in rows] == list(range(3001))  # each row exactly once, in order
     assert leftovers(tmp_path) == []
 
@@ -124,7 +127,7 @@ def test_a_failed_write_keeps_whole_rows_and_marks_run_json_failed(tmp_path, mon
     assert json.loads((tmp_path / "run.json").read_text())["status"].startswith(
         "failed: cannot write"
     )
-    rows = whole_rows(tmp_path / "messages.csv", MESSAGE_FIELDS)
+    rows = whole_rows(tmp_path / "messages.csv", MessageRow)
     assert [int(r[1]) for r in rows] == list(range(50))  # whole rows, the failed ones absent
     assert leftovers(tmp_path) == []
 
@@ -194,10 +197,10 @@ def test_a_full_disk_ends_the_run_with_one_line_whole_rows_and_run_json_failed(
     meta = json.loads((run / "run.json").read_text())
     assert meta["status"].startswith("failed: cannot write")
     assert ("No space left" in meta["status"]) or ("too large" in meta["status"])
-    iterations = whole_rows(run / "iterations.csv", ITERATION_FIELDS)
-    messages = whole_rows(run / "messages.csv", MESSAGE_FIELDS)
+    iterations = whole_rows(run / "iterations.csv", IterationRow)
+    messages = whole_rows(run / "messages.csv", MessageRow)
     assert len(iterations) > 10 and len(messages) > 100  # it ran until the disk was full
-    whole_rows(run / "blocks.csv", results.BLOCK_FIELDS)
+    whole_rows(run / "blocks.csv", BlockRow)
     assert leftovers(run) == []
 
 
@@ -249,7 +252,7 @@ def test_a_second_run_into_the_same_folder_is_refused_until_the_first_ends(tmp_p
     )  # fmt: skip
     try:
         end = time.monotonic() + 60
-        while time.monotonic() < end and not (run / "iterations.csv").exists():
+        while time.monotonic() < end and '"status": "running"' not in _text(run / "run.json"):
             time.sleep(0.05)
         before = (run / "run.json").read_text()
         second = subprocess.run(
@@ -275,6 +278,10 @@ def test_a_second_run_into_the_same_folder_is_refused_until_the_first_ends(tmp_p
     finally:
         if first.poll() is None:
             first.kill()
+
+
+def _text(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
 
 
 # -- item 8: runs too large for memory -----------------------------------------------------------
@@ -453,7 +460,7 @@ def test_an_interrupt_that_a_library_turned_into_another_error_still_exits_130()
 def test_an_interrupt_through_an_exec_of_a_string_exits_130_under_python_m(tmp_path):
     (tmp_path / "interrupted_inside_exec.py").write_text(
         "import sys\n"
-        "import bcgc_sim.cli as cli\n"
+        "import bcgc_sim.entry.cli as cli\n"
         "cli.cmd_plan = lambda args: exec('raise KeyboardInterrupt')  # as scipy's imports do\n"
         "sys.exit(cli.main())\n"
     )

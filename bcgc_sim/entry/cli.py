@@ -1,10 +1,13 @@
 """The `bcgc` command: plan, predict, run, validate, sweep, calibrate, master, worker, keygen.
 
-User mistakes, and failures of the machine a user can act on (a full disk, too little memory, a
-folder another run writes into), end with one line `bcgc: error: ...` on stderr and exit status
-2, never a traceback. Ctrl-C ends with "bcgc: interrupted" and status 130 (SIGTERM: 143) at any
-moment after Python itself has started: this module imports nothing heavy at its top, so that
-every import, config load and data preparation runs inside main's handlers.
+Part of the entry layer (bcgc_sim.entry), the one place that composes the model (bcgc_sim), the
+master (master/) and the workers (workers/). Each command imports what it runs when it runs:
+this module imports nothing heavy at its top, so `bcgc plan` and `bcgc predict` start without
+ZeroMQ, master or workers, and every import, config load and data preparation happens inside
+main's handlers. User mistakes, and failures of the machine a user can act on (a full disk, too
+little memory, a folder another run writes into), end with one line `bcgc: error: ...` on stderr
+and exit status 2, never a traceback. Ctrl-C ends with "bcgc: interrupted" and status 130
+(SIGTERM: "bcgc: terminated", 143; results kept) at any moment once Python has started.
 """
 
 from __future__ import annotations
@@ -18,10 +21,12 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import UserError
+from ..errors import UserError
 
 if TYPE_CHECKING:
-    from .config import Config
+    from ..config import Config
+    from ..model.system import SystemModel
+    from ..predict import Prediction
 
 
 class _Parser(argparse.ArgumentParser):
@@ -57,7 +62,7 @@ def _add_deadline_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    from .config import load_config
+    from ..config import load_config
 
     overrides = list(args.overrides)
     deadline = getattr(args, "deadline", None)
@@ -72,8 +77,8 @@ def _config(args: argparse.Namespace) -> Config:
 
 def _check_model_memory(config: Config, schemes: list[str], samples: int) -> None:
     """Refuse before allocating: planning and evaluating `schemes` on `samples` draws."""
-    from .predict import monte_carlo_need
-    from .problems import check_memory
+    from ..predict import monte_carlo_need
+    from ..problems import check_memory
 
     n = config.cluster.workers
     need = monte_carlo_need(n, samples, schemes, config.partial.storage)
@@ -81,15 +86,14 @@ def _check_model_memory(config: Config, schemes: list[str], samples: int) -> Non
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from .partial_plan import CDF_SAMPLES
-    from .predict import Prediction
-    from .schemes import build_plan
+    from ..partial.plan import CDF_SAMPLES
+    from ..predict import Prediction
+    from ..schemes import build_plan
 
     config = _config(args)
     model = config.system_model()
     _check_model_memory(config, [args.scheme], max(config.optimize.tuning_samples, CDF_SAMPLES))
     plan = build_plan(args.scheme, model, config.scheme_options())
-
     x = Prediction(args.scheme, plan, None, None, None).partition()
     if args.json:
         print(json.dumps({"scheme": args.scheme, "x": x}))
@@ -107,9 +111,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .partial_plan import CDF_SAMPLES
-    from .predict import finite_or_none, predict
-    from .schemes import PARTIAL_SCHEMES, check_scheme_names, missing_deadline, needs_deadline
+    from ..partial.plan import CDF_SAMPLES
+    from ..predict import predict
+    from ..schemes import PARTIAL_SCHEMES, check_scheme_names, missing_deadline, needs_deadline
 
     config = _config(args)
     model = config.system_model()
@@ -127,43 +131,57 @@ def cmd_predict(args: argparse.Namespace) -> int:
     _check_model_memory(config, schemes, samples)
     results = predict(model, schemes, options, config.predict.samples, config.predict.exact)
     if args.json:
-        out = {}
-        for r in results:
-            if r.plan is None:
-                out[r.scheme] = {"error": r.error}
-                continue
-            out[r.scheme] = {
-                "R": finite_or_none(r.raw.mean),
-                "expected_runtime": finite_or_none(r.expected_runtime.mean),
-                "stderr": finite_or_none(r.expected_runtime.stderr),
-                "expected_runtime_exact": finite_or_none(r.exact_expected_runtime),
-                "x": r.partition(),
-            }
-            if options.deadline is not None:
-                out[r.scheme]["completion_probability"] = r.completion_probability
-        print(
-            json.dumps(
-                {
-                    "schemes": out,
-                    "unit": "model time units",
-                    "samples": config.predict.samples,
-                    "deadline": options.deadline,
-                }
+        _print_prediction_json(results, config.predict.samples, options.deadline)
+    else:
+        _print_prediction_table(results, model, config.predict.samples, options.deadline)
+        if any(name in PARTIAL_SCHEMES for name in schemes):
+            print(
+                "partial-gc*: no exact E[tau]; P(tau<=T) by Monte Carlo over 20000 draws "
+                "(bcgc_sim/partial/plan.py); R excludes the COMBINE/UPLOAD round trip"
             )
+    return 0
+
+
+def _print_prediction_json(results: list[Prediction], samples: int, deadline: float | None) -> None:
+    from ..predict import finite_or_none
+
+    out = {}
+    for r in results:
+        if r.plan is None:
+            out[r.scheme] = {"error": r.error}
+            continue
+        out[r.scheme] = {
+            "R": finite_or_none(r.raw.mean),
+            "expected_runtime": finite_or_none(r.expected_runtime.mean),
+            "stderr": finite_or_none(r.expected_runtime.stderr),
+            "expected_runtime_exact": finite_or_none(r.exact_expected_runtime),
+            "x": r.partition(),
+        }
+        if deadline is not None:
+            out[r.scheme]["completion_probability"] = r.completion_probability
+    print(
+        json.dumps(
+            {
+                "schemes": out,
+                "unit": "model time units",
+                "samples": samples,
+                "deadline": deadline,
+            }
         )
-        return 0
+    )
+
+
+def _print_prediction_table(
+    results: list[Prediction], model: SystemModel, samples: int, deadline: float | None
+) -> None:
     print(
         f"N = {model.n_workers}, L = {model.coordinates}, M = {model.samples}, C = {model.cycles:g}; "
         f"{model.distribution.describe()}"
     )
-    print(
-        f"E[tau] = (M C / N) R in model time units; Monte Carlo over {config.predict.samples} draws of T"
-    )
-    if options.deadline is not None:
-        print(
-            f"P(tau<=T): exact completion probability at T = {options.deadline:g} model time units"
-        )
-    column = f" {'P(tau<=T)':>10}" if options.deadline is not None else ""
+    print(f"E[tau] = (M C / N) R in model time units; Monte Carlo over {samples} draws of T")
+    if deadline is not None:
+        print(f"P(tau<=T): exact completion probability at T = {deadline:g} model time units")
+    column = f" {'P(tau<=T)':>10}" if deadline is not None else ""
     w = max([14, *(len(r.scheme) for r in results)])
     header = (
         f"{'scheme':<{w}} {'R':>12} {'E[tau]':>12} {'+- stderr':>10} {'E[tau] exact':>13}{column}"
@@ -187,18 +205,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
             f"{r.scheme:<{w}} {r.raw.mean:>12.5g} {r.expected_runtime.mean:>12.5g} "
             f"{r.expected_runtime.stderr:>10.3g} {exact}{probability}  {_short(r.plan.describe())}"
         )
-    if any(name in PARTIAL_SCHEMES for name in schemes):
-        print(
-            "partial-gc*: no exact E[tau]; P(tau<=T) by Monte Carlo over 20000 draws "
-            "(bcgc_sim/partial_plan.py); R excludes the COMBINE/UPLOAD round trip"
-        )
-    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from master.runner import output_folder, run_testbed
 
-    from .config import load_config
+    from ..config import load_config
 
     config = load_config(
         args.config, [*args.overrides, *(["run.check=true"] if args.check else [])]
@@ -213,7 +225,7 @@ def _report_run(summaries, folder: Path, as_json: bool) -> int:
 
     from master.runner import print_summaries
 
-    from .results import json_safe
+    from ..results import json_safe
 
     if as_json:
         schemes = {
@@ -236,7 +248,7 @@ def cmd_master(args: argparse.Namespace) -> int:
     )
     from master.transport import Curve
 
-    from .config import load_config
+    from ..config import load_config
 
     config = load_config(args.config, [*args.overrides, f"cluster.workers={args.workers}"])
     if bool(args.key) != bool(args.allow):
@@ -250,9 +262,13 @@ def cmd_master(args: argparse.Namespace) -> int:
 
     def cluster():
         return RemoteCluster(
-            config.cluster.workers, args.bind, config.run.startup_timeout,
-            max_message_bytes(data), curve, log=lambda text: print(text, file=sys.stderr),
-        )  # fmt: skip
+            config.cluster.workers,
+            args.bind,
+            config.run.startup_timeout,
+            max_message_bytes(data),
+            curve,
+            log=lambda text: print(text, file=sys.stderr),
+        )
 
     summaries = run_testbed(
         config, folder, log=lambda text: print(text, file=sys.stderr), cluster_factory=cluster
@@ -263,7 +279,7 @@ def cmd_master(args: argparse.Namespace) -> int:
 def cmd_keygen(args: argparse.Namespace) -> int:
     import zmq
 
-    from .results import writing
+    from ..results import writing
 
     name = args.name
     if not name or name != Path(name).name or name.startswith("."):
@@ -312,7 +328,7 @@ def _write_key_file(path: Path, text: str, mode: int, replace: bool) -> None:
     """Write `path` with `mode` from the moment it exists (never readable by others if mode
     says so). Without `replace` an existing file is an error (O_EXCL); with it, a temporary file
     replaces the old one at once. A failed write leaves no file behind."""
-    from .results import write_at
+    from ..results import write_at
 
     target = path.with_name(f".{path.name}.tmp{os.getpid()}") if replace else path
     if replace:
@@ -334,8 +350,8 @@ def _write_key_file(path: Path, text: str, mode: int, replace: bool) -> None:
 def cmd_validate(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from . import plots
-    from .validation import format_table, load_run, to_json, validate_run
+    from .. import plots
+    from ..validation import format_table, load_run, to_json, validate_run
 
     if args.source:
         folder = Path(args.source)
@@ -375,7 +391,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     from master.sweep import DEFAULT_VALUES, SweepSpec, parse_values, reductions, run_sweep
 
-    from . import plots
+    from .. import plots
 
     if args.values:
         values = parse_values(args.values)
@@ -388,9 +404,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     folder = Path(args.output or Path(base.run.output) / f"sweep-{args.param}-{stamp}")
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} points"),
-        TimeElapsedColumn(), transient=True,
-    ) as bar:  # fmt: skip
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} points"),
+        TimeElapsedColumn(),
+        transient=True,
+    ) as bar:
         task = bar.add_task("sweep", total=len(values))
 
         def progress(index, value, state):
@@ -401,12 +420,26 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     measured, predicted = reductions(rows, "measured_mean_s"), reductions(rows, "predicted_mean_s")
     figure = plots.plot_sweep(rows, (measured, predicted), folder / "sweep.png")
     if args.json:
-        print(json.dumps({"rows": rows, "reduction_measured_pct": measured, "reduction_predicted_pct": predicted,
-                          "output": str(folder)}))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "rows": rows,
+                    "reduction_measured_pct": measured,
+                    "reduction_predicted_pct": predicted,
+                    "output": str(folder),
+                }
+            )
+        )
         return 0
+    _print_sweep_table(args.param, rows, measured, predicted)
+    print(f"results: {folder / 'sweep.csv'}, figure: {figure}")
+    return 0
+
+
+def _print_sweep_table(param: str, rows: list[dict], measured: dict, predicted: dict) -> None:
     w = max([14, *(len(r["scheme"]) for r in rows)])
     print(
-        f"{args.param:>18} {'scheme':<{w}} {'measured s':>11} {'predicted s':>12} {'model s':>9} {'ratio':>6}"
+        f"{param:>18} {'scheme':<{w}} {'measured s':>11} {'predicted s':>12} {'model s':>9} {'ratio':>6}"
     )
     for r in rows:
         print(
@@ -417,9 +450,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         "reduction of bcgc-opt over the best baseline (%), measured vs predicted (same cycle times):"
     )
     for value in measured:
-        print(f"  {args.param} = {value}: {measured[value]:.1f} vs {predicted[value]:.1f}")
-    print(f"results: {folder / 'sweep.csv'}, figure: {figure}")
-    return 0
+        print(f"  {param} = {value}: {measured[value]:.1f} vs {predicted[value]:.1f}")
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -450,7 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bcgc", description="Block coordinate gradient coding: predict and measure."
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    from .schemes import SCHEMES
+    from ..schemes import SCHEMES
 
     plan = sub.add_parser("plan", help="print the block partition x of a scheme")
     _add_config_arguments(plan)
