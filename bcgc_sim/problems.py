@@ -12,6 +12,7 @@ and are memory-mapped by the master and every worker: the page cache holds one c
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import json
@@ -199,10 +200,13 @@ def prepare_data(
         except OSError as exc:
             with contextlib.suppress(OSError):
                 where.rmdir()  # if empty
+            needs = f"it needs {size_text(x.nbytes + y.nbytes)}"
+            if exc.errno in (None, errno.ENOSPC, errno.EDQUOT, errno.EFBIG):  # None: numpy's
+                needs += f", {_free_space(where)} (free space, or set problem.data_dir)"
+            else:
+                needs += " (set problem.data_dir to a folder you can write)"
             raise UserError(
-                f"cannot write the data set to {where}: {exc.strerror or exc}; it needs "
-                f"{size_text(x.nbytes + y.nbytes)}, {_free_space(where)} (free space, or set "
-                "problem.data_dir)"
+                f"cannot write the data set to {where}: {exc.strerror or exc}; {needs}"
             ) from None
     try:
         x = np.load(features, mmap_mode="r")

@@ -484,6 +484,7 @@ def test_an_interrupt_through_an_exec_of_a_string_exits_130_under_python_m(tmp_p
         (["worker", "--connect", "127.0.0.1:5999"], "--connect needs an endpoint like tcp://"),
         (["worker", "--connect", "tcp://127.0.0.1:0"], "a port 1..65535"),
         (["worker", "--connect", "tcp://127.0.0.1:5999", "--rank", "x"], "invalid int value"),
+        (["worker", "--connect", "tcp://127.0.0.1:5999", "--timeout", "-1"], "--timeout must be"),
     ],
 )
 def test_bad_paths_and_endpoints_are_one_line(argv, mentions, capsys, tmp_path, monkeypatch):

@@ -477,6 +477,8 @@ def build_parser(prog: str = "python -m workers") -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, prog: str = "python -m workers") -> int:
     args = build_parser(prog).parse_args(argv)
     problem = endpoint_problem(args.connect)
+    if problem is None and not args.timeout > 0:
+        problem = f"--timeout must be a positive number of seconds, got {args.timeout}"
     if problem is not None:
         print(f"{prog}: error: {problem}", file=sys.stderr)
         return 2
