@@ -58,9 +58,14 @@ def check_memory(needs: list[MemoryNeed], step: str) -> None:
     if not needs or total <= MEMORY_FRACTION * available:
         return
     top = max(needs, key=lambda need: need.nbytes)
+    need, free = size_text(total), size_text(available)
+    if len(needs) == 1:
+        raise UserError(
+            f"{step} needs about {need} of memory for {top.what} but {free} is available: {top.fix}"
+        )
     raise UserError(
-        f"{step} needs about {size_text(total)} of memory but {size_text(available)} is available; "
-        f"{top.what} alone takes {size_text(top.nbytes)}: {top.fix}"
+        f"{step} needs about {need} of memory but {free} is available; the largest part is "
+        f"{top.what} ({size_text(top.nbytes)}): {top.fix}"
     )
 
 

@@ -314,7 +314,10 @@ def test_predict_and_plan_check_the_memory_of_their_monte_carlo_draws(capsys):
 def test_only_local_workers_count_against_this_machines_memory(tmp_path):
     n = psutil.virtual_memory().available // WORKER_MEMORY_BYTES + 1
     config = load_config(None, [f"cluster.workers={n}", f"run.output='{tmp_path}'"])
-    with pytest.raises(UserError, match=rf"{n} local worker processes alone takes"):
+    with pytest.raises(
+        UserError,
+        match=rf"the largest part is {n} local worker processes \(.* GiB\): lower cluster.workers",
+    ):
         check_run_memory(config, local=True)
     check_run_memory(config, local=False)  # 'bcgc master': the workers run elsewhere
 
