@@ -172,6 +172,8 @@ def _check(config: Config) -> Config:
     """Range checks of every section; the model checks N, L, M, C and the law."""
     if config.seed < 0:
         raise UserError(f"seed must be >= 0, got {config.seed}")
+    if config.cluster.workers < 2:  # before the checks that count on it
+        raise UserError(f"cluster.workers (N) must be >= 2, got {config.cluster.workers}")
     _check_straggler(config.straggler)
     _check_optimize(config.optimize)
     _check_predict(config.predict)
@@ -207,10 +209,14 @@ def _check_predict(p: PredictConfig) -> None:
         raise UserError(
             f"predict.deadline must be >= 0 model time units (0 = none), got {p.deadline}"
         )
+    if not p.schemes:
+        raise UserError("predict.schemes is empty: name at least one scheme")
     check_scheme_names(list(p.schemes))
 
 
 def _check_run(r: RunConfig) -> None:
+    if not r.schemes:
+        raise UserError("run.schemes is empty: name at least one scheme")
     check_scheme_names(list(r.schemes))
     if r.iterations < 1:
         raise UserError(f"run.iterations must be >= 1, got {r.iterations}")
@@ -325,6 +331,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise UserError(f"config file not found: {path}") from None
         except OSError as exc:
             raise UserError(f"cannot read config file {path}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise UserError(f"config file {path} is not UTF-8 text (TOML): {exc}") from None
         except tomllib.TOMLDecodeError as exc:
             raise UserError(f"config file {path} is not valid TOML: {exc}") from None
     for text in overrides or []:

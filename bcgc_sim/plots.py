@@ -5,6 +5,7 @@ matplotlib with the Agg backend (no display needed). Times are seconds.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import matplotlib
@@ -13,6 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .results import writing  # noqa: E402
 from .validation import CONFIDENCE, DeadlineCheck, RunRecord, SchemeValidation, model_cdf  # noqa: E402
 
 
@@ -161,9 +163,17 @@ def plot_sweep(rows: list[dict], reductions: tuple[dict, dict], path: Path) -> P
 
 
 def _save(fig, path: Path) -> Path:
+    """Save `fig` as a PNG at `path`: whole or not at all (a temporary file, then rename).
+    Raises WriteError."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with writing(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fig.tight_layout()
+            fig.savefig(tmp, dpi=110, format="png")
+            os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
     return path

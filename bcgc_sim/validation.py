@@ -61,13 +61,21 @@ def load_run(folder: str | Path) -> RunRecord:
         ) from None
     except json.JSONDecodeError:
         raise UserError(f"{folder}/run.json is not valid JSON") from None
-    config = config_from_dict(meta["config"])
-    data = meta["data"]
-    model = config.system_model(int(data["coordinates"]), int(data["rows"]))
-    plans = {name: plan_from_dict(p) for name, p in meta["plans"].items()}
-    return RunRecord(
-        folder, meta, config, model, plans, float(meta["time_scale_s_per_unit"]), iterations
-    )
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read the run in {folder}: {exc}") from None
+    try:
+        config = config_from_dict(meta["config"])
+        data = meta["data"]
+        model = config.system_model(int(data["coordinates"]), int(data["rows"]))
+        plans = {name: plan_from_dict(p) for name, p in meta["plans"].items()}
+        time_scale = float(meta["time_scale_s_per_unit"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        status = meta.get("status", "?") if isinstance(meta, dict) else "?"
+        raise UserError(
+            f"{folder}/run.json does not describe a run that started (status: {status}; "
+            f"{type(exc).__name__}: {exc})"
+        ) from None
+    return RunRecord(folder, meta, config, model, plans, time_scale, iterations)
 
 
 CONFIDENCE = 0.95  # of the interval for the measured fraction of iterations done by the deadline

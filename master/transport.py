@@ -278,7 +278,41 @@ class Curve:
             raise UserError(
                 f"--allow must be a folder of worker public keys (bcgc keygen), got {allow}"
             )
+        AllowList(Path(allow))  # readable, and not empty
         return cls(public, secret, Path(allow))
+
+
+class AllowList:
+    """ZAP check of a worker's CURVE public key against the .key files of the --allow folder
+    (read once). Runs in the authenticator's thread; the first refusal of each key is logged,
+    every refusal is counted in `refused` (by key)."""
+
+    def __init__(self, folder: Path) -> None:
+        import zmq.auth
+
+        try:
+            self.keys = set(zmq.auth.load_certificates(str(folder)))
+        except (OSError, ValueError) as exc:
+            raise UserError(f"cannot read the worker keys in --allow {folder}: {exc}") from None
+        if not self.keys:
+            raise UserError(
+                f"--allow {folder} holds no worker public keys (.key files from bcgc keygen)"
+            )
+        self.folder = folder
+        self.refused: collections.Counter[bytes] = collections.Counter()
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        """True if the Z85 public `key` may connect."""
+        if key in self.keys:
+            return True
+        self.refused[key] += 1
+        if self.refused[key] == 1:
+            log.warning(
+                "refused a CURVE handshake: worker key %s is not in the --allow folder %s "
+                "(further refusals of this key are counted, not logged)",
+                key.decode(errors="replace"), self.folder,
+            )  # fmt: skip
+        return False
 
 
 def is_loopback(endpoint: str) -> bool:
@@ -321,7 +355,9 @@ class WorkerLink:
 
             self.auth = ThreadAuthenticator(self.context)
             self.auth.start()
-            self.auth.configure_curve(domain="*", location=str(curve.allow))
+            self.auth.configure_curve_callback(
+                domain="*", credentials_provider=AllowList(curve.allow)
+            )
             self.socket.curve_secretkey, self.socket.curve_publickey = curve.secret, curve.public
             self.socket.curve_server = True
         try:

@@ -426,7 +426,7 @@ def test_session_drops_a_worker_that_dies_before_the_stop(data, tmp_path):
     assert 2 not in {rank for rank, kind in link.sent if kind is MessageType.COMBINE}
     assert [e["event"] for e in session.events] == ["died"]
     alone = build_plan("partial-gc", MODEL, options(storage=1))
-    session, _, _ = sim_session(data, tmp_path, alone, dead=lambda: {4})
+    session, _, _ = sim_session(data, tmp_path / "alone", alone, dead=lambda: {4})
     with pytest.raises(RunError, match=r"chunk 4 can get only 0 of the l = 1"):
         session.iterate(0, np.zeros(40))
 
@@ -446,7 +446,7 @@ def test_session_ends_with_a_run_error_when_an_upload_cannot_come(data, tmp_path
     link.send = send
     with pytest.raises(RunError, match=r"died after the stop and before uploading; variant R1"):
         session.iterate(0, np.zeros(40))
-    session, link, _ = sim_session(data, tmp_path, plan)
+    session, link, _ = sim_session(data, tmp_path / "again", plan)
     link.forget = {0, 1, 2, 3, 4, 5}
     with pytest.raises(RunError, match=r"failed: cannot combine"):
         session.iterate(0, np.zeros(40))

@@ -290,7 +290,7 @@ class Worker:
             if not self._wait_connected(self.timeout_s):
                 print(
                     f"bcgc worker: error: no answer from the master at {self.endpoint} "
-                    f"within {self.timeout_s:g} s; check the address, the keys and that the master runs this version",
+                    f"within {self.timeout_s:g} s: {handshake_problem(self.endpoint, self.curve)}",
                     file=sys.stderr,
                 )
                 return 1
@@ -487,6 +487,65 @@ class Worker:
                 return None
 
 
+HANDSHAKE_FAILED = (
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+)
+
+
+def handshake_problem(
+    endpoint: str, curve: tuple[bytes, bytes, bytes] | None, wait_s: float = 1.0
+) -> str:
+    """What is likely wrong when no master answered: judged from the handshake of one more
+    connection to `endpoint` with the same keys (ZeroMQ's monitor events), within wait_s."""
+    socket = zmq.Context.instance().socket(zmq.DEALER)
+    socket.setsockopt(zmq.LINGER, 0)
+    if curve is not None:
+        socket.curve_publickey, socket.curve_secretkey, socket.curve_serverkey = curve
+    monitor = socket.get_monitor_socket(HANDSHAKE_FAILED | zmq.EVENT_HANDSHAKE_SUCCEEDED)
+    try:
+        socket.connect(endpoint)
+        end = time.monotonic() + wait_s
+        while (remaining := end - time.monotonic()) > 0:
+            if not monitor.poll(max(1, int(remaining * 1000))):
+                break
+            event = recv_monitor_message(monitor)["event"]
+            if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                return (
+                    "the master refused this worker's CURVE key: its public key (the .key file "
+                    "made with --key's .key_secret) is not in the master's --allow folder"
+                )
+            if event & HANDSHAKE_FAILED and curve is not None:
+                return (
+                    "the CURVE handshake failed: --server-key is likely not the master's public "
+                    "key (its .key file), or the master runs without CURVE"
+                )
+            if event & HANDSHAKE_FAILED:
+                return (
+                    "the handshake failed: the master likely needs CURVE keys (--key, --server-key)"
+                )
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                return "a connection works now, but no master answered; check that it runs this version"
+    finally:
+        socket.disable_monitor()
+        monitor.close(0)
+        socket.close(0)
+    return "nothing answered there; check the address and that the master is running"
+
+
+def endpoint_problem(endpoint: str) -> str | None:
+    """Why `endpoint` is no ZeroMQ endpoint a worker can connect to, or None if it is one."""
+    scheme, sep, rest = endpoint.partition("://")
+    if not sep or scheme not in ("tcp", "ipc"):
+        return f"--connect needs an endpoint like tcp://HOST:PORT, got '{endpoint}'"
+    if scheme == "tcp":
+        host, colon, port = rest.rpartition(":")
+        if not (host and colon and port.isdigit() and 0 < int(port) < 65536):
+            return f"--connect needs a host and a port 1..65535, e.g. tcp://HOST:5555, got '{endpoint}'"
+    return None
+
+
 def load_curve_keys(
     key_file: str | None, server_key_file: str | None
 ) -> tuple[bytes, bytes, bytes] | None:
@@ -511,8 +570,15 @@ def load_curve_keys(
     return public, secret, server
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage mistake as one line and exit status 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser(prog: str = "python -m workers") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description="bcgc-sim worker process")
+    parser = _Parser(prog=prog, description="bcgc-sim worker process")
     parser.add_argument(
         "--connect", required=True, help="master endpoint, e.g. tcp://127.0.0.1:5555"
     )
@@ -541,6 +607,12 @@ def build_parser(prog: str = "python -m workers") -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None, prog: str = "python -m workers") -> int:
     args = build_parser(prog).parse_args(argv)
+    problem = endpoint_problem(args.connect)
+    if problem is None and not args.timeout > 0:
+        problem = f"--timeout must be a positive number of seconds, got {args.timeout}"
+    if problem is not None:
+        print(f"{prog}: error: {problem}", file=sys.stderr)
+        return 2
     rank = args.rank if args.rank is not None else rank_from_environment()
     curve = load_curve_keys(args.key, args.server_key)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the master tears workers down
