@@ -768,16 +768,24 @@ def test_a_dropped_connection_with_curve_keys_is_survived_in_both_protocols(tmp_
             process.wait()
 
 
-def test_bad_and_non_finite_blocks_are_counted_logged_and_never_decoded(tmp_path):
-    config = fast_config(tmp_path, "run.schemes=['uncoded']", "run.iterations=3")
+def failing_patched_run(tmp_path, scheme: str, patch: str, error: str) -> tuple[Path, dict]:
+    """A 3-iteration run of `scheme` on PatchedCluster workers that must end with a RunError
+    matching `error`; its folder and run.json."""
+    config = fast_config(tmp_path, f"run.schemes=['{scheme}']", "run.iterations=3")
     folder = tmp_path / "run"
 
     def cluster():
-        return PatchedCluster(4, 30, folder / "logs", max_message_bytes=1 << 20, patch=BAD_BLOCKS)
+        return PatchedCluster(4, 30, folder / "logs", max_message_bytes=1 << 20, patch=patch)
 
-    with pytest.raises(RunError, match=r"worker\(s\) 0 died and block 0.*sent non-finite values"):
+    with pytest.raises(RunError, match=error):
         run_testbed(config, folder, log=lambda text: None, cluster_factory=cluster)
-    meta = json.loads((folder / "run.json").read_text())
+    return folder, json.loads((folder / "run.json").read_text())
+
+
+def test_bad_and_non_finite_blocks_are_counted_logged_and_never_decoded(tmp_path):
+    folder, meta = failing_patched_run(
+        tmp_path, "uncoded", BAD_BLOCKS, r"worker\(s\) 0 died and block 0.*sent non-finite values"
+    )
     rejected = meta["rejected_messages"]
     assert rejected["unknown-slot"] == 1 and rejected["wrong-shape"] == 1, rejected
     assert rejected["non-finite"] >= 1, rejected
@@ -842,15 +850,9 @@ if rank == 0:
 
 
 def test_a_non_finite_upload_ends_partial_gc_with_one_line(tmp_path):
-    config = fast_config(tmp_path, "run.schemes=['partial-gc']", "run.iterations=3")
-    folder = tmp_path / "run"
-
-    def cluster():
-        return PatchedCluster(4, 30, folder / "logs", max_message_bytes=1 << 20, patch=NAN_UPLOAD)
-
-    with pytest.raises(RunError, match=r"worker\(s\) \[0\] sent non-finite values; variant R1"):
-        run_testbed(config, folder, log=lambda text: None, cluster_factory=cluster)
-    meta = json.loads((folder / "run.json").read_text())
+    folder, meta = failing_patched_run(
+        tmp_path, "partial-gc", NAN_UPLOAD, r"worker\(s\) \[0\] sent non-finite values; variant R1"
+    )
     assert meta["rejected_messages"]["non-finite"] == 1
     assert not (folder / "iterations.csv").read_text().strip().splitlines()[1:]  # no nan row
     assert no_children_left()
