@@ -26,6 +26,7 @@ from .transport import PeerState, WorkerLink
 
 WORKER_MEMORY_BYTES = 150 * 2**20  # resident size of one idle worker process, with margin
 SINGLE_THREADED = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+QUIET_MS = 100  # at the end of a remote run: no message for this long, the workers are gone
 
 
 def check_capacity(n_workers: int) -> None:
@@ -232,10 +233,16 @@ class RemoteCluster:
             f"worker {rank} is gone: start a replacement with 'bcgc worker --connect {self.link.endpoint}'"
         )
 
-    def close(self) -> None:
+    def close(self, grace_s: float = 0.5) -> None:
+        """STOP every worker, then read until they fell quiet (at most grace_s): a socket
+        closed with unread bytes resets its connections, and a reset can discard the STOP
+        before the worker read it."""
         if self.link is not None:
             # every rank, live or not: one declared dead may still be alive
             for rank in list(self.link.identities):
                 self.link.send(rank, MessageType.STOP, {})
+            end = time.monotonic() + grace_s
+            while time.monotonic() < end and self.link.drain(QUIET_MS):
+                pass
             self.link.close(linger_ms=500)
             self.link = None

@@ -433,6 +433,18 @@ class WorkerLink:
                 self._pending.append(received)
         return self.peers.judge(time.monotonic_ns(), exited, int(heartbeat_s * 1e9), liveness)
 
+    def drain(self, timeout_ms: int) -> bool:
+        """Read and drop whatever arrives within timeout_ms (heartbeats included); True if
+        anything did."""
+        self._pending.clear()
+        self._receive_timeout(max(0, int(timeout_ms)))
+        try:
+            frames = framing.receive(self.socket)
+        except zmq.Again:
+            return False
+        self._read(frames)
+        return True
+
     def receive(self, timeout_ms: int) -> Received | None:
         """The next message (not READY, not HEARTBEAT), or None after timeout_ms.
 

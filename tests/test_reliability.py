@@ -760,7 +760,7 @@ def test_a_dropped_connection_with_curve_keys_is_survived_in_both_protocols(tmp_
             (s, r) for s in ("bcgc-t", "partial-gc") for r in (0, 1)
         }
         for worker in workers:
-            assert worker.wait(10) == 0
+            assert worker.wait(10) == 0, worker.stderr.read()
     finally:
         relay.stop()
         for process in [master, *workers]:
