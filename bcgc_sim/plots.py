@@ -5,6 +5,7 @@ matplotlib with the Agg backend (no display needed). Times are seconds.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import matplotlib
@@ -13,6 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .results import writing  # noqa: E402
 from .validation import CONFIDENCE, DeadlineCheck, RunRecord, SchemeValidation, model_cdf  # noqa: E402
 
 
@@ -77,10 +79,15 @@ def _draw_deadline(ax, check: DeadlineCheck) -> None:
         label=f"deadline ({check.deadline:g} model units)",
     )
     ax.errorbar(
-        [check.deadline_s], [check.measured_fraction],
+        [check.deadline_s],
+        [check.measured_fraction],
         yerr=[[check.measured_fraction - lo], [hi - check.measured_fraction]],
-        fmt="o", ms=4, color="C3", capsize=3, label=f"measured fraction by it, {CONFIDENCE:.0%} CI",
-    )  # fmt: skip
+        fmt="o",
+        ms=4,
+        color="C3",
+        capsize=3,
+        label=f"measured fraction by it, {CONFIDENCE:.0%} CI",
+    )
 
 
 def plot_timeline(run: RunRecord, scheme: str, iteration: int, path: Path) -> Path:
@@ -100,9 +107,13 @@ def plot_timeline(run: RunRecord, scheme: str, iteration: int, path: Path) -> Pa
         arrival = float(m["arrival_s"])
         ax.plot([due, arrival], [worker, worker], color=colors[slot], lw=1)
         ax.scatter(
-            arrival, worker, s=22, color=colors[slot], zorder=3,
+            arrival,
+            worker,
+            s=22,
+            color=colors[slot],
+            zorder=3,
             facecolors=colors[slot] if m["status"] == "used" else "none",
-        )  # fmt: skip
+        )
     for b in blocks:
         slot = int(b["slot"])
         ax.axvline(float(b["decoded_s"]), color=colors[slot], lw=1, alpha=0.8)
@@ -152,9 +163,17 @@ def plot_sweep(rows: list[dict], reductions: tuple[dict, dict], path: Path) -> P
 
 
 def _save(fig, path: Path) -> Path:
+    """Save `fig` as a PNG at `path`: whole or not at all (a temporary file, then rename).
+    Raises WriteError."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with writing(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fig.tight_layout()
+            fig.savefig(tmp, dpi=110, format="png")
+            os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
     return path

@@ -23,9 +23,9 @@ from scipy import stats
 
 from bcgc_sim.config import Config, load_config
 from bcgc_sim.errors import UserError
+from bcgc_sim.model.stragglers import ShiftedExponential
 from bcgc_sim.predict import evaluation_samples
-from bcgc_sim.results import json_safe
-from bcgc_sim.stragglers import ShiftedExponential
+from bcgc_sim.results import json_safe, write_atomically
 from bcgc_sim.validation import load_run, model_cdf
 
 from .runner import run_testbed
@@ -122,7 +122,7 @@ def calibrate(config_path: str | None, overrides: list[str], folder: Path, log=p
         "schemes": schemes,
         "output": str(folder),
     }  # fmt: skip
-    (folder / "calibration.json").write_text(json.dumps(json_safe(result), indent=2))
+    write_atomically(folder / "calibration.json", json.dumps(json_safe(result), indent=2))
     return result
 
 

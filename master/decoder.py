@@ -16,8 +16,8 @@ import enum
 
 import numpy as np
 
-from bcgc_sim.codes import CodeBook
-from bcgc_sim.layout import Slot
+from bcgc_sim.model.codes import CodeBook
+from bcgc_sim.model.layout import Slot
 
 
 class Outcome(enum.Enum):
@@ -97,7 +97,7 @@ class IterationDecoder:
             rows = np.array([arrived[w] for w in fastest])
             self.gradient[spec.start : spec.stop] += weights @ rows
             # keep who arrived (duplicates), not the arrays: they may view a worker's shared
-            # memory, which is then released with the worker (bcgc_sim/shm.py)
+            # memory, which is then released with the worker (bcgc_sim/wire/shm.py)
             self.arrived[slot] = dict.fromkeys(arrived)
         self.decoded[slot] = True
         self._undecoded -= 1

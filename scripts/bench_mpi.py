@@ -9,7 +9,7 @@ natural mode (no injected delay): `uncoded`, and a block plan with every coordin
 s = 1. Both use the same data files (memory-mapped), N, M, L, s and seed, the same arithmetic
 (the reference's workers call the testbed's workers/compute.py), the same worker placement
 (worker n pinned to core n mod cores, the master unpinned, one BLAS thread each), the same
-malloc settings (bcgc_sim.zmq_io.keep_freed_memory) and the same timed interval: from the
+malloc settings (bcgc_sim.framing.keep_freed_memory) and the same timed interval: from the
 broadcast of theta to the decoded gradient; so the two differ in how theta and the results
 travel. Late replies are collected after the clock stops in both.
 
@@ -40,17 +40,12 @@ from pathlib import Path
 
 import numpy as np
 
-from bcgc_sim import zmq_io
-from bcgc_sim.codes import CodeBook, cyclic_support
 from bcgc_sim.config import load_config
-from bcgc_sim.layout import Slot
-from bcgc_sim.plans import BlockPlan
-from bcgc_sim.problems import (
-    ProblemData,
-    full_gradient,
-    partition_bounds,
-    step_size,
-)
+from bcgc_sim.model.codes import CodeBook, cyclic_support
+from bcgc_sim.model.layout import Slot, partition_bounds
+from bcgc_sim.model.plans import BlockPlan
+from bcgc_sim.problems import ProblemData, full_gradient, step_size
+from bcgc_sim.wire import framing
 from master.cluster import SINGLE_THREADED
 from master.runner import prepare_problem, run_testbed
 from workers.compute import SlotComputer
@@ -63,7 +58,7 @@ def mpi_rank_main(args: argparse.Namespace) -> int:
     """One rank of the reference exchange (started by mpirun); rank 0 prints a JSON line."""
     from mpi4py import MPI  # the optional extra: imported only inside mpirun
 
-    zmq_io.keep_freed_memory()  # the testbed's malloc settings: no page faults per iteration
+    framing.keep_freed_memory()  # the testbed's malloc settings: no page faults per iteration
     comm = MPI.COMM_WORLD
     rank, n = comm.Get_rank(), comm.Get_size() - 1
     s = args.stragglers

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 
+import numpy as np
 import psutil
 
 
@@ -20,7 +21,7 @@ def no_children_left(timeout_s: float = 3.0) -> bool:
 
 def mapped_segments(prefix: str, pids=None) -> list[tuple[int, str, str]]:
     """(pid, "fd" or "map", segment name) for each open file descriptor and each mapping of a
-    shared-memory segment (bcgc_sim.shm, a memfd) whose name starts with `prefix`, in `pids`
+    shared-memory segment (bcgc_sim.wire.shm, a memfd) whose name starts with `prefix`, in `pids`
     (default: every process this user may look at)."""
     found = []
     tag = f"/memfd:{prefix}"
@@ -44,3 +45,14 @@ def _name(text: str) -> str:
 def shm_files(prefix: str) -> list[str]:
     """Files in /dev/shm whose name starts with `prefix` (there should never be any)."""
     return [name for name in os.listdir("/dev/shm") if name.startswith(prefix)]
+
+
+def coordinate_raw_runtime(redundancy: np.ndarray, cycle_times: np.ndarray) -> np.ndarray:
+    """R of per-coordinate redundancies s_1..s_L (spec eq. 2), shape (K,); any order of s.
+
+    Coordinate l is recovered at T_(N-s_l) sum_{i<=l} (s_i + 1); R is the latest recovery.
+    """
+    s = np.asarray(redundancy, dtype=int)
+    t = np.sort(np.atleast_2d(cycle_times), axis=1)
+    loads = np.cumsum(s + 1)
+    return np.max(t[:, t.shape[1] - 1 - s] * loads, axis=1)

@@ -18,11 +18,11 @@ import zmq
 from helpers import mapped_segments, shm_files
 from test_reliability import gone, session_for
 
-from bcgc_sim import zmq_io
 from bcgc_sim.config import load_config
 from bcgc_sim.errors import UserError
-from bcgc_sim.protocol import PROTOCOL_VERSION, MessageType, clock_id, encode
-from bcgc_sim.shm import (
+from bcgc_sim.wire import framing
+from bcgc_sim.wire.protocol import PROTOCOL_VERSION, MessageType, clock_id, encode
+from bcgc_sim.wire.shm import (
     MasterSegments,
     OwnSegment,
     Unavailable,
@@ -38,7 +38,7 @@ from master.transport import WorkerLink
 pytestmark = pytest.mark.skipif(
     not (hasattr(os, "memfd_create") and clock_id()), reason="needs memfd and a boot id (Linux)"
 )
-BCGC = [sys.executable, "-m", "bcgc_sim.cli"]
+BCGC = [sys.executable, "-m", "bcgc_sim"]
 
 
 # -- negotiation ------------------------------------------------------------------------------
@@ -113,11 +113,11 @@ def link_and_peer():
     peer = context.socket(zmq.DEALER)
     peer.connect(link.endpoint)
     ready = {"rank": 0, "pid": os.getpid(), "protocol": PROTOCOL_VERSION}
-    zmq_io.send(peer, encode(MessageType.READY, ready))
+    framing.send(peer, encode(MessageType.READY, ready))
     link.wait_for_workers(1, 5)
     segment = OwnSegment(f"{link.shared.prefix}-w0-test", 2 * record_bytes(80), clock_id())
     ok = {"run": "r", "rank": 0, "affinity": None, "shm_segment": segment.info.to_header()}
-    zmq_io.send(peer, encode(MessageType.SETUP_OK, ok))
+    framing.send(peer, encode(MessageType.SETUP_OK, ok))
     assert link.receive(2000).message.kind is MessageType.SETUP_OK
     assert 0 in link.shared.tables
     yield link, peer, segment
@@ -132,12 +132,12 @@ def block(iteration: int) -> dict:
 
 def send_reference(peer, ref, iteration=0, length=10):
     fields = {**block(iteration), "dtype": "<f8", "shape": [length], "shm": ref}
-    zmq_io.send(peer, encode(MessageType.BLOCK, fields))
+    framing.send(peer, encode(MessageType.BLOCK, fields))
 
 
 def test_the_link_reads_a_block_by_reference(link_and_peer):
     link, peer, segment = link_and_peer
-    zmq_io.send(peer, encode_shared(segment, MessageType.BLOCK, block(0), np.arange(10.0)))
+    framing.send(peer, encode_shared(segment, MessageType.BLOCK, block(0), np.arange(10.0)))
     received = link.receive(2000)
     np.testing.assert_array_equal(received.message.array, np.arange(10.0))
     assert not link.rejected
@@ -172,9 +172,9 @@ def test_the_link_refuses_and_counts_a_stale_reference(link_and_peer):
 
 def test_the_link_refuses_a_reference_from_a_worker_that_announced_no_segment(link_and_peer):
     link, peer, segment = link_and_peer
-    zmq_io.send(peer, encode(MessageType.SETUP_OK, {"run": "r2", "rank": 0, "affinity": None}))
+    framing.send(peer, encode(MessageType.SETUP_OK, {"run": "r2", "rank": 0, "affinity": None}))
     assert link.receive(2000).message.kind is MessageType.SETUP_OK
-    zmq_io.send(peer, encode_shared(segment, MessageType.BLOCK, block(0), np.arange(10.0)))
+    framing.send(peer, encode_shared(segment, MessageType.BLOCK, block(0), np.arange(10.0)))
     assert link.receive(300) is None
     assert link.rejected == {"unknown-segment": 1}
 
@@ -186,11 +186,11 @@ def test_a_required_shared_memory_that_the_master_cannot_map_is_a_clear_error():
         peer = context.socket(zmq.DEALER)
         peer.connect(link.endpoint)
         ready = {"rank": 0, "pid": os.getpid(), "protocol": PROTOCOL_VERSION}
-        zmq_io.send(peer, encode(MessageType.READY, ready))
+        framing.send(peer, encode(MessageType.READY, ready))
         link.wait_for_workers(1, 5)
         segment = OwnSegment(f"{link.shared.prefix}-w0-x", 1024, clock_id())
         bogus = {**segment.info.to_header(), "token": "0" * 32}
-        zmq_io.send(peer, encode(MessageType.SETUP_OK, {"run": "r", "shm_segment": bogus}))
+        framing.send(peer, encode(MessageType.SETUP_OK, {"run": "r", "shm_segment": bogus}))
         with pytest.raises(UserError, match="cluster.transport = 'shm' but the master cannot"):
             link.receive(2000)
         segment.close()
@@ -214,7 +214,7 @@ def small(tmp_path, *extra):
 
 
 def ours(pid: int) -> str:
-    """The segment name prefix of the master process `pid` (bcgc_sim.shm.run_prefix)."""
+    """The segment name prefix of the master process `pid` (bcgc_sim.wire.shm.run_prefix)."""
     return f"bcgc-{pid}-"
 
 

@@ -1,4 +1,4 @@
-"""Shared-memory segments (bcgc_sim/shm.py): references round-trip through parse, every bad
+"""Shared-memory segments (bcgc_sim/wire/shm.py): references round-trip through parse, every bad
 reference is refused before an array is built, halves alternate by iteration parity, and no
 segment outlives the processes that map it."""
 
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from helpers import mapped_segments, shm_files
 
-from bcgc_sim.protocol import MessageType, ProtocolError, encode, parse
-from bcgc_sim.shm import (
+from bcgc_sim.wire.protocol import MessageType, ProtocolError, encode, parse
+from bcgc_sim.wire.shm import (
     HEADER_BYTES,
     RECORD_BYTES,
     OwnSegment,
@@ -72,8 +72,8 @@ def test_another_process_maps_the_segment_and_reads_the_array(segment):
     frames = encode_shared(segment, MessageType.ITERATE, header(5), values)
     code = (
         "import sys, numpy as np\n"
-        "from bcgc_sim.protocol import parse\n"
-        "from bcgc_sim.shm import SegmentInfo, SegmentTable\n"
+        "from bcgc_sim.wire.protocol import parse\n"
+        "from bcgc_sim.wire.shm import SegmentInfo, SegmentTable\n"
         f"table = SegmentTable(); table.attach(SegmentInfo(**{segment.info.to_header()!r}))\n"
         f"print(float(parse([{bytes(frames[0])!r}], table).array.sum()))\n"
     )
@@ -249,7 +249,7 @@ def test_segments_of_a_killed_process_are_gone_with_it():
     prefix = run_prefix()
     code = (
         "import sys, time\n"
-        "from bcgc_sim.shm import OwnSegment\n"
+        "from bcgc_sim.wire.shm import OwnSegment\n"
         f"s = OwnSegment('{prefix}-w0', 1 << 20, 'c'); s.put(0, __import__('numpy').ones(1000))\n"
         "print(s.info.fd, flush=True); time.sleep(60)\n"
     )

@@ -1,15 +1,17 @@
-"""The worker's side of the partial-straggler protocol, variant R1 (bcgc_sim.partial_gc design note).
+"""The worker's side of the partial-straggler protocol, variant R1 (bcgc_sim.partial.decoder notes).
 
 Per ITERATE the worker computes the full gradient of each chunk (= data partition) it stores, in
 its order pi_j, keeps them, and after the k-th one sends a NOTICE (header only) at its deadline
     t_start + time_scale * (M C / N) * T_j * k * L
-(one chunk = raw load L, bcgc_sim.partial_plan). A COMBINE for this iteration (chunks, beta) is
+(one chunk = raw load L, bcgc_sim.partial.plan). A COMBINE for this iteration (chunks, beta) is
 answered at once with one UPLOAD z_j = sum_k sum_u beta[k, u] g_{chunks[k]}^(u) (ceil(L / l)
 floats, `r1_upload`), after which the iteration is over for this worker, as it is after an
 ABANDON. COMBINE and ABANDON of another run or iteration are stale and ignored; any other master
 message (ITERATE, SETUP, STOP) interrupts the iteration as in the BCGC loop. A COMBINE naming a
 chunk this worker has not computed is answered with FAILED, so the master stops with a clear
-error instead of waiting.
+error instead of waiting. The chunk gradients of the last iteration are kept until the next
+one: a COMBINE repeated after a dropped connection (its UPLOAD was lost) is answered again
+(`combine_again`).
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from bcgc_sim.partial_gc import Coefficients, r1_upload
+from bcgc_sim.partial.coding import Coefficients, r1_upload
 from bcgc_sim.problems import ProblemData, loss_derivative
-from bcgc_sim.protocol import Message, MessageType
+from bcgc_sim.wire.protocol import Message, MessageType
 
 _DEADLINE = object()  # _wait's result when the deadline passed with no master message
 
@@ -80,6 +82,7 @@ def iterate(worker, message: Message) -> Message | None:
     computer: ChunkComputer = worker.partial
     context = {"start_ns": start, "received_ns": received, "cycle_time": cycle_time}
     gradients: dict[int, np.ndarray] = {}
+    worker.partial_kept = (iteration, context, gradients)  # for a repeated COMBINE
     if not math.isfinite(cycle_time):  # a full straggler: computes and notices nothing
         outcome = _wait(worker, None, iteration, context, gradients)
         return None if outcome is _DEADLINE else outcome
@@ -124,6 +127,17 @@ def _wait(worker, deadline: int | None, iteration: int, context: dict, gradients
         if message.kind is MessageType.COMBINE:
             combine(worker, message, iteration, context, gradients)
         return None
+
+
+def combine_again(worker, message: Message) -> None:
+    """A COMBINE that reached the serve loop: answer it if it is for this worker's last
+    iteration (the master repeats a COMBINE whose UPLOAD a dropped connection lost); anything
+    else is stale."""
+    kept = getattr(worker, "partial_kept", None)
+    h = message.header
+    if kept is None or h.get("run") != worker.run_id or h.get("iteration") != kept[0]:
+        return
+    combine(worker, message, *kept)
 
 
 def combine(worker, message: Message, iteration: int, context: dict, gradients: dict) -> None:

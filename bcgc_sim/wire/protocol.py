@@ -35,6 +35,11 @@ ALLOWED_DTYPES = ("<f8", "<f4")
 MAX_PAYLOAD_BYTES = 1 << 40  # no dimension may claim more (a zero-size array could otherwise)
 Buffer = Any  # bytes, memoryview, zmq.Frame: anything with the buffer protocol
 PARTIAL_PROTOCOL = "partial-r1"  # SETUP["protocol"] of a partial-gc plan (else: BCGC slots)
+# Liveness (config cluster.heartbeat, cluster.liveness; the master sends both in SETUP): a peer
+# sends a HEARTBEAT after DEFAULT_HEARTBEAT_S seconds without a message and counts the other
+# as dead after DEFAULT_LIVENESS such intervals of silence.
+DEFAULT_HEARTBEAT_S = 0.5
+DEFAULT_LIVENESS = 10
 
 
 class MessageType(bytes, enum.Enum):
@@ -46,7 +51,7 @@ class MessageType(bytes, enum.Enum):
     FAILED = b"FAILED"  # worker -> master: set-up failed (reason)
     STOP = b"STOP"  # master -> worker: exit now
     HEARTBEAT = b"HEARTBEAT"  # both ways: I am alive (sent when nothing else was sent lately)
-    # the partial-straggler protocol, variant R1 (bcgc_sim.partial_gc, workers/partial.py):
+    # the partial-straggler protocol, variant R1 (bcgc_sim.partial.decoder, workers/partial.py):
     NOTICE = b"NOTICE"  # worker -> master: chunk done (header only, no payload)
     COMBINE = b"COMBINE"  # master -> worker: the chunks to combine and their coefficients beta
     UPLOAD = b"UPLOAD"  # worker -> master: z_j = sum beta g_i^(u), ceil(L / l) floats
@@ -64,8 +69,9 @@ def clock_id() -> str:
 
 
 class ProtocolError(ValueError):
-    """A message that does not follow this protocol; receivers count it (under `reason`) and
-    drop it."""
+    """A message that does not follow this protocol; receivers count it under `reason` (the
+    master's rejected_messages: "malformed", "version", "oversized", or a shared-memory
+    reference's "unknown-segment", "out-of-bounds", "stale-reference") and drop it."""
 
     def __init__(self, message: str, reason: str = "malformed") -> None:
         super().__init__(message)
@@ -106,7 +112,7 @@ def parse(frames: Sequence[Buffer], segments: Any = None) -> Message:
 
     Frames are anything with the buffer protocol: bytes, memoryview, or zmq.Frame as received
     (the array is then a view of the frame's memory, not a copy). A header with a shared-memory
-    reference ("shm", bcgc_sim.shm) is resolved by `segments` (a SegmentTable of the sender's
+    reference ("shm", bcgc_sim.wire.shm) is resolved by `segments` (a SegmentTable of the sender's
     segments; None: refused), which checks it before any array is built."""
     if not frames:
         raise ProtocolError("expected 1 or 2 frames, got 0")
@@ -115,7 +121,7 @@ def parse(frames: Sequence[Buffer], segments: Any = None) -> Message:
         raise ProtocolError("not a bcgc message")
     if len(envelope) < 5 or envelope[4] != PROTOCOL_VERSION:
         got = envelope[4] if len(envelope) >= 5 else "?"
-        raise ProtocolError(f"protocol version {got}, expected {PROTOCOL_VERSION}")
+        raise ProtocolError(f"protocol version {got}, expected {PROTOCOL_VERSION}", "version")
     if len(frames) > 2:
         raise ProtocolError(f"expected 1 or 2 frames, got {len(frames)}")
     end = 6 + envelope[5] if len(envelope) > 5 else 6
@@ -125,7 +131,7 @@ def parse(frames: Sequence[Buffer], segments: Any = None) -> Message:
         raise ProtocolError(f"unknown message type {name[:16]!r}")
     raw_header = envelope[end:]
     if len(raw_header) > MAX_HEADER_BYTES:
-        raise ProtocolError("header too large")
+        raise ProtocolError("header too large", "oversized")
     try:
         header = msgpack.unpackb(raw_header, raw=False, strict_map_key=True)
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:

@@ -51,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UserError
+from ..errors import UserError
 from .protocol import ALLOWED_DTYPES, MessageType, ProtocolError, encode
 
 MAGIC = b"BCGCSHM\x01"
