@@ -91,37 +91,40 @@ def _mark(label: str, **kwargs):
 @styled
 def per_iteration_figure(run: RunRecord, results: list[SchemeValidation]):
     """One panel per scheme (shared axes): measured / predicted runtime of every iteration, the
-    predictions taken for the same cycle times; 1 = the prediction was exact."""
+    predictions taken for the same cycle times; 1 = the prediction was exact. With nothing
+    predicted per iteration (natural mode), the measured runtime of every iteration instead."""
+    predicted = any(np.isfinite(r.predicted).any() for r in results)
     columns = 1 if len(results) <= 3 else 2
     rows = math.ceil(len(results) / columns)
     fig = new_figure(PAGE_IN, 0.9 + 1.15 * rows, layout="constrained")
     axes = _grid(fig, len(results), columns, sharex=True, sharey=True)
+    unit, factor = time_unit(max(r.measured.max() for r in results))
     for ax, r in zip(axes.ravel(), results, strict=False):
         style = scheme_style(r.scheme)
-        ratio = r.measured / r.predicted
-        ax.axhline(1.0, color=REFERENCE_COLOUR, lw=0.8)
-        if not np.isfinite(ratio).any():
-            ax.text(0.5, 0.5, "no prediction per iteration", transform=ax.transAxes, ha="center")
+        if predicted:
+            values, centre = r.measured / r.predicted, r.ratio
+            ax.axhline(1.0, color=REFERENCE_COLOUR, lw=0.8)
+            title = f"{r.scheme}: mean ratio {r.ratio:.3f}, median {r.median_ratio:.3f}"
         else:
-            ax.plot(ratio, color=style.colour, marker=style.marker, lw=0.7, ms=3)
-            ax.axhline(r.ratio, color=style.colour, ls="--", lw=0.9)
-        ax.set_title(
-            f"{r.scheme}: mean ratio {r.ratio:.3f}, median {r.median_ratio:.3f}", loc="left"
-        )
-    _label_outer(fig, axes, len(results), "iteration (index)", "measured / predicted")
-    fig.legend(
-        handles=[
-            _mark("each iteration (marker: the scheme's)", marker="o", ms=3, lw=0.7),
+            values, centre = r.measured * factor, float(r.measured.mean()) * factor
+            title = f"{r.scheme}: mean {centre:.3g} {unit}"
+        ax.plot(values, color=style.colour, marker=style.marker, lw=0.7, ms=3)
+        ax.axhline(centre, color=style.colour, ls="--", lw=0.9)
+        ax.set_title(title, loc="left")
+    each = _mark("each iteration (marker: the scheme's)", marker="o", ms=3, lw=0.7)
+    if predicted:
+        ylabel, what = "measured / predicted", "measured / predicted for the same cycle times"
+        handles = [
+            each,
             _mark("mean measured / mean predicted", ls="--", lw=0.9),
             _mark("measured = predicted", color=REFERENCE_COLOUR, lw=0.8),
-        ],
-        loc="outside lower center",
-        ncol=3,
-    )
-    fig.suptitle(
-        f"Runtime per iteration, measured / predicted for the same cycle times\n"
-        f"{run_caption(run, results)}"
-    )
+        ]
+    else:
+        ylabel, what = f"measured runtime ({unit})", "measured (nothing predicted per iteration)"
+        handles = [each, _mark("mean", ls="--", lw=0.9)]
+    _label_outer(fig, axes, len(results), "iteration (index)", ylabel)
+    fig.legend(handles=handles, loc="outside lower center", ncol=3)
+    fig.suptitle(f"Runtime per iteration, {what}\n{run_caption(run, results)}")
     return fig
 
 
@@ -223,12 +226,12 @@ def timeline_figure(run: RunRecord, scheme: str, iteration: int, note: str = "")
     slots = max([len(blocks), *(int(m["slot"]) + 1 for m in messages)])
     cmap = colormaps["viridis"].resampled(max(2, slots))
     norm = BoundaryNorm(np.arange(slots + 1) - 0.5, cmap.N)
-    largest = max(
-        [float(m["arrival_s"]) for m in messages] + [float(b["decoded_s"]) for b in blocks]
-    )
+    times = [float(m["arrival_s"]) for m in messages]
+    times += [float(b[key]) for b in blocks for key in ("decoded_s", "predicted_s")]
+    largest = float(np.nanmax(times))
     unit, factor = time_unit(largest)
     n = run.model.n_workers
-    fig = new_figure(PAGE_IN, 1.7 + 0.22 * n, layout="constrained")
+    fig = new_figure(PAGE_IN, 2.2 + 0.22 * n, layout="constrained")
     ax = fig.subplots()
     for m in messages:
         worker, colour = int(m["worker"]), cmap(norm(int(m["slot"])))
@@ -248,7 +251,7 @@ def timeline_figure(run: RunRecord, scheme: str, iteration: int, note: str = "")
     else:
         tolerated = {int(b["slot"]): b["stragglers"] for b in blocks}
         colourbar.set_ticks(ticks, labels=[f"{k}: s = {tolerated.get(k, '?')}" for k in ticks])
-        colourbar.set_label("block, in sending order (s: stragglers it tolerates)")
+        colourbar.set_label("block in sending order; s = stragglers tolerated")
     colourbar.ax.grid(False)
     decoded = "gradient decoded" if partial else "block decoded"
     arrival = "arrival of a NOTICE or the UPLOAD" if partial else "arrival, used to decode"
@@ -257,17 +260,20 @@ def timeline_figure(run: RunRecord, scheme: str, iteration: int, note: str = "")
         handles.append(
             _mark("arrival after its block was decoded (unused)", marker="o", ls="", mfc="none")
         )
+    natural = run.config.run.mode == "natural"  # no hold: the deadline is when compute ended
+    since = "the send deadline" + (" (natural: compute done)" if natural else "")
     handles += [
-        _mark("from the send deadline to the arrival", lw=LATE_WIDTH, alpha=0.45),
+        _mark(f"from {since} to the arrival", lw=LATE_WIDTH, alpha=0.45),
         _mark(f"{decoded}, measured", lw=0.9),
-        _mark(f"{decoded}, predicted (same cycle times)", lw=0.9, ls="--"),
     ]
+    if any(math.isfinite(float(b["predicted_s"])) for b in blocks):
+        handles.append(_mark(f"{decoded}, predicted (same cycle times)", lw=0.9, ls="--"))
     fig.legend(handles=handles, loc="outside lower center", ncol=2)
     ax.set(
         xlabel=f"time since the master sent theta ({unit})",
         ylabel="worker (rank)",
         ylim=(-0.6, n - 0.4),
-        xlim=(0, None),
+        xlim=(0, 1.03 * largest * factor),
     )
     ax.set_yticks(range(n))
     ax.grid(axis="y", visible=False)

@@ -153,7 +153,7 @@ def test_timeline_explains_its_marks_with_a_legend_and_a_colour_bar(run_folder):
         if r.scheme == "partial-gc":
             assert "UPLOAD" in label
         else:
-            assert label == "block, in sending order (s: stragglers it tolerates)"
+            assert label == "block in sending order; s = stragglers tolerated"
             blocks = [
                 b for b in run.rows(r.scheme, "blocks.csv") if int(b["iteration"]) == iteration
             ]

@@ -369,7 +369,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     ]
     for r in results:
         path = folder / f"timeline-{_file_name(r.scheme)}.png"
-        note = "measured / predicted nearest the median"
+        note = "the typical one: nearest the median"
         figures.append(plots.plot_timeline(run, r.scheme, r.typical_iteration(), path, note))
     if args.json:
         print(json.dumps(to_json(results) | {"output": str(folder)}))
