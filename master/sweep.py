@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,7 +22,8 @@ from bcgc_sim.config import Config, load_config, parse_override
 from bcgc_sim.errors import UserError
 from bcgc_sim.predict import evaluation_samples
 from bcgc_sim.results import FolderLock, append_rows, write_atomically, writing
-from bcgc_sim.schemes import APPROXIMATE_SCHEMES, build_plan
+from bcgc_sim.schemes import build_plan
+from bcgc_sim.sweep_summary import best_baseline, point_folder
 
 from .cluster import check_capacity
 from .runner import (
@@ -43,7 +43,6 @@ SWEEP_FIELDS = (
     "point", "parameter", "value", "scheme", "iterations", "measured_mean_s", "predicted_mean_s",
     "model_mean_s", "ratio",
 )  # fmt: skip
-BCGC_SCHEMES = ("bcgc-opt", "bcgc-t", "bcgc-f")
 
 
 @dataclass(frozen=True)
@@ -124,7 +123,7 @@ def _run_points(spec: SweepSpec, folder: Path, progress) -> list[dict]:
         if progress:
             progress(index, value, "running")
         config = point_config(spec, value, time_scale, folder)
-        summaries = run_testbed(config, folder / f"point-{index}", log=lambda text: None)
+        summaries = run_testbed(config, point_folder(folder, index), log=lambda text: None)
         model_means = _model_means(config, time_scale)
         new = [
             {
@@ -174,13 +173,9 @@ def reductions(rows: list[dict], column: str) -> dict[str, float]:
     out = {}
     for value in dict.fromkeys(r["value"] for r in rows):
         at = {r["scheme"]: float(r[column]) for r in rows if r["value"] == value}
-        baselines = [
-            v
-            for k, v in at.items()
-            if k not in BCGC_SCHEMES and k not in APPROXIMATE_SCHEMES and math.isfinite(v)
-        ]
-        if "bcgc-opt" in at and baselines:
-            out[value] = 100.0 * (1.0 - at["bcgc-opt"] / min(baselines))
+        baseline = best_baseline(at)
+        if "bcgc-opt" in at and baseline is not None:
+            out[value] = 100.0 * (1.0 - at["bcgc-opt"] / at[baseline])
     return out
 
 

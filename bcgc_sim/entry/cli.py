@@ -349,8 +349,6 @@ def _write_key_file(path: Path, text: str, mode: int, replace: bool) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from .. import plots
     from ..validation import format_table, load_run, to_json, validate_run
 
@@ -367,16 +365,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
     deadline = args.deadline if args.deadline is not None else run.config.predict.deadline
     results = validate_run(run, deadline)
     figures = [
-        plots.plot_per_iteration(results, folder / "validate-per-iteration.png"),
+        plots.plot_per_iteration(run, results, folder / "validate-per-iteration.png"),
         plots.plot_cdfs(run, results, folder / "validate-cdf.png"),
     ]
     for r in results:
-        iteration = int(np.argmin(np.abs(r.measured / r.predicted - r.median_ratio)))
-        figures.append(
-            plots.plot_timeline(
-                run, r.scheme, iteration, folder / f"timeline-{_file_name(r.scheme)}.png"
-            )
-        )
+        path = folder / f"timeline-{_file_name(r.scheme)}.png"
+        note = "the typical one: nearest the median"
+        figures.append(plots.plot_timeline(run, r.scheme, r.typical_iteration(), path, note))
     if args.json:
         print(json.dumps(to_json(results) | {"output": str(folder)}))
         return 0
@@ -393,6 +388,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from master.sweep import DEFAULT_VALUES, SweepSpec, parse_values, reductions, run_sweep
 
     from .. import plots
+    from ..sweep_summary import load_sweep
 
     if args.values:
         values = parse_values(args.values)
@@ -419,7 +415,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
         rows = run_sweep(spec, folder, progress)
     measured, predicted = reductions(rows, "measured_mean_s"), reductions(rows, "predicted_mean_s")
-    figure = plots.plot_sweep(rows, (measured, predicted), folder / "sweep.png")
+    figure = plots.plot_sweep(load_sweep(folder), folder / "sweep.png")
     if args.json:
         print(
             json.dumps(
