@@ -42,32 +42,27 @@ from bcgc_sim.partial.plan import PartialPlan
 from bcgc_sim.problems import ProblemData, full_gradient, loss_at, relative_error
 from bcgc_sim.results import PartialRow, RunRecorder
 from bcgc_sim.wire.protocol import (
+    NOTICE_HEADER,
     PARTIAL_PROTOCOL,
+    UPLOAD_HEADER,
     MessageType,
     ProtocolError,
     check,
-    header_spec,
 )
 
-from .session import (
-    WATCH_INTERVAL_NS,
-    WATCH_MS,
+from .errors import RunError
+from .link import Link
+from .peers import PeerState, Received
+from .rank_watch import WATCH_INTERVAL_NS, WATCH_MS, RankWatch
+from .settings import (
     IterationResult,
-    RankWatch,
-    RunError,
     SessionSettings,
     common_setup_fields,
     no_dead_ranks,
     stall_limit_s,
 )
-from .transport import PeerState, Received, WorkerLink
 
 log = logging.getLogger("bcgc.master")
-_COMMON = dict(run=str, iteration=int, cycle_time=float, start_ns=int, received_ns=int)
-NOTICE_HEADER = header_spec(
-    chunk=int, position=int, deadline_ns=int, overrun_ns=int, send_ns=int, **_COMMON
-)
-UPLOAD_HEADER = header_spec(combine_ns=int, send_ns=int, **_COMMON)
 
 
 @dataclass
@@ -99,7 +94,7 @@ class PartialSession:
 
     def __init__(
         self,
-        link: WorkerLink,
+        link: Link,
         scheme: str,
         plan: PartialPlan,
         model: SystemModel,

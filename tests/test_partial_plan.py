@@ -28,9 +28,10 @@ from bcgc_sim.problems import ProblemData, full_gradient, prepare_data
 from bcgc_sim.results import RunRecorder
 from bcgc_sim.schemes import SchemeOptions, build_plan, plan_from_dict, plan_to_dict
 from bcgc_sim.wire.protocol import PROTOCOL_VERSION, Message, MessageType
+from master.errors import RunError
 from master.partial_session import PartialSession
-from master.session import RunError, SessionSettings
-from master.transport import PeerTable, Received
+from master.peers import PeerTable, Received
+from master.settings import SessionSettings
 from workers import partial as worker_partial
 
 LAW = ShiftedExponential(1.0, 1.0)

@@ -32,100 +32,31 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bcgc_sim.errors import UserError
 from bcgc_sim.model.codes import CodeBook, cyclic_support
 from bcgc_sim.model.layout import Layout
 from bcgc_sim.model.plans import Plan
-from bcgc_sim.model.stragglers import distribution_to_spec, iteration_cycle_times
+from bcgc_sim.model.stragglers import iteration_cycle_times
 from bcgc_sim.model.system import SystemModel
 from bcgc_sim.problems import ProblemData, full_gradient, loss_at, relative_error
 from bcgc_sim.results import RunRecorder
-from bcgc_sim.wire.protocol import (
-    DEFAULT_HEARTBEAT_S,
-    DEFAULT_LIVENESS,
-    MessageType,
-    ProtocolError,
-    check,
-    clock_id,
-    header_spec,
-)
+from bcgc_sim.wire.protocol import BLOCK_HEADER, MessageType, ProtocolError, check
 
 from .decoder import IterationDecoder, Outcome
-from .transport import Peer, PeerState, Received, WorkerLink
+from .errors import RunError
+from .link import Link
+from .peers import PeerState, Received
+from .rank_watch import WATCH_INTERVAL_NS, WATCH_MS, RankWatch
+from .settings import (
+    IterationResult,
+    SessionSettings,
+    common_setup_fields,
+    no_dead_ranks,
+    stall_limit_s,
+)
 
 log = logging.getLogger("bcgc.master")
 _BLOCK, _USED = MessageType.BLOCK, Outcome.USED  # looked up per message
 _LIVE, _AWAITING = PeerState.LIVE, PeerState.AWAITING
-
-
-WATCH_INTERVAL_NS = 20_000_000  # how often an iteration checks for dead workers (20 ms)
-WATCH_MS = 20  # the longest single wait for a message while watching: deaths seen within ~40 ms
-BLOCK_HEADER = header_spec(
-    run=str, iteration=int, worker=int, slot=int, cycle_time=float, start_ns=int,
-    received_ns=int, deadline_ns=int, send_ns=int, overrun_ns=int,
-)  # fmt: skip
-WORKER_MESSAGES = frozenset(
-    {
-        MessageType.BLOCK,
-        MessageType.NOTICE,
-        MessageType.UPLOAD,
-        MessageType.SETUP_OK,
-        MessageType.FAILED,
-    }
-)
-
-
-class RunError(UserError):
-    """The run cannot go on (an undecodable block, a silent cluster); ends with one line,
-    which master.log records (with its time) when the error is raised."""
-
-    def __init__(self, message: str) -> None:
-        log.error("the run ends: %s", message)
-        super().__init__(message)
-
-
-@dataclass
-class IterationResult:
-    measured_s: float
-    predicted_s: float
-    loss: float
-    gradient_rel_error: float | None
-    stale: int  # messages of an older iteration or scheme, dropped
-    overruns: int  # used messages whose compute ended after their deadline
-    nmse: float | None = None  # partial-gc: ||g_hat - g||^2 / ||g||^2 (with check)
-    round_trip_s: float | None = None  # partial-gc: stop -> last UPLOAD (COMBINE / UPLOAD)
-
-
-@dataclass(frozen=True)
-class SessionSettings:
-    seed: int
-    time_scale: float  # seconds per model time unit
-    check: bool  # compare every decoded gradient with the uncoded one
-    learning_rate: float  # theta <- theta - learning_rate * gradient / M
-    pin: bool = True  # workers pin themselves to cores
-    natural: bool = False  # no injected delays: real compute (and real load) sets the pace
-    repeat: tuple[int, ...] = ()  # natural mode: per-worker repetitions of the work (slowdown)
-    heartbeat_s: float = DEFAULT_HEARTBEAT_S  # a heartbeat after this long without a message
-    liveness: int = DEFAULT_LIVENESS  # heartbeat intervals of silence before a peer is dead
-    on_failure: str = "error"  # or "replace": wait for a replacement worker
-    replace_timeout_s: float = 60.0
-    stall_timeout_s: float = 0.0  # no usable message for this long: give up (0 = stall_limit_s)
-
-    @property
-    def window_s(self) -> float:
-        """The liveness window: seconds of silence after which a worker is dead."""
-        return self.liveness * self.heartbeat_s
-
-
-def stall_limit_s(settings: SessionSettings, expected_s: float) -> float:
-    """Seconds an iteration may go without a usable message: cluster.stall_timeout, or (0) the
-    liveness window plus twice the expected iteration plus 1 s. `expected_s` is the predicted
-    iteration; in natural mode (nothing predicted) the caller gives the longest so far, at
-    least ten liveness windows. A dead worker is found by the liveness rules well before this:
-    the limit only ends iterations in which live workers stay silent."""
-    if settings.stall_timeout_s > 0:
-        return settings.stall_timeout_s
-    return settings.window_s + 2 * expected_s + 1.0
 
 
 @dataclass
@@ -147,203 +78,6 @@ class _Iteration:
     decoded_at: list[float] = field(default_factory=list)  # seconds from the broadcast, per slot
 
 
-def no_dead_ranks() -> set[int]:
-    return set()
-
-
-def common_setup_fields(
-    settings: SessionSettings,
-    model: SystemModel,
-    data: ProblemData,
-    run_id: str,
-    rank: int,
-    ns_per_load: float,
-) -> dict:
-    """The SETUP header fields every protocol shares (the rest is the protocol's plan)."""
-    return {
-        "run": run_id, "rank": rank, "n_workers": model.n_workers, "seed": settings.seed,
-        "ns_per_load": float(ns_per_load), "data": data.to_header(),
-        "straggler": distribution_to_spec(model.distribution),
-        "pin": settings.pin, "natural": settings.natural,
-        "repeat": settings.repeat[rank] if settings.repeat else 1,
-        "heartbeat_s": settings.heartbeat_s, "liveness": settings.liveness,
-    }  # fmt: skip
-
-
-class RankWatch:
-    """One session's view of the ranks on its link (the link's PeerTable), for both protocols.
-
-    `poll()` declares dead the ranks whose process exited or that fell silent, records and logs
-    each death and sends the rank a STOP (should it be alive after all, it exits: dead stays
-    dead), asks for a replacement at once when `replaces`, gives up on replacements that did not
-    come within replace_timeout, and sends SETUP to every live rank not set up for this run (a
-    replacement, a newcomer, a worker whose SETUP a dropped connection lost). It returns True
-    when any rank changed state: the session then checks again what it can still decode.
-    """
-
-    def __init__(
-        self,
-        link: WorkerLink,
-        settings: SessionSettings,
-        scheme: str,
-        run_id: str,
-        setup_header: Callable[[int], dict],
-        dead_ranks: Callable[[], set[int]],
-        replace: Callable[[int], None],
-        replaces: bool,
-    ) -> None:
-        self.link, self.settings, self.scheme, self.run_id = link, settings, scheme, run_id
-        self.setup_header, self.dead_ranks, self.replace = setup_header, dead_ranks, replace
-        self.replaces = replaces
-        self.events: list[dict] = []  # worker deaths, replacements, reconnections
-        self.affinity: dict[int, list[int] | None] = {}
-        self.clock = clock_id()
-        self._version = -1
-        if replaces:  # a rank whose replacement did not come earlier is asked for again
-            for peer in link.peers.by_rank.values():
-                if peer.state is PeerState.DEAD:
-                    peer.replace_by_ns = 0
-
-    def poll(self, iteration: int | None) -> bool:
-        """Run every check once; True if a rank changed state since the last poll."""
-        peers = self.link.peers
-        settings = self.settings
-        for peer in self.link.check_liveness(
-            self.dead_ranks(), settings.heartbeat_s, settings.liveness
-        ):
-            self._died(peer, iteration)
-        now = time.monotonic_ns()
-        for peer in list(peers.by_rank.values()):
-            if peer.state is _AWAITING and now > peer.replace_by_ns:
-                how = f"no replacement within {settings.replace_timeout_s:g} s"
-                peers.mark_dead(peer, how)
-                log.warning(
-                    "%s: worker %d: %s (cluster.replace_timeout)", self.scheme, peer.rank, how
-                )
-            elif peer.state is not _LIVE:
-                if self.replaces and not peer.replace_by_ns and peer.state is not _AWAITING:
-                    self.request_replacement(peer)
-            elif peer.run != self.run_id and peer.setup_sent != self.run_id:
-                self.link.send(peer.rank, MessageType.SETUP, self.setup_header(peer.rank))
-                peer.setup_sent = self.run_id
-        changed = peers.version != self._version
-        self._version = peers.version
-        return changed
-
-    def _died(self, peer: Peer, iteration: int | None) -> None:
-        when = "set-up" if iteration is None else f"iteration {iteration}"
-        log.warning("%s, %s: worker %d is dead (%s)", self.scheme, when, peer.rank, peer.how)
-        self.events.append(
-            {"iteration": iteration, "rank": peer.rank, "event": "died", "how": peer.how}
-        )
-        self.link.send(peer.rank, MessageType.STOP, {"reason": f"declared dead: {peer.how}"})
-
-    def declare_faulty(self, rank: int, how: str, iteration: int | None) -> None:
-        """A live worker that misbehaves (non-finite values) is dead from now on."""
-        peer = self.link.peers.by_rank[rank]
-        if peer.state is _LIVE:
-            self.link.peers.mark_dead(peer, how)
-            self._died(peer, iteration)
-
-    def request_replacement(self, peer: Peer) -> None:
-        deadline = time.monotonic_ns() + int(self.settings.replace_timeout_s * 1e9)
-        self.link.peers.await_replacement(peer, deadline)
-        log.warning("%s: waiting for a replacement of worker %d", self.scheme, peer.rank)
-        self.replace(peer.rank)
-
-    def rejoined(self, iteration: int | None) -> list[int]:
-        """Ranks whose worker reconnected since the last call and is set up for this run: the
-        session re-sends what it may have missed. One that is not gets its SETUP again."""
-        ready = []
-        for rank in self.link.peers.take_rejoined():
-            peer = self.link.peers.by_rank[rank]
-            log.warning("%s: worker %d reconnected", self.scheme, rank)
-            self.events.append({"iteration": iteration, "rank": rank, "event": "reconnected"})
-            if peer.run == self.run_id:
-                ready.append(rank)
-            else:
-                peer.setup_sent = ""  # the next poll sends it again
-        return ready
-
-    def on_setup_reply(self, received: Received, iteration: int | None) -> bool:
-        """A SETUP_OK of this run: True if it set a rank up that was not before (a "replaced"
-        event for a replacement). A FAILED set-up ends the run."""
-        h, kind = received.message.header, received.message.kind
-        if kind is MessageType.FAILED:
-            raise RunError(
-                f"worker {received.rank} could not set up {self.scheme}: {h.get('reason')}"
-            )
-        if kind is not MessageType.SETUP_OK or h.get("run") != self.run_id:
-            return False
-        peer = self.link.peers.by_rank[received.rank]
-        self.affinity[received.rank] = h.get("affinity")
-        beat = h.get("heartbeat_s")
-        if type(beat) is float and 0 < beat < 3600:
-            peer.beat_ns = int(beat * 1e9)
-        if peer.run == self.run_id:
-            return False
-        peer.run = self.run_id
-        if peer.replaces:
-            peer.replaces = False
-            log.warning("%s, iteration %s: worker %d replaced", self.scheme, iteration, peer.rank)
-            self.events.append({"iteration": iteration, "rank": peer.rank, "event": "replaced"})
-        return True
-
-    def set_up(self, timeout_s: float) -> None:
-        """Send SETUP to every live rank; return once each is set up for this run. Ranks that
-        die meanwhile drop out (and are replaced, when `replaces`); a live one that does not
-        answer within timeout_s ends the run."""
-        peers = self.link.peers.by_rank
-        end = time.monotonic() + timeout_s
-        next_watch = 0
-        while True:
-            if time.monotonic_ns() >= next_watch:
-                self.poll(None)
-                self.rejoined(None)  # those already set up for this run need nothing more
-                next_watch = time.monotonic_ns() + WATCH_INTERVAL_NS
-            waiting = sorted(
-                r for r, p in peers.items() if p.state is _LIVE and p.run != self.run_id
-            )
-            if not waiting:
-                return
-            if time.monotonic() > end:
-                raise RunError(
-                    f"workers {waiting} did not confirm set-up of {self.scheme} in {timeout_s:g} s"
-                )
-            received = self.link.receive(WATCH_MS)
-            if received is not None and not self.on_setup_reply(received, None):
-                self.unexpected(received)
-
-    def begin_iteration(self, iteration: int) -> set[int]:
-        """At the start of an iteration: what died since the last one counts from here, and
-        reconnected ranks get this broadcast. The ranks to send theta: those set up for this run."""
-        self.poll(iteration)
-        self.rejoined(iteration)
-        return self.set_up_ranks()
-
-    def broadcast_theta(
-        self, iteration: int, theta: np.ndarray, ranks: set[int]
-    ) -> tuple[int, dict]:
-        """ITERATE(theta) to `ranks`; the broadcast's monotonic time (ns) and its header."""
-        start = time.monotonic_ns()
-        header = {"run": self.run_id, "iteration": iteration, "sent_ns": start, "clock": self.clock}
-        self.link.broadcast(MessageType.ITERATE, header, theta, ranks)
-        return start, header
-
-    def set_up_ranks(self) -> set[int]:
-        """Live ranks set up for this run."""
-        return {
-            r
-            for r, p in self.link.peers.by_rank.items()
-            if p.state is _LIVE and p.run == self.run_id
-        }
-
-    def unexpected(self, received: Received) -> None:
-        """Count a message no worker sends (work of an earlier scheme or iteration is dropped)."""
-        if received.message.kind not in WORKER_MESSAGES:
-            self.link.reject("unexpected", received.rank, received.message.kind.name)
-
-
 class SchemeSession:
     """Runs one plan on the connected workers; rows go to `recorder`.
 
@@ -354,7 +88,7 @@ class SchemeSession:
 
     def __init__(
         self,
-        link: WorkerLink,
+        link: Link,
         scheme: str,
         plan: Plan,
         layout: Layout,
