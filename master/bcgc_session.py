@@ -1,30 +1,27 @@
-"""One scheme on the testbed: set the workers up, then run iterations and record them.
+"""The BCGC family on the testbed (bcgc, single-bcgc, tandon, uncoded, ...): the part of the
+session skeleton (master/session.py) that differs, which is how BLOCKs are decoded.
 
-Per iteration the master regenerates every worker's T_n from the seed, so each measured
-runtime has its exact prediction beside it: time_scale * (M C / N) * R(plan, T). The measured
+Each worker streams one BLOCK per slot of the layout; slot k is decoded from its first N - s
+messages (master/decoder.py), and the gradient is complete when every slot is. The measured
 runtime runs from the broadcast of theta to the decode of the last slot.
 
-Worker failure (RankWatch, shared with the partial-gc session): a rank is dead when its process
-exits (local cluster) or when it has been silent (no message, no heartbeat) for `liveness`
-heartbeat intervals while the master listened (master/transport.py). A dead rank stays dead for
-the rest of the run, every later iteration and scheme included, until a worker registers for
-it. At the start of every iteration and whenever a rank changes state the session checks every
-slot against the ranks that can still answer: slots that can still get N - s messages keep
-decoding; when one cannot, the run ends at once with a RunError naming the workers and the
-block (on_failure = "error"). With on_failure = "replace" a replacement is asked for as soon as
-a rank is dead (a local process is started; remote workers are awaited), given the rank's plan,
-code rows and data, and sent the current theta; an iteration that needs it waits for it (its
-measured runtime includes the wait), at most `replace_timeout` seconds. A worker that
-reconnected after a dropped connection gets what it may have missed again (SETUP, or this
-iteration's theta). A used message with non-finite values is rejected, its sender declared
-faulty, and the slot decoded from the others: never a nan gradient. An iteration in which no
-usable message arrives for the stall limit (cluster.stall_timeout, or derived from the liveness
-window and the predicted iteration) ends the run with a RunError naming the silent workers.
+Worker failure (the liveness rules are RankWatch's, master/rank_watch.py): at the start of every
+iteration and whenever a rank changes state the session checks every slot against the ranks
+that can still answer: slots that can still get N - s messages keep decoding; when one cannot,
+the run ends at once with a RunError naming the workers and the block (on_failure = "error").
+With on_failure = "replace" a replacement is asked for as soon as a rank is dead (a local
+process is started; remote workers are awaited), given the rank's plan, code rows and data, and
+sent the current theta; an iteration that needs it waits for it (its measured runtime includes
+the wait), at most `replace_timeout` seconds. A worker that reconnected after a dropped
+connection gets what it may have missed again (SETUP, or this iteration's theta). A used message
+with non-finite values is rejected, its sender declared faulty, and the slot decoded from the
+others: never a nan gradient. An iteration in which no usable message arrives for the stall
+limit (cluster.stall_timeout, or derived from the liveness window and the predicted iteration)
+ends the run with a RunError naming the silent workers.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from collections.abc import Callable
@@ -35,9 +32,8 @@ import numpy as np
 from bcgc_sim.model.codes import CodeBook, cyclic_support
 from bcgc_sim.model.layout import Layout
 from bcgc_sim.model.plans import Plan
-from bcgc_sim.model.stragglers import iteration_cycle_times
 from bcgc_sim.model.system import SystemModel
-from bcgc_sim.problems import ProblemData, full_gradient, loss_at, relative_error
+from bcgc_sim.problems import ProblemData
 from bcgc_sim.results import RunRecorder
 from bcgc_sim.wire.protocol import BLOCK_HEADER, MessageType, ProtocolError, check
 
@@ -45,46 +41,24 @@ from .decoder import IterationDecoder, Outcome
 from .errors import RunError
 from .link import Link
 from .peers import PeerState, Received
-from .rank_watch import WATCH_INTERVAL_NS, WATCH_MS, RankWatch
-from .settings import (
-    IterationResult,
-    SessionSettings,
-    common_setup_fields,
-    no_dead_ranks,
-    stall_limit_s,
-)
+from .rank_watch import WATCH_MS
+from .session import OVERFLOW, Iteration, Session
+from .settings import IterationResult, SessionSettings, no_dead_ranks
 
-log = logging.getLogger("bcgc.master")
 _BLOCK, _USED = MessageType.BLOCK, Outcome.USED  # looked up per message
 _LIVE, _AWAITING = PeerState.LIVE, PeerState.AWAITING
 
 
 @dataclass
-class _Iteration:
-    """Book-keeping of the iteration in progress."""
-
-    number: int
-    header: dict
-    theta: np.ndarray
-    cycle_times: np.ndarray
-    start: int
-    participants: set[int] = field(default_factory=set)  # ranks sent this iteration's theta
+class _Iteration(Iteration):
     # every BLOCK of this run with its outcome (None: stale); tallied after the clock stopped
     seen: list[tuple[Received, Outcome | None]] = field(default_factory=list)
-    stale: int = 0
-    overruns: int = 0  # used messages whose compute ended after their deadline
-    max_overrun: float = 0.0  # seconds
     counts: dict = field(default_factory=lambda: {o: 0 for o in Outcome})
     decoded_at: list[float] = field(default_factory=list)  # seconds from the broadcast, per slot
 
 
-class SchemeSession:
-    """Runs one plan on the connected workers; rows go to `recorder`.
-
-    `dead_ranks()` reports ranks the cluster knows are gone (a local process that exited);
-    `replace(rank)` starts a replacement for a dead rank (a local process) or does nothing
-    (remote workers: an operator or launcher starts one, and its READY takes the place).
-    """
+class SchemeSession(Session):
+    """Runs one slot plan (Plan, its Layout and codes) on the connected workers."""
 
     def __init__(
         self,
@@ -100,116 +74,66 @@ class SchemeSession:
         dead_ranks: Callable[[], set[int]] = no_dead_ranks,
         replace: Callable[[int], None] = lambda rank: None,
     ) -> None:
-        self.link, self.scheme, self.plan, self.layout = link, scheme, plan, layout
-        self.model, self.data, self.codes, self.settings = model, data, codes, settings
-        self.recorder = recorder
-        self.run_id = f"{scheme}-{time.monotonic_ns()}"
-        self.decoder = IterationDecoder(layout.slots, model.n_workers, data.coordinates, codes)
-        self.ns_per_load = settings.time_scale * model.scale * 1e9
-        self.watch = RankWatch(
-            link, settings, scheme, self.run_id, self.setup_header, dead_ranks, replace,
-            replaces=settings.on_failure == "replace",
-        )  # fmt: skip
-        self.events = self.watch.events  # worker deaths, replacements, reconnections
-        self.affinity = self.watch.affinity
-        self.longest_s = 0.0  # the longest iteration so far (natural mode's stall limit)
+        self.layout, self.codes = layout, codes
+        super().__init__(link, scheme, plan, model, data, settings, recorder, dead_ranks, replace)
 
-    # -- set-up -----------------------------------------------------------------------------
+    def start(self) -> None:
+        n, coordinates = self.model.n_workers, self.data.coordinates
+        self.decoder = IterationDecoder(self.layout.slots, n, coordinates, self.codes)
 
-    def setup_header(self, rank: int) -> dict:
+    def replaces(self, settings: SessionSettings) -> bool:
+        return settings.on_failure == "replace"
+
+    def plan_fields(self, rank: int) -> dict:
         n = self.model.n_workers
-        levels = sorted({slot.stragglers for slot in self.layout.slots})
-        fields = common_setup_fields(
-            self.settings, self.model, self.data, self.run_id, rank, self.ns_per_load
-        )
-        return fields | {
-            "slots": [[s.start, s.stop, s.stragglers, s.load, s.partition] for s in self.layout.slots],
+        slots = self.layout.slots
+        levels = sorted({slot.stragglers for slot in slots})
+        return {
+            "slots": [[s.start, s.stop, s.stragglers, s.load, s.partition] for s in slots],
             "partitions": {k: list(v) for k, v in self.layout.partitions.items()},
-            "code_rows": {str(s): self.codes.matrix(s)[rank, cyclic_support(rank, s, n)].tolist() for s in levels},
-        }  # fmt: skip
+            "code_rows": {
+                str(s): self.codes.matrix(s)[rank, cyclic_support(rank, s, n)].tolist()
+                for s in levels
+            },
+        }
 
-    def setup(self, timeout_s: float = 60.0) -> None:
-        """Send every live worker its rank's plan and code rows; wait for their SETUP_OK."""
-        self.watch.set_up(timeout_s)
+    def new_iteration(self, number, theta, cycle_times, stall_s) -> _Iteration:
+        state = _Iteration(number, theta, cycle_times, stall_s)
+        state.decoded_at = [math.nan] * len(self.layout.slots)
+        return state
 
-    def release(self) -> None:
-        """Drop the last iteration's blocks: they may view a worker's shared memory, which this
-        process keeps mapped while they live (the runner calls this when a scheme ends)."""
-        self.decoder.reset()
+    def check_cycle_times(self, number: int, cycle_times: np.ndarray) -> None:
+        """Full stragglers (T = inf) never answer: refuse an iteration they make undecodable."""
+        answering = int(np.isfinite(cycle_times).sum())
+        for index, slot in enumerate(self.layout.slots):
+            needed = self.decoder.needed(index)
+            if answering < needed:
+                raise RunError(
+                    f"{self.scheme}, iteration {number}: block {index} (s = {slot.stragglers}) "
+                    f"needs {needed} workers but only {answering} of {self.model.n_workers} "
+                    "answer (full stragglers); use a scheme with more redundancy or a lower "
+                    "failure probability"
+                )
 
-    # -- one iteration ----------------------------------------------------------------------
+    # -- receiving ---------------------------------------------------------------------------
 
-    def predicted_seconds(self, cycle_times: np.ndarray) -> float:
-        raw = float(self.plan.raw_runtime(cycle_times[None, :])[0])
-        return raw * self.model.scale * self.settings.time_scale
-
-    def iterate(self, iteration: int, theta: np.ndarray) -> tuple[IterationResult, np.ndarray]:
-        """One iteration at theta; returns its record and the decoded gradient, shape (L,)."""
-        if self.settings.natural:  # nothing injected: no cycle times to predict from
-            cycle_times = np.full(self.model.n_workers, math.nan)
-            predicted = math.nan
-            expected = max(self.longest_s, 10 * self.settings.window_s)
-        else:
-            cycle_times = iteration_cycle_times(
-                self.model.distribution, self.settings.seed, iteration, self.model.n_workers
-            )
-            self._check_full_stragglers(iteration, cycle_times)
-            predicted = expected = self.predicted_seconds(cycle_times)
-        stall_s = stall_limit_s(self.settings, expected)
-        self.decoder.reset()
-        state = _Iteration(
-            iteration, {}, theta, cycle_times, 0, decoded_at=[math.nan] * len(self.layout.slots)
-        )
-        state.participants = self.watch.begin_iteration(iteration)
-        self._check_decodable(state)
-        start, state.header = self.watch.broadcast_theta(iteration, theta, state.participants)
-        state.start = start
+    def receive_until_done(self, state: _Iteration) -> int:
+        """Receive and decode until every slot is decoded from finite values."""
         try:
-            end = self._receive_until_decoded(state, stall_s)
+            while True:
+                while not self.decoder.complete:
+                    self.watch_if_due(state)
+                    received = self.receive(state, WATCH_MS)
+                    if received is not None and self._on_block(received, state):
+                        state.last_progress = time.monotonic()
+                end = time.monotonic_ns()
+                # after the clock stopped: one check of the whole gradient, not one per message
+                if np.isfinite(self.decoder.gradient).all():
+                    return end
+                self._drop_non_finite(state)
         except RunError:
             self._count_rejections(state)  # what was rejected is counted even when the run ends
             raise
-        measured = (end - start) / 1e9
-        self.longest_s = max(self.longest_s, measured)
-        # book-keeping and recording are not part of the runtime
-        self._tally(state)
-        self.recorder.messages.writerows(
-            self._message_row(r, outcome, state) for r, outcome in state.seen
-        )
-        gradient = self.decoder.gradient.copy()
-        error = None
-        if self.settings.check:
-            true_gradient, loss = full_gradient(self.data, theta)
-            error = relative_error(gradient, true_gradient)
-        else:
-            loss = loss_at(self.data, theta)
-        self._record(state, measured, predicted, loss, error)
-        return IterationResult(
-            measured, predicted, loss / self.data.rows, error, state.stale, state.overruns
-        ), gradient
-
-    def _receive_until_decoded(self, state: _Iteration, stall_s: float) -> int:
-        """Receive and decode until every slot is decoded from finite values; the monotonic
-        time (ns) of the last decode."""
-        last_progress = time.monotonic()
-        next_watch = state.start + WATCH_INTERVAL_NS  # the first check after 20 ms: this is timed
-        while True:
-            while not self.decoder.complete:
-                if time.monotonic_ns() >= next_watch:
-                    self._watch_workers(state)
-                    next_watch = time.monotonic_ns() + WATCH_INTERVAL_NS
-                received = self.link.receive(WATCH_MS)
-                if received is None:
-                    if time.monotonic() - last_progress > stall_s:
-                        self._stalled(state, stall_s)
-                    continue
-                if self._on_block(received, state):
-                    last_progress = time.monotonic()
-            end = time.monotonic_ns()
-            # after the clock stopped: one check of the whole gradient instead of one per message
-            if np.isfinite(self.decoder.gradient).all():
-                return end
-            self._drop_non_finite(state)
 
     def _on_block(self, received: Received, state: _Iteration) -> bool:
         """Feed a BLOCK to the decoder; True if it was used (or it set a replacement up). The
@@ -249,7 +173,115 @@ class SchemeSession:
         gets it even if the worker it replaces had it)."""
         if not self.decoder.complete:
             state.participants.add(rank)
-            self.link.send(rank, MessageType.ITERATE, state.header, state.theta)
+            self.send_theta(rank, state)
+
+    def _drop_non_finite(self, state: _Iteration) -> None:
+        """The decoded gradient is not finite: reject each used message with non-finite values,
+        declare its sender faulty, and decode again from the other messages (the loop then waits
+        for more, or the dead ranks make a slot undecodable)."""
+        faulty = set()
+        for index, (received, outcome) in enumerate(state.seen):
+            if outcome is not None and not np.isfinite(received.message.array).all():
+                state.seen[index] = (received, Outcome.REJECTED)
+                faulty.add(received.rank)
+        if not faulty:  # every message was finite: the decode itself overflowed
+            raise RunError(f"{self.scheme}, iteration {state.number}: {OVERFLOW}")
+        for rank in sorted(faulty):
+            self.watch.declare_faulty(rank, "sent non-finite values", state.number)
+        self.decoder.reset()
+        for index, (received, outcome) in enumerate(state.seen):
+            if outcome is not None and outcome is not Outcome.REJECTED:
+                slot, values = received.message.header["slot"], received.message.array
+                state.seen[index] = (received, self.decoder.offer(received.rank, slot, values))
+        self.watch_workers(state)
+
+    # -- worker failure ----------------------------------------------------------------------
+
+    def serve_rejoined(self, rank: int, state: _Iteration) -> None:
+        if rank in state.participants:  # its theta or its blocks may have been lost
+            if not self.decoder.complete:
+                self.send_theta(rank, state)
+        else:  # set up for this run while cut off: it joins now
+            self._join(rank, state)
+
+    def ranks_changed(self, state: _Iteration) -> None:
+        self.check_answering(state)
+
+    def check_answering(self, state: _Iteration) -> None:
+        """RunError if a slot can no longer get N - s messages from the ranks that can still
+        answer: live ones (sent this theta, or being set up to get it) and, with replacements,
+        ranks awaiting one."""
+        coming = self.answering(state, self.link.peers.by_rank, awaiting=True)
+        for index in range(len(self.layout.slots)):
+            if self.decoder.decoded[index]:
+                continue
+            arrived = self.decoder.arrived[index]
+            still = len(coming - arrived.keys())
+            if len(arrived) + still < self.decoder.needed(index):
+                self._undecodable(state, index, len(arrived), still)
+
+    def _undecodable(self, state: _Iteration, index: int, have: int, still: int) -> None:
+        slot, now = self.layout.slots[index], time.monotonic_ns()
+        what = (
+            f"block {index} (s = {slot.stragglers}) can no longer be decoded ({have} of the "
+            f"{self.decoder.needed(index)} messages it needs arrived, {still} live workers "
+            "still to answer)"
+        )
+        peers = self.link.peers.by_rank
+        expired = sorted(
+            r for r, p in peers.items() if p.state is PeerState.DEAD and 0 < p.replace_by_ns < now
+        )
+        if expired:
+            raise RunError(
+                f"{self.scheme}, iteration {state.number}: no replacement for worker(s) "
+                f"{', '.join(map(str, expired))} within {self.settings.replace_timeout_s:g} s "
+                f"(cluster.replace_timeout) and {what}"
+            )
+        dead = sorted(self.link.peers.dead)
+        hows = "; ".join(f"worker {r}: {peers[r].how}" for r in dead)
+        hint = (
+            ""
+            if self.watch.replaces
+            else "; set cluster.on_failure = 'replace' to wait for replacement workers"
+        )
+        raise RunError(
+            f"{self.scheme}, iteration {state.number}: worker(s) {', '.join(map(str, dead))} died "
+            f"and {what[:-1]}; {hows}){hint}"
+        )
+
+    def stalled(self, state: _Iteration) -> None:
+        """No usable message for the stall limit; a replacement being awaited is bounded by its
+        own timeout instead."""
+        peers = self.link.peers.by_rank
+        if any(p.state is _AWAITING for p in peers.values()):
+            return
+        decoded, arrived = self.decoder.decoded, self.decoder.arrived
+        missing = sorted(
+            r
+            for r in state.participants
+            if peers[r].state is _LIVE
+            and any(not done and r not in got for done, got in zip(decoded, arrived, strict=True))
+        )
+        raise RunError(
+            f"{self.scheme}, iteration {state.number}: no usable message for {state.stall_s:g} s "
+            f"although worker(s) {missing} are live and owe blocks (cluster.stall_timeout; "
+            "0 = derived)"
+        )
+
+    # -- after the clock stopped -------------------------------------------------------------
+
+    def conclude(self, state: _Iteration, end_ns: int) -> np.ndarray:
+        self._tally(state)
+        self.recorder.messages.writerows(
+            self.message_row(
+                received, state, received.message.header["slot"],
+                received.message.header["deadline_ns"],
+                received.message.header["overrun_ns"] / 1e9,
+                "stale" if outcome is None else outcome.value,
+            )
+            for received, outcome in state.seen
+        )  # fmt: skip
+        return self.decoder.gradient.copy()
 
     def _tally(self, state: _Iteration) -> None:
         """Counts, overruns, slot decode times and rejections (by reason) of the finished
@@ -287,155 +319,13 @@ class SchemeSession:
                     reason, received.rank, f"block {h['slot']}, shape {list(values.shape)}"
                 )
 
-    def _drop_non_finite(self, state: _Iteration) -> None:
-        """The decoded gradient is not finite: reject each used message with non-finite values,
-        declare its sender faulty, and decode again from the other messages (the loop then waits
-        for more, or the dead ranks make a slot undecodable)."""
-        faulty = set()
-        for index, (received, outcome) in enumerate(state.seen):
-            if outcome is not None and not np.isfinite(received.message.array).all():
-                state.seen[index] = (received, Outcome.REJECTED)
-                faulty.add(received.rank)
-        if not faulty:  # every message was finite: the decode itself overflowed
-            raise RunError(
-                f"{self.scheme}, iteration {state.number}: the decoded gradient is not finite "
-                "(overflow: theta diverged?); lower problem.learning_rate"
-            )
-        for rank in sorted(faulty):
-            self.watch.declare_faulty(rank, "sent non-finite values", state.number)
-        self.decoder.reset()
-        for index, (received, outcome) in enumerate(state.seen):
-            if outcome is not None and outcome is not Outcome.REJECTED:
-                h = received.message.header
-                state.seen[index] = (
-                    received, self.decoder.offer(received.rank, h["slot"], received.message.array)
-                )  # fmt: skip
-        self._watch_workers(state)
-
-    def _check_full_stragglers(self, iteration: int, cycle_times: np.ndarray) -> None:
-        """Full stragglers (T = inf) never answer: refuse an iteration they make undecodable."""
-        answering = int(np.isfinite(cycle_times).sum())
-        for index, slot in enumerate(self.layout.slots):
-            if answering < self.decoder.needed(index):
-                raise RunError(
-                    f"{self.scheme}, iteration {iteration}: block {index} (s = {slot.stragglers}) needs "
-                    f"{self.decoder.needed(index)} workers but only {answering} of {self.model.n_workers} "
-                    f"answer (full stragglers); use a scheme with more redundancy or a lower failure probability"
-                )
-
-    # -- worker failure ---------------------------------------------------------------------
-
-    def _watch_workers(self, state: _Iteration) -> None:
-        """Notice dead ranks, serve reconnected ones; end the run when a slot can no longer be
-        decoded."""
-        changed = self.watch.poll(state.number)
-        for rank in self.watch.rejoined(state.number):
-            if rank in state.participants:  # its theta or its blocks may have been lost
-                if not self.decoder.complete:
-                    self.link.send(rank, MessageType.ITERATE, state.header, state.theta)
-            else:  # set up for this run while cut off: it joins now
-                self._join(rank, state)
-        if changed:
-            self._check_decodable(state)
-
-    def _check_decodable(self, state: _Iteration) -> None:
-        """RunError if a slot can no longer get N - s messages from the ranks that can still
-        answer: live ones (sent this theta, or being set up to get it) and, with replacements,
-        ranks awaiting one."""
-        peers = self.link.peers.by_rank
-        natural = self.settings.natural
-        coming = {
-            r for r, p in peers.items()
-            if (p.state is _LIVE or p.state is _AWAITING)
-            and (natural or math.isfinite(state.cycle_times[r]))
-        }  # fmt: skip
-        for index in range(len(self.layout.slots)):
-            if self.decoder.decoded[index]:
-                continue
-            arrived = self.decoder.arrived[index]
-            still = len(coming - arrived.keys())
-            if len(arrived) + still < self.decoder.needed(index):
-                self._undecodable(state, index, len(arrived), still)
-
-    def _undecodable(self, state: _Iteration, index: int, have: int, still: int) -> None:
-        slot, now = self.layout.slots[index], time.monotonic_ns()
-        what = (
-            f"block {index} (s = {slot.stragglers}) can no longer be decoded ({have} of the "
-            f"{self.decoder.needed(index)} messages it needs arrived, {still} live workers still to answer)"
-        )
-        peers = self.link.peers.by_rank
-        expired = sorted(
-            r for r, p in peers.items() if p.state is PeerState.DEAD and 0 < p.replace_by_ns < now
-        )
-        if expired:
-            raise RunError(
-                f"{self.scheme}, iteration {state.number}: no replacement for worker(s) "
-                f"{', '.join(map(str, expired))} within {self.settings.replace_timeout_s:g} s "
-                f"(cluster.replace_timeout) and {what}"
-            )
-        dead = sorted(self.link.peers.dead)
-        hows = "; ".join(f"worker {r}: {peers[r].how}" for r in dead)
-        hint = (
-            ""
-            if self.watch.replaces
-            else "; set cluster.on_failure = 'replace' to wait for replacement workers"
-        )
-        raise RunError(
-            f"{self.scheme}, iteration {state.number}: worker(s) {', '.join(map(str, dead))} died "
-            f"and {what[:-1]}; {hows}){hint}"
-        )
-
-    def _stalled(self, state: _Iteration, stall_s: float) -> None:
-        """No usable message for stall_s; a replacement being awaited is bounded by its own
-        timeout instead."""
-        peers = self.link.peers.by_rank
-        if any(p.state is _AWAITING for p in peers.values()):
-            return
-        missing = sorted(
-            r for r in state.participants
-            if peers[r].state is _LIVE
-            and any(not done and r not in got for done, got in zip(self.decoder.decoded, self.decoder.arrived, strict=True))
-        )  # fmt: skip
-        raise RunError(
-            f"{self.scheme}, iteration {state.number}: no usable message for {stall_s:g} s although "
-            f"worker(s) {missing} are live and owe blocks (cluster.stall_timeout; 0 = derived)"
-        )
-
-    # -- records ----------------------------------------------------------------------------
-
-    def _message_row(self, received: Received, outcome: Outcome | None, state: _Iteration) -> dict:
-        """The messages.csv row of a BLOCK that _on_block accepted (header already checked)."""
-        h = received.message.header
-        worker_start, start = h["start_ns"], state.start
-        return {
-            "scheme": self.scheme, "iteration": h["iteration"], "slot": h["slot"],
-            "worker": received.rank, "cycle_time": h["cycle_time"],
-            "worker_start_s": (worker_start - start) / 1e9,
-            "received_s": (h["received_ns"] - start) / 1e9,
-            "deadline_s": (h["deadline_ns"] - worker_start) / 1e9,
-            "send_s": (h["send_ns"] - worker_start) / 1e9,
-            "arrival_s": (received.arrival_ns - start) / 1e9, "overrun_s": h["overrun_ns"] / 1e9,
-            "status": "stale" if outcome is None else outcome.value,
-        }  # fmt: skip
-
-    def _record(
-        self, state: _Iteration, measured: float, predicted: float, loss: float, error: float | None
-    ) -> None:
+    def record(self, state: _Iteration, result: IterationResult, gradient, true_gradient):
         order = np.sort(state.cycle_times)
         unit = self.model.scale * self.settings.time_scale
         for index, slot in enumerate(self.layout.slots):
             needed = self.decoder.needed(index)
-            self.recorder.blocks.writerow({
-                "scheme": self.scheme, "iteration": state.number, "slot": index,
-                "stragglers": slot.stragglers, "start": slot.start, "stop": slot.stop,
-                "needed": needed, "decoded_s": state.decoded_at[index],
-                "predicted_s": order[needed - 1] * slot.load * unit,
-            })  # fmt: skip
-        self.recorder.iterations.writerow({
-            "scheme": self.scheme, "iteration": state.number, "measured_s": measured,
-            "predicted_s": predicted, "ratio": measured / predicted if predicted > 0 else math.nan,
-            "loss": loss / self.data.rows, "gradient_rel_error": error,
-            "messages_used": state.counts[Outcome.USED], "messages_late": state.counts[Outcome.LATE],
-            "messages_stale": state.stale, "overruns": state.overruns, "max_overrun_s": state.max_overrun,
-        })  # fmt: skip
-        self.recorder.flush_if_due()
+            self.block_row(
+                state, index, slot.stragglers, (slot.start, slot.stop), needed,
+                state.decoded_at[index], order[needed - 1] * slot.load * unit,
+            )  # fmt: skip
+        return state.counts[Outcome.USED], state.counts[Outcome.LATE]
