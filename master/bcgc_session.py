@@ -274,13 +274,15 @@ class SchemeSession(Session):
         self._tally(state)
         self.recorder.messages.writerows(
             self.message_row(
-                received, state, received.message.header["slot"],
+                received,
+                state,
+                received.message.header["slot"],
                 received.message.header["deadline_ns"],
                 received.message.header["overrun_ns"] / 1e9,
                 "stale" if outcome is None else outcome.value,
             )
             for received, outcome in state.seen
-        )  # fmt: skip
+        )
         return self.decoder.gradient.copy()
 
     def _tally(self, state: _Iteration) -> None:
@@ -325,7 +327,12 @@ class SchemeSession(Session):
         for index, slot in enumerate(self.layout.slots):
             needed = self.decoder.needed(index)
             self.block_row(
-                state, index, slot.stragglers, (slot.start, slot.stop), needed,
-                state.decoded_at[index], order[needed - 1] * slot.load * unit,
-            )  # fmt: skip
+                state,
+                index,
+                slot.stragglers,
+                (slot.start, slot.stop),
+                needed,
+                state.decoded_at[index],
+                order[needed - 1] * slot.load * unit,
+            )
         return state.counts[Outcome.USED], state.counts[Outcome.LATE]

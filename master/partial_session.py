@@ -325,18 +325,34 @@ class PartialSession(Session):
         result.round_trip_s = state.round_trip_s
         plan, measured, predicted = self.plan, result.measured_s, result.predicted_s
         self.block_row(
-            state, 0, plan.storage - plan.parts, (0, plan.coordinates),
-            len(self.decoder.coefficients), measured, predicted,
-        )  # fmt: skip
-        self.table.writerow({
-            "scheme": self.scheme, "iteration": state.number, "stop_reason": state.reason,
-            "stop_s": (state.stop_ns - state.start) / 1e9, "round_trip_s": result.round_trip_s,
-            "measured_s": measured, "predicted_s": predicted,
-            "notices_used": state.notices_used, "notices_late": state.notices_late,
-            "uploads": state.uploads, "covered_chunks": state.covered,
-            "nmse_estimated": state.nmse_estimated, "nmse_predicted": state.nmse_predicted,
-            "nmse": result.nmse, "gradient_rel_error": result.gradient_rel_error,
-            "uplink_floats": state.uploads * plan.upload_length,
-            "downlink_floats": state.downlink, "worst_condition": self.decoder.worst_condition,
-        })  # fmt: skip
+            state,
+            0,
+            plan.storage - plan.parts,
+            (0, plan.coordinates),
+            len(self.decoder.coefficients),
+            measured,
+            predicted,
+        )
+        self.table.writerow(
+            {
+                "scheme": self.scheme,
+                "iteration": state.number,
+                "stop_reason": state.reason,
+                "stop_s": (state.stop_ns - state.start) / 1e9,
+                "round_trip_s": result.round_trip_s,
+                "measured_s": measured,
+                "predicted_s": predicted,
+                "notices_used": state.notices_used,
+                "notices_late": state.notices_late,
+                "uploads": state.uploads,
+                "covered_chunks": state.covered,
+                "nmse_estimated": state.nmse_estimated,
+                "nmse_predicted": state.nmse_predicted,
+                "nmse": result.nmse,
+                "gradient_rel_error": result.gradient_rel_error,
+                "uplink_floats": state.uploads * plan.upload_length,
+                "downlink_floats": state.downlink,
+                "worst_condition": self.decoder.worst_condition,
+            }
+        )
         return state.notices_used + state.uploads, state.notices_late

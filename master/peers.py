@@ -80,8 +80,9 @@ class Rejections:
             if count == self.FIRST_LOGGED:
                 log.warning(
                     "further '%s' rejections are logged as one count every %g s",
-                    reason, self.SUMMARY_INTERVAL_S,
-                )  # fmt: skip
+                    reason,
+                    self.SUMMARY_INTERVAL_S,
+                )
                 self._next_summary = time.monotonic() + self.SUMMARY_INTERVAL_S
             return
         self._unlogged[reason] += 1

@@ -217,13 +217,22 @@ class Session:
             measured, predicted, loss / self.data.rows, error, state.stale, state.overruns
         )
         used, late = self.record(state, result, gradient, true_gradient)
-        self.recorder.iterations.writerow({
-            "scheme": self.scheme, "iteration": iteration, "measured_s": measured,
-            "predicted_s": predicted, "ratio": measured / predicted if predicted > 0 else math.nan,
-            "loss": result.loss, "gradient_rel_error": error, "messages_used": used,
-            "messages_late": late, "messages_stale": state.stale, "overruns": state.overruns,
-            "max_overrun_s": state.max_overrun,
-        })  # fmt: skip
+        self.recorder.iterations.writerow(
+            {
+                "scheme": self.scheme,
+                "iteration": iteration,
+                "measured_s": measured,
+                "predicted_s": predicted,
+                "ratio": measured / predicted if predicted > 0 else math.nan,
+                "loss": result.loss,
+                "gradient_rel_error": error,
+                "messages_used": used,
+                "messages_late": late,
+                "messages_stale": state.stale,
+                "overruns": state.overruns,
+                "max_overrun_s": state.max_overrun,
+            }
+        )
         self.recorder.flush_if_due()
         return result, gradient
 
@@ -280,22 +289,41 @@ class Session:
         h = received.message.header
         worker_start, start = h["start_ns"], state.start
         return {
-            "scheme": self.scheme, "iteration": h["iteration"], "slot": slot,
+            "scheme": self.scheme,
+            "iteration": h["iteration"],
+            "slot": slot,
             "worker": received.rank,  # the sender's identity, never the header's claim
-            "cycle_time": h["cycle_time"], "worker_start_s": (worker_start - start) / 1e9,
+            "cycle_time": h["cycle_time"],
+            "worker_start_s": (worker_start - start) / 1e9,
             "received_s": (h["received_ns"] - start) / 1e9,
-            "deadline_s": (due_ns - worker_start) / 1e9, "send_s": (h["send_ns"] - worker_start) / 1e9,
-            "arrival_s": (received.arrival_ns - start) / 1e9, "overrun_s": overrun_s,
+            "deadline_s": (due_ns - worker_start) / 1e9,
+            "send_s": (h["send_ns"] - worker_start) / 1e9,
+            "arrival_s": (received.arrival_ns - start) / 1e9,
+            "overrun_s": overrun_s,
             "status": status,
-        }  # fmt: skip
+        }
 
     def block_row(
-        self, state: Iteration, slot: int, stragglers: int, bounds: tuple[int, int], needed: int,
-        decoded_s: float, predicted_s: float,
-    ) -> None:  # fmt: skip
+        self,
+        state: Iteration,
+        slot: int,
+        stragglers: int,
+        bounds: tuple[int, int],
+        needed: int,
+        decoded_s: float,
+        predicted_s: float,
+    ) -> None:
         """One blocks.csv row: when a slot (or the whole partial-gc gradient) was decoded."""
-        self.recorder.blocks.writerow({
-            "scheme": self.scheme, "iteration": state.number, "slot": slot,
-            "stragglers": stragglers, "start": bounds[0], "stop": bounds[1], "needed": needed,
-            "decoded_s": decoded_s, "predicted_s": predicted_s,
-        })  # fmt: skip
+        self.recorder.blocks.writerow(
+            {
+                "scheme": self.scheme,
+                "iteration": state.number,
+                "slot": slot,
+                "stragglers": stragglers,
+                "start": bounds[0],
+                "stop": bounds[1],
+                "needed": needed,
+                "decoded_s": decoded_s,
+                "predicted_s": predicted_s,
+            }
+        )

@@ -69,10 +69,16 @@ def common_setup_fields(
 ) -> dict:
     """The SETUP header fields every protocol shares (the rest is the protocol's plan)."""
     return {
-        "run": run_id, "rank": rank, "n_workers": model.n_workers, "seed": settings.seed,
-        "ns_per_load": float(ns_per_load), "data": data.to_header(),
+        "run": run_id,
+        "rank": rank,
+        "n_workers": model.n_workers,
+        "seed": settings.seed,
+        "ns_per_load": float(ns_per_load),
+        "data": data.to_header(),
         "straggler": distribution_to_spec(model.distribution),
-        "pin": settings.pin, "natural": settings.natural,
+        "pin": settings.pin,
+        "natural": settings.natural,
         "repeat": settings.repeat[rank] if settings.repeat else 1,
-        "heartbeat_s": settings.heartbeat_s, "liveness": settings.liveness,
-    }  # fmt: skip
+        "heartbeat_s": settings.heartbeat_s,
+        "liveness": settings.liveness,
+    }

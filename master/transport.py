@@ -119,8 +119,9 @@ class AllowList:
             log.warning(
                 "refused a CURVE handshake: worker key %s is not in the --allow folder %s "
                 "(further refusals of this key are counted, not logged)",
-                key.decode(errors="replace"), self.folder,
-            )  # fmt: skip
+                key.decode(errors="replace"),
+                self.folder,
+            )
         return False
 
 
