@@ -7,8 +7,10 @@ real coded partial derivatives, hold them until the deadline
 and send them. Any message from the master while waiting (a newer theta, a new plan, STOP),
 heartbeats excepted, abandons the iteration at once. A failed worker (T_n = inf) stays silent for
 the iteration. Compute slower than the deadline is sent at once and its overrun is reported.
-A SETUP with protocol "partial-r1" runs the partial-straggler protocol instead (workers/partial.py:
-chunk gradients, NOTICE after each, one UPLOAD on COMBINE).
+The unit loop is workers/loop.py's, run with the job the SETUP built: SlotJob (workers/slots.py)
+for a slot plan, ChunkJob (workers/partial.py: chunk gradients, NOTICE after each, one UPLOAD on
+COMBINE) for a SETUP with protocol "partial-r1". This module keeps the connection, liveness and
+set-up.
 
 Liveness: the worker sends a HEARTBEAT whenever it has sent nothing for one heartbeat interval,
 from its own loop (idle, while waiting for a deadline, between blocks), so a killed worker goes
