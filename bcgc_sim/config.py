@@ -48,7 +48,7 @@ class ClusterConfig:
     )
     replace_timeout: float = 60.0  # seconds to wait for a replacement worker
     stall_timeout: float = 0.0  # seconds without a usable message before an iteration gives up;
-    # 0 = derived: liveness x heartbeat + 2 x the predicted iteration + 1 s (master/session.py)
+    # 0 = derived: liveness x heartbeat + 2 x the predicted iteration + 1 s (master/settings.py)
     transport: str = "auto"  # bulk arrays: "auto" (shared memory on one host), "zmq", "shm"
 
 

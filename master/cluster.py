@@ -94,10 +94,20 @@ class LocalCluster:
     def worker_command(self, rank: int) -> list[str]:
         """The command line that starts worker `rank`."""
         return [
-            sys.executable, "-m", "workers", "--connect", self.link.endpoint,
-            "--rank", str(rank), "--parent-pid", str(os.getpid()),
-            "--heartbeat", repr(self.heartbeat_s), "--liveness", str(self.liveness),
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "workers",
+            "--connect",
+            self.link.endpoint,
+            "--rank",
+            str(rank),
+            "--parent-pid",
+            str(os.getpid()),
+            "--heartbeat",
+            repr(self.heartbeat_s),
+            "--liveness",
+            str(self.liveness),
+        ]
 
     def _spawn(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -108,8 +118,11 @@ class LocalCluster:
         with open(self.log_dir / f"worker-{rank}.log", "ab") as log:
             return subprocess.Popen(
                 self.worker_command(rank),
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, env=env,
-            )  # fmt: skip
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                env=env,
+            )
 
     def dead_ranks(self) -> set[int]:
         """Ranks whose process has exited; a UserError if a replacement exited before it

@@ -12,20 +12,11 @@ costs one addition instead of a weighted sum over all N messages.
 
 from __future__ import annotations
 
-import enum
-
 import numpy as np
 
 from bcgc_sim.model.codes import CodeBook
 from bcgc_sim.model.layout import Slot
-
-
-class Outcome(enum.Enum):
-    USED = "used"  # among the first N - s arrivals of its slot
-    LATE = "late"  # the slot was already decoded
-    DUPLICATE = "duplicate"  # this worker already sent this slot
-    REJECTED = "rejected"  # unknown worker or slot, or wrong length
-
+from bcgc_sim.model.outcome import Outcome
 
 # Module-level aliases: enum attribute lookups are measurable at hundreds of offers per iteration.
 _USED, _LATE, _DUPLICATE, _REJECTED = (

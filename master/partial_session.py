@@ -1,4 +1,5 @@
-"""One partial-gc plan on the testbed: the master's side of variant R1 (bcgc_sim.partial.decoder).
+"""One partial-gc plan on the testbed: the master's side of variant R1 (bcgc_sim.partial.decoder),
+the part of the session skeleton (master/session.py) that differs.
 
 Per iteration the master broadcasts theta, feeds every NOTICE to `R1Decoder.notice`, and stops
   * exact (partial-gc): at the NOTICE after which every chunk has l processed copies;
@@ -12,7 +13,7 @@ UPLOAD; the prediction (PartialPlan.raw_runtime for the same regenerated T) is t
 alone, so their difference is the COMBINE / UPLOAD round trip, which is recorded per iteration
 (partial.csv: round_trip_s) and never hidden.
 
-Worker failure (spec/partial-gc.md A10; the liveness rules are the BCGC session's RankWatch): a
+Worker failure (spec/partial-gc.md A10; the liveness rules are RankWatch's, master/rank_watch.py): a
 rank known dead stays dead for every later iteration and scheme. Before the stop a dead worker's
 copies are dropped (its notices are replayed away) and the iteration goes on while every chunk
 can still get l copies from live, answering workers; otherwise, and whenever a worker dies
@@ -26,220 +27,124 @@ COMBINE again (after it).
 
 from __future__ import annotations
 
-import logging
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from bcgc_sim.model.layout import partition_bounds
-from bcgc_sim.model.stragglers import iteration_cycle_times
-from bcgc_sim.model.system import SystemModel
 from bcgc_sim.partial.decoder import Outcome, R1Decoder
-from bcgc_sim.partial.plan import PartialPlan
-from bcgc_sim.problems import ProblemData, full_gradient, loss_at, relative_error
-from bcgc_sim.results import PartialRow, RunRecorder
+from bcgc_sim.results import PartialRow
 from bcgc_sim.wire.protocol import (
+    NOTICE_HEADER,
     PARTIAL_PROTOCOL,
+    UPLOAD_HEADER,
     MessageType,
     ProtocolError,
     check,
-    header_spec,
 )
 
-from .session import (
-    WATCH_INTERVAL_NS,
-    WATCH_MS,
-    IterationResult,
-    RankWatch,
-    RunError,
-    SessionSettings,
-    common_setup_fields,
-    no_dead_ranks,
-    stall_limit_s,
-)
-from .transport import PeerState, Received, WorkerLink
-
-log = logging.getLogger("bcgc.master")
-_COMMON = dict(run=str, iteration=int, cycle_time=float, start_ns=int, received_ns=int)
-NOTICE_HEADER = header_spec(
-    chunk=int, position=int, deadline_ns=int, overrun_ns=int, send_ns=int, **_COMMON
-)
-UPLOAD_HEADER = header_spec(combine_ns=int, send_ns=int, **_COMMON)
+from .errors import RunError
+from .peers import Received
+from .rank_watch import WATCH_INTERVAL_NS, WATCH_MS
+from .session import OVERFLOW, Iteration, Session
+from .settings import IterationResult
 
 
 @dataclass
-class _Iteration:
-    number: int
-    start: int
-    cycle_times: np.ndarray
-    header: dict = field(default_factory=dict)  # this iteration's ITERATE header
-    participants: set[int] = field(default_factory=set)  # ranks sent this iteration's theta
+class _Iteration(Iteration):
     combines: dict[int, tuple[dict, np.ndarray]] = field(default_factory=dict)  # sent at the stop
     notices: list[tuple[int, int]] = field(default_factory=list)  # used (worker, chunk)
     rows: list[dict] = field(default_factory=list)
     stop_ns: int | None = None
     reason: str = ""
     nmse_estimated: float = math.nan
+    nmse_predicted: float = math.nan
+    round_trip_s: float = math.nan  # stop -> last UPLOAD
     covered: int = 0
-    stale: int = 0
-    overruns: int = 0
-    max_overrun: float = 0.0
     notices_used: int = 0
     notices_late: int = 0
     uploads: int = 0
     downlink: int = 0
 
 
-class PartialSession:
-    """Runs one PartialPlan on the connected workers; the interface of SchemeSession
-    (setup, iterate, scheme, affinity, events), rows to `recorder` (+ partial.csv)."""
+class PartialSession(Session):
+    """Runs one PartialPlan on the connected workers; rows as every session's, + partial.csv.
+    No replacement workers: `replace` is accepted for symmetry and not used (R1)."""
 
-    def __init__(
-        self,
-        link: WorkerLink,
-        scheme: str,
-        plan: PartialPlan,
-        model: SystemModel,
-        data: ProblemData,
-        settings: SessionSettings,
-        recorder: RunRecorder,
-        dead_ranks: Callable[[], set[int]] = no_dead_ranks,
-        replace: Callable[[int], None] = lambda rank: None,
-    ) -> None:
+    def start(self) -> None:
+        plan, model, data = self.plan, self.model, self.data
         if plan.n_workers != model.n_workers or plan.coordinates != data.coordinates:
             raise ValueError("the plan was made for another number of workers or coordinates")
-        self.link, self.scheme, self.plan = link, scheme, plan
-        self.model, self.data, self.settings, self.recorder = model, data, settings, recorder
-        self.run_id = f"{scheme}-{time.monotonic_ns()}"
         self.decoder = R1Decoder(
-            plan.assignment, plan.ordering, data.coordinates, plan.parts, seed=settings.seed
+            plan.assignment, plan.ordering, data.coordinates, plan.parts, seed=self.settings.seed
         )
-        self.unit_s = settings.time_scale * model.scale  # seconds per raw unit
-        self.ns_per_load = self.unit_s * 1e9
+        self.unit_s = self.settings.time_scale * model.scale  # seconds per raw unit
         self.bounds = partition_bounds(data.rows, model.n_workers)
-        self.watch = RankWatch(  # `replace` is accepted for symmetry and not used (R1)
-            link, settings, scheme, self.run_id, self.setup_header, dead_ranks, replace,
-            replaces=False,
-        )  # fmt: skip
-        self.events = self.watch.events
-        self.affinity = self.watch.affinity
-        self.longest_s = 0.0  # the longest iteration so far (natural mode's stall limit)
-        self.table = recorder.table("partial.csv", PartialRow)
+        self.table = self.recorder.table("partial.csv", PartialRow)
 
-    # -- set-up -----------------------------------------------------------------------------
-    def setup_header(self, rank: int) -> dict:
-        fields = common_setup_fields(
-            self.settings, self.model, self.data, self.run_id, rank, self.ns_per_load
-        )
-        return fields | {
-            "protocol": PARTIAL_PROTOCOL, "chunk_load": self.plan.chunk_load,
-            "order": list(self.plan.ordering[rank]), "bounds": list(self.bounds),
+    def plan_fields(self, rank: int) -> dict:
+        return {
+            "protocol": PARTIAL_PROTOCOL,
+            "chunk_load": self.plan.chunk_load,
+            "order": list(self.plan.ordering[rank]),
+            "bounds": list(self.bounds),
             "parts": self.plan.parts,
-        }  # fmt: skip
+        }
 
-    def setup(self, timeout_s: float = 60.0) -> None:
-        """Send every live worker its order and chunks; wait for their SETUP_OK."""
-        self.watch.set_up(timeout_s)
+    def predicted_seconds(self, cycle_times: np.ndarray) -> float:
+        return float(self.plan.raw_runtime(cycle_times[None])[0]) * self.unit_s
 
-    def release(self) -> None:
-        """Drop the last iteration's uploads: they may view a worker's shared memory, which
-        this process keeps mapped while they live (the runner calls this when a scheme ends)."""
-        self.decoder.reset()
+    def new_iteration(self, number, theta, cycle_times, stall_s) -> _Iteration:
+        state = _Iteration(number, theta, cycle_times, stall_s)
+        if not self.settings.natural:
+            state.nmse_predicted = float(self.plan.nmse_at_stop(cycle_times[None])[0])
+        return state
 
-    # -- one iteration ----------------------------------------------------------------------
-    def iterate(self, iteration: int, theta: np.ndarray) -> tuple[IterationResult, np.ndarray]:
-        """One iteration at theta; returns its record and the decoded gradient, shape (L,)."""
-        n, plan = self.model.n_workers, self.plan
-        if self.settings.natural:  # nothing injected: no cycle times to predict from
-            cycle_times = np.full(n, math.nan)
-            predicted, predicted_nmse = math.nan, math.nan
-            expected = max(self.longest_s, 10 * self.settings.window_s)
-        else:
-            cycle_times = iteration_cycle_times(
-                self.model.distribution, self.settings.seed, iteration, n
-            )
-            predicted = float(plan.raw_runtime(cycle_times[None])[0]) * self.unit_s
-            predicted_nmse = float(plan.nmse_at_stop(cycle_times[None])[0])
-            expected = predicted
-        stall_s = stall_limit_s(self.settings, expected)
-        self.decoder.reset()
-        state = _Iteration(iteration, 0, cycle_times)
-        state.participants = self.watch.begin_iteration(iteration)
-        if not plan.approximate:
+    def check_answering(self, state: _Iteration) -> None:
+        if not self.plan.approximate:
             self._check_reachable(state, "")
-        start, state.header = self.watch.broadcast_theta(iteration, theta, state.participants)
-        state.start = start
-        stop_at = (
-            None if plan.deadline is None else start + round(plan.deadline * self.unit_s * 1e9)
-        )
-        last_progress = time.monotonic()
-        next_watch = start + WATCH_INTERVAL_NS
-        while state.stop_ns is None:  # compute phase: NOTICEs until the stop rule fires
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    def receive_until_done(self, state: _Iteration) -> int:
+        """NOTICEs until the stop rule fires, then one UPLOAD per chosen worker."""
+        deadline = self.plan.deadline
+        stop_at = None if deadline is None else state.start + round(deadline * self.unit_s * 1e9)
+        while state.stop_ns is None:  # compute phase
+            self.watch_if_due(state)
             now = time.monotonic_ns()
-            if now >= next_watch:
-                self._watch_workers(state, theta)
-                next_watch = now + WATCH_INTERVAL_NS
             if stop_at is not None and now >= stop_at:
-                self._watch_workers(state, theta)  # the workers chosen now must be alive
+                self.watch_workers(state)  # the workers chosen now must be alive
                 self._stop(state, "deadline")
                 break
-            # receive timeouts have ms resolution: in the last millisecond before a deadline, spin
-            # (timeout 0)
+            # receive timeouts have ms resolution: in the last millisecond before a deadline,
+            # spin (timeout 0)
             wait_ms = WATCH_MS if stop_at is None else min(WATCH_MS, (stop_at - now) // 1_000_000)
-            received = self.link.receive(int(wait_ms))
+            received = self.receive(state, int(wait_ms))
             if received is None:
-                self._check_stall(state, last_progress, stall_s)
                 continue
             if stop_at is not None and received.arrival_ns >= stop_at:
-                self._watch_workers(state, theta)
+                self.watch_workers(state)
                 self._stop(state, "deadline")  # this message came after the deadline
                 self._handle(received, state)
                 break
             if self._handle(received, state):
-                last_progress = time.monotonic()
+                state.last_progress = time.monotonic()
                 if self._stop_rule() is not None:
-                    self._watch_workers(state, theta)  # the workers chosen now must be alive
+                    self.watch_workers(state)  # the workers chosen now must be alive
                     reason = self._stop_rule()  # (a death may have taken copies away)
                     if reason is not None:
                         self._stop(state, reason)
-        last_progress = time.monotonic()
-        next_watch = time.monotonic_ns() + WATCH_INTERVAL_NS
-        while not self.decoder.complete:  # upload phase: one UPLOAD per chosen worker
-            if time.monotonic_ns() >= next_watch:
-                self._watch_workers(state, theta)
-                next_watch = time.monotonic_ns() + WATCH_INTERVAL_NS
-            received = self.link.receive(WATCH_MS)
-            if received is None:
-                self._check_stall(state, last_progress, stall_s)
-                continue
-            if self._handle(received, state):
-                last_progress = time.monotonic()
-        end = time.monotonic_ns()
-        measured = (end - start) / 1e9
-        self.longest_s = max(self.longest_s, measured)
-        round_trip = (end - state.stop_ns) / 1e9
-        self.recorder.messages.writerows(state.rows)  # after the clock stopped: not part of it
-        gradient = self.decoder.gradient()
-        if not np.isfinite(gradient).all():
-            self._non_finite(state)
-        error = nmse = None
-        if self.settings.check:
-            true_gradient, loss = full_gradient(self.data, theta)
-            error = relative_error(gradient, true_gradient)
-            norm = float(true_gradient @ true_gradient)
-            difference = gradient - true_gradient
-            nmse = float(difference @ difference) / norm if norm > 0 else 0.0
-        else:
-            loss = loss_at(self.data, theta)
-        self._record(state, measured, predicted, loss, error, nmse, round_trip, predicted_nmse)
-        result = IterationResult(
-            measured, predicted, loss / self.data.rows, error, state.stale, state.overruns,
-            nmse=nmse, round_trip_s=round_trip,
-        )  # fmt: skip
-        return result, gradient
+        state.last_progress = time.monotonic()
+        state.next_watch = time.monotonic_ns() + WATCH_INTERVAL_NS
+        while not self.decoder.complete:  # upload phase
+            self.watch_if_due(state)
+            received = self.receive(state, WATCH_MS)
+            if received is not None and self._handle(received, state):
+                state.last_progress = time.monotonic()
+        return time.monotonic_ns()
 
     def _stop_rule(self) -> str | None:
         """Why to stop now ("exact", "nmse"), or None; the deadline is the loop's."""
@@ -276,10 +181,9 @@ class PartialSession:
                 f"{message.header.get('reason')}"
             )  # a COMBINE it could not compute; a failed set-up (no run) ends it below
         if message.kind not in (MessageType.NOTICE, MessageType.UPLOAD):
-            if self.watch.on_setup_reply(received, state.number):
-                return False  # set up: it takes part from the next iteration
-            self.watch.unexpected(received)
-            return False
+            if not self.watch.on_setup_reply(received, state.number):
+                self.watch.unexpected(received)
+            return False  # (set up: it takes part from the next iteration)
         row = self._message_row(received, state)
         if row is None:
             return False
@@ -287,21 +191,9 @@ class PartialSession:
         if row["status"] == "stale":
             state.stale += 1
             return False
-        worker = received.rank
         if message.kind is MessageType.NOTICE:
-            outcome = self.decoder.notice(worker, message.header["chunk"])
-            row["status"] = outcome.value
-            if outcome is Outcome.USED:
-                state.notices.append((worker, message.header["chunk"]))
-                state.notices_used += 1
-                state.overruns += row["overrun_s"] > 0
-                state.max_overrun = max(state.max_overrun, row["overrun_s"])
-            elif outcome is Outcome.LATE:
-                state.notices_late += 1
-            else:  # rare: counted by reason
-                reason = "duplicate" if outcome is Outcome.DUPLICATE else "unexpected-chunk"
-                self.link.reject(reason, worker, f"NOTICE of chunk {message.header['chunk']}")
-            return outcome is Outcome.USED
+            return self._on_notice(received, row, state)
+        worker = received.rank
         outcome = self.decoder.offer(worker, message.array)
         row["status"] = outcome.value
         state.uploads += outcome is Outcome.USED
@@ -310,48 +202,46 @@ class PartialSession:
             self.link.reject(reason, worker, f"UPLOAD, shape {list(message.array.shape)}")
         return outcome is Outcome.USED
 
+    def _on_notice(self, received: Received, row: dict, state: _Iteration) -> bool:
+        worker, chunk = received.rank, received.message.header["chunk"]
+        outcome = self.decoder.notice(worker, chunk)
+        row["status"] = outcome.value
+        if outcome is Outcome.USED:
+            state.notices.append((worker, chunk))
+            state.notices_used += 1
+            state.overruns += row["overrun_s"] > 0
+            state.max_overrun = max(state.max_overrun, row["overrun_s"])
+        elif outcome is Outcome.LATE:
+            state.notices_late += 1
+        else:  # rare: counted by reason
+            reason = "duplicate" if outcome is Outcome.DUPLICATE else "unexpected-chunk"
+            self.link.reject(reason, worker, f"NOTICE of chunk {chunk}")
+        return outcome is Outcome.USED
+
     def _message_row(self, received: Received, state: _Iteration) -> dict | None:
+        """The messages.csv row of a NOTICE or UPLOAD (status "stale" or "", set when used);
+        None if malformed."""
         message, h = received.message, received.message.header
+        notice = message.kind is MessageType.NOTICE
         try:
-            if message.kind is MessageType.NOTICE:
-                check(h, NOTICE_HEADER)
-            else:
-                check(h, UPLOAD_HEADER)
-                if message.array is None:
-                    raise ProtocolError("UPLOAD without values")
+            check(h, NOTICE_HEADER if notice else UPLOAD_HEADER)
+            if not notice and message.array is None:
+                raise ProtocolError("UPLOAD without values")
         except ProtocolError as exc:
             self.link.reject("malformed", received.rank, f"{message.kind.name}: {exc}")
             return None
         stale = h["run"] != self.run_id or h["iteration"] != state.number
-        worker_start, start = h["start_ns"], state.start
-        notice = message.kind is MessageType.NOTICE
-        due = h["deadline_ns"] if notice else h["combine_ns"]
-        return {
-            "scheme": self.scheme, "iteration": h["iteration"],
-            "slot": h["position"] - 1 if notice else self.plan.storage,
-            "worker": received.rank,  # the sender's identity, never the header's claim
-            "cycle_time": h["cycle_time"], "worker_start_s": (worker_start - start) / 1e9,
-            "received_s": (h["received_ns"] - start) / 1e9,
-            "deadline_s": (due - worker_start) / 1e9, "send_s": (h["send_ns"] - worker_start) / 1e9,
-            "arrival_s": (received.arrival_ns - start) / 1e9,
-            "overrun_s": h["overrun_ns"] / 1e9 if notice else 0.0,
-            "status": "stale" if stale else "",
-        }  # fmt: skip
+        if notice:
+            slot, due, overrun = h["position"] - 1, h["deadline_ns"], h["overrun_ns"] / 1e9
+        else:
+            slot, due, overrun = self.plan.storage, h["combine_ns"], 0.0
+        return self.message_row(received, state, slot, due, overrun, "stale" if stale else "")
 
-    # -- failures ---------------------------------------------------------------------------
-    def _answering(self, state: _Iteration) -> set[int]:
-        """Ranks that can still send this iteration's notices: sent its theta, live, not full
-        stragglers."""
-        peers = self.link.peers.by_rank
-        return {
-            r for r in state.participants
-            if peers[r].state is PeerState.LIVE
-            and (self.settings.natural or math.isfinite(state.cycle_times[r]))
-        }  # fmt: skip
+    # -- failures ----------------------------------------------------------------------------
 
     def _check_reachable(self, state: _Iteration, cause: str) -> None:
         """Exact mode: every chunk must keep l live, answering holders; else a RunError."""
-        answering = self._answering(state)
+        answering = self.answering(state, state.participants)
         a, parts = self.plan.assignment, self.plan.parts
         for chunk in range(a.n_chunks):
             holders = sorted(set(a.holders(chunk).tolist()) & answering)
@@ -363,20 +253,17 @@ class PartialSession:
                     "partial.storage or fewer failures"
                 )
 
-    def _watch_workers(self, state: _Iteration, theta: np.ndarray) -> None:
-        """Notice dead ranks: drop their copies before the stop, end the run after it; give a
-        reconnected worker what it may have missed."""
-        changed = self.watch.poll(state.number)
-        for rank in self.watch.rejoined(state.number):
-            if rank not in state.participants:
-                continue  # set up while cut off: it takes part from the next iteration
-            if state.stop_ns is None:
-                self.link.send(rank, MessageType.ITERATE, state.header, theta)
-            elif rank in state.combines and rank not in self.decoder.uploads:
-                header, beta = state.combines[rank]
-                self.link.send(rank, MessageType.COMBINE, header, beta)
-        if not changed:
-            return
+    def serve_rejoined(self, rank: int, state: _Iteration) -> None:
+        if rank not in state.participants:
+            return  # set up while cut off: it takes part from the next iteration
+        if state.stop_ns is None:
+            self.send_theta(rank, state)
+        elif rank in state.combines and rank not in self.decoder.uploads:
+            header, beta = state.combines[rank]
+            self.link.send(rank, MessageType.COMBINE, header, beta)
+
+    def ranks_changed(self, state: _Iteration) -> None:
+        """Before the stop drop a dead worker's copies, after it end the run."""
         dead = self.link.peers.dead
         if state.stop_ns is None:  # R1: a dead worker can never upload; forget its copies
             if any(w in dead for w, _ in state.notices):
@@ -388,9 +275,8 @@ class PartialSession:
                 names = ", ".join(str(r) for r in sorted(dead))
                 self._check_reachable(state, f"worker(s) {names} died; ")
             return
-        missing = sorted(
-            w for w in self.decoder.coefficients if w in dead and w not in self.decoder.uploads
-        )  # fmt: skip
+        coefficients, uploads = self.decoder.coefficients, self.decoder.uploads
+        missing = sorted(w for w in coefficients if w in dead and w not in uploads)
         if missing:
             raise RunError(
                 f"{self.scheme}, iteration {state.number}: worker(s) {missing} died after the stop "
@@ -398,67 +284,75 @@ class PartialSession:
                 "in that worker's memory, spec/partial-gc.md A10)"
             )
 
+    def stalled(self, state: _Iteration) -> None:
+        phase = "NOTICE" if state.stop_ns is None else "UPLOAD"
+        raise RunError(
+            f"{self.scheme}, iteration {state.number}: no usable {phase} for {state.stall_s:g} s "
+            f"although worker(s) {sorted(self.answering(state, state.participants))} are live "
+            "(cluster.stall_timeout; 0 = derived)"
+        )
+
+    # -- after the clock stopped -------------------------------------------------------------
+
+    def conclude(self, state: _Iteration, end_ns: int) -> np.ndarray:
+        state.round_trip_s = (end_ns - state.stop_ns) / 1e9
+        self.recorder.messages.writerows(state.rows)
+        gradient = self.decoder.gradient()
+        if not np.isfinite(gradient).all():
+            self._non_finite(state)
+        return gradient
+
     def _non_finite(self, state: _Iteration) -> None:
         """The decoded gradient is not finite: reject the UPLOADs with non-finite values,
         declare their senders faulty, and end the run (R1 cannot recover the chunks)."""
-        faulty = sorted(
-            w for w, values in self.decoder.uploads.items() if not np.isfinite(values).all()
-        )
+        uploads = self.decoder.uploads
+        faulty = sorted(w for w, values in uploads.items() if not np.isfinite(values).all())
         for worker in faulty:
             self.link.reject("non-finite", worker, "UPLOAD")
             self.watch.declare_faulty(worker, "sent non-finite values", state.number)
         cause = (
             f"worker(s) {faulty} sent non-finite values; variant R1 cannot recover their chunks"
             if faulty
-            else "the decoded gradient is not finite (overflow: theta diverged?); lower problem.learning_rate"
+            else OVERFLOW
         )
         raise RunError(f"{self.scheme}, iteration {state.number}: {cause}")
 
-    def _check_stall(self, state: _Iteration, last_progress: float, stall_s: float) -> None:
-        if time.monotonic() - last_progress > stall_s:
-            phase = "NOTICE" if state.stop_ns is None else "UPLOAD"
-            raise RunError(
-                f"{self.scheme}, iteration {state.number}: no usable {phase} for {stall_s:g} s "
-                f"although worker(s) {sorted(self._answering(state))} are live "
-                "(cluster.stall_timeout; 0 = derived)"
-            )
-
-    # -- records ----------------------------------------------------------------------------
-    def _record(
-        self,
-        state: _Iteration,
-        measured: float,
-        predicted: float,
-        loss: float,
-        error: float | None,
-        nmse: float | None,
-        round_trip: float,
-        predicted_nmse: float,
-    ) -> None:
-        plan = self.plan
-        self.recorder.blocks.writerow({
-            "scheme": self.scheme, "iteration": state.number, "slot": 0,
-            "stragglers": plan.storage - plan.parts, "start": 0, "stop": plan.coordinates,
-            "needed": len(self.decoder.coefficients), "decoded_s": measured,
-            "predicted_s": predicted,
-        })  # fmt: skip
-        self.recorder.iterations.writerow({
-            "scheme": self.scheme, "iteration": state.number, "measured_s": measured,
-            "predicted_s": predicted, "ratio": measured / predicted if predicted > 0 else math.nan,
-            "loss": loss / self.data.rows, "gradient_rel_error": error,
-            "messages_used": state.notices_used + state.uploads,
-            "messages_late": state.notices_late, "messages_stale": state.stale,
-            "overruns": state.overruns, "max_overrun_s": state.max_overrun,
-        })  # fmt: skip
-        self.table.writerow({
-            "scheme": self.scheme, "iteration": state.number, "stop_reason": state.reason,
-            "stop_s": (state.stop_ns - state.start) / 1e9, "round_trip_s": round_trip,
-            "measured_s": measured, "predicted_s": predicted,
-            "notices_used": state.notices_used, "notices_late": state.notices_late,
-            "uploads": state.uploads, "covered_chunks": state.covered,
-            "nmse_estimated": state.nmse_estimated, "nmse_predicted": predicted_nmse,
-            "nmse": nmse, "gradient_rel_error": error,
-            "uplink_floats": state.uploads * plan.upload_length,
-            "downlink_floats": state.downlink, "worst_condition": self.decoder.worst_condition,
-        })  # fmt: skip
-        self.recorder.flush_if_due()
+    def record(self, state: _Iteration, result: IterationResult, gradient, true_gradient):
+        if true_gradient is not None:
+            norm = float(true_gradient @ true_gradient)
+            difference = gradient - true_gradient
+            result.nmse = float(difference @ difference) / norm if norm > 0 else 0.0
+        result.round_trip_s = state.round_trip_s
+        plan, measured, predicted = self.plan, result.measured_s, result.predicted_s
+        self.block_row(
+            state,
+            0,
+            plan.storage - plan.parts,
+            (0, plan.coordinates),
+            len(self.decoder.coefficients),
+            measured,
+            predicted,
+        )
+        self.table.writerow(
+            {
+                "scheme": self.scheme,
+                "iteration": state.number,
+                "stop_reason": state.reason,
+                "stop_s": (state.stop_ns - state.start) / 1e9,
+                "round_trip_s": result.round_trip_s,
+                "measured_s": measured,
+                "predicted_s": predicted,
+                "notices_used": state.notices_used,
+                "notices_late": state.notices_late,
+                "uploads": state.uploads,
+                "covered_chunks": state.covered,
+                "nmse_estimated": state.nmse_estimated,
+                "nmse_predicted": state.nmse_predicted,
+                "nmse": result.nmse,
+                "gradient_rel_error": result.gradient_rel_error,
+                "uplink_floats": state.uploads * plan.upload_length,
+                "downlink_floats": state.downlink,
+                "worst_condition": self.decoder.worst_condition,
+            }
+        )
+        return state.notices_used + state.uploads, state.notices_late

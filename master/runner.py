@@ -37,9 +37,10 @@ from bcgc_sim.problems import (
 from bcgc_sim.results import RunRecorder, WriteError, environment, writing
 from bcgc_sim.schemes import build_plan, plan_to_dict
 
+from .bcgc_session import SchemeSession
 from .cluster import WORKER_MEMORY_BYTES, LocalCluster, check_capacity
 from .partial_session import PartialSession
-from .session import SchemeSession, SessionSettings
+from .settings import SessionSettings
 
 
 @dataclass(frozen=True)

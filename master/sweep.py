@@ -40,9 +40,16 @@ DEFAULT_VALUES = {  # scaled to a 2-core machine
     "model.coordinates": (200, 400, 800, 1600),
 }
 SWEEP_FIELDS = (
-    "point", "parameter", "value", "scheme", "iterations", "measured_mean_s", "predicted_mean_s",
-    "model_mean_s", "ratio",
-)  # fmt: skip
+    "point",
+    "parameter",
+    "value",
+    "scheme",
+    "iterations",
+    "measured_mean_s",
+    "predicted_mean_s",
+    "model_mean_s",
+    "ratio",
+)
 
 
 @dataclass(frozen=True)
@@ -127,13 +134,18 @@ def _run_points(spec: SweepSpec, folder: Path, progress) -> list[dict]:
         model_means = _model_means(config, time_scale)
         new = [
             {
-                "point": index, "parameter": spec.parameter, "value": value, "scheme": s.scheme,
-                "iterations": s.iterations, "measured_mean_s": s.measured_mean_s,
-                "predicted_mean_s": s.predicted_mean_s, "model_mean_s": model_means[s.scheme],
+                "point": index,
+                "parameter": spec.parameter,
+                "value": value,
+                "scheme": s.scheme,
+                "iterations": s.iterations,
+                "measured_mean_s": s.measured_mean_s,
+                "predicted_mean_s": s.predicted_mean_s,
+                "model_mean_s": model_means[s.scheme],
                 "ratio": s.ratio,
             }
             for s in summaries
-        ]  # fmt: skip
+        ]
         append_rows(table, SWEEP_FIELDS, new)  # whole rows or none
         rows += [{k: str(v) for k, v in r.items()} for r in new]
     if progress:

@@ -42,8 +42,8 @@ import numpy as np
 
 from bcgc_sim.config import load_config
 from master.cluster import LocalCluster
+from master.errors import RunError
 from master.runner import max_message_bytes, prepare_problem, run_testbed
-from master.session import RunError
 
 SCHEME_PAIRS = (
     ("uncoded", "tandon"),

@@ -24,8 +24,11 @@ from bcgc_sim.problems import ProblemData, full_gradient, prepare_data
 from bcgc_sim.results import RunRecorder
 from bcgc_sim.schemes import build_plan
 from bcgc_sim.wire.protocol import PROTOCOL_VERSION, Message, MessageType, encode, parse
-from master.session import RunError, SchemeSession, SessionSettings, stall_limit_s
-from master.transport import PeerState, PeerTable, Received, Rejections, WorkerLink
+from master.bcgc_session import SchemeSession
+from master.errors import RunError
+from master.peers import PeerState, PeerTable, Received, Rejections
+from master.settings import SessionSettings, stall_limit_s
+from master.transport import WorkerLink
 from workers.compute import SlotComputer
 from workers.worker import DownTimes
 

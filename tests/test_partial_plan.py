@@ -28,10 +28,12 @@ from bcgc_sim.problems import ProblemData, full_gradient, prepare_data
 from bcgc_sim.results import RunRecorder
 from bcgc_sim.schemes import SchemeOptions, build_plan, plan_from_dict, plan_to_dict
 from bcgc_sim.wire.protocol import PROTOCOL_VERSION, Message, MessageType
+from master.errors import RunError
 from master.partial_session import PartialSession
-from master.session import RunError, SessionSettings
-from master.transport import PeerTable, Received
+from master.peers import PeerTable, Received
+from master.settings import SessionSettings
 from workers import partial as worker_partial
+from workers.loop import Pace, Stamp, run_iteration
 
 LAW = ShiftedExponential(1.0, 1.0)
 MODEL = SystemModel(6, 40, 60, 1.0, LAW)
@@ -187,23 +189,33 @@ def test_chunk_gradients_sum_to_the_full_gradient(data):
         computer(data, order=(0, 6))
 
 
+def stamp(iteration=7, run="r", rank=4, theta=None):
+    fields = {"run": run, "iteration": iteration, "worker": rank, "cycle_time": 1.0}
+    return Stamp(iteration, 0, 0, 1.0, theta, fields | {"start_ns": 0, "received_ns": 0})
+
+
 class ScriptedWorker:
-    """What workers.partial needs of a Worker; wait_until plays a script of master messages."""
+    """The port workers.loop needs of a Worker, with a partial-gc job; wait_until plays a
+    script of master messages."""
 
     def __init__(self, data, script, order=(1, 2, 3), parts=1):
         self.partial = computer(data, order, parts)
-        self.run_id, self.rank, self.natural, self.repeat, self.ns_per_load = "r", 4, False, 1, 1.0
+        self.job = worker_partial.ChunkJob(self.partial, 40)
         self.script = list(script)
         self.sent: list[tuple[MessageType, dict, np.ndarray | None]] = []
 
     def begin(self, message):
-        return 7, 0, 0, 1.0, np.ones(40)
+        return stamp(theta=np.ones(40))
 
     def wait_until(self, deadline):
         return self.script.pop(0)
 
     def send(self, kind, header, array=None):
         self.sent.append((kind, header, array))
+
+
+def iterate(worker, message):
+    return run_iteration(worker, worker.job, Pace(1.0), message)
 
 
 def combine(chunks, beta, iteration=7):
@@ -215,7 +227,7 @@ def combine(chunks, beta, iteration=7):
 def test_worker_notices_then_uploads_on_combine(data):
     stale = combine([1], [[1.0]], iteration=6)
     worker = ScriptedWorker(data, [None, None, stale, combine([1, 2], [[0.5], [2.0]])])
-    assert worker_partial.iterate(worker, None) is None
+    assert iterate(worker, None) is None
     kinds = [kind for kind, _, _ in worker.sent]
     assert kinds == [MessageType.NOTICE, MessageType.NOTICE, MessageType.UPLOAD]
     notices = [h for kind, h, _ in worker.sent if kind is MessageType.NOTICE]
@@ -230,22 +242,22 @@ def test_worker_notices_then_uploads_on_combine(data):
 def test_worker_abandon_interrupt_and_bad_combine(data):
     abandon = Message(MessageType.ABANDON, {"run": "r", "iteration": 7})
     worker = ScriptedWorker(data, [None, abandon])
-    assert worker_partial.iterate(worker, None) is None
+    assert iterate(worker, None) is None
     assert [k for k, _, _ in worker.sent] == [MessageType.NOTICE]
     interrupt = Message(MessageType.ITERATE, {"run": "r", "iteration": 8}, np.zeros(40))
-    assert worker_partial.iterate(ScriptedWorker(data, [interrupt]), None) is interrupt
+    assert iterate(ScriptedWorker(data, [interrupt]), None) is interrupt
     worker = ScriptedWorker(data, [None, combine([1, 3], [[1.0], [1.0]])])  # 3 not computed yet
-    assert worker_partial.iterate(worker, None) is None
+    assert iterate(worker, None) is None
     kind, header, _ = worker.sent[-1]
     assert kind is MessageType.FAILED and "cannot combine" in header["reason"]
     worker = ScriptedWorker(data, [None, combine([1], [[1.0, 2.0]])])  # beta of l = 2
-    worker_partial.iterate(worker, None)
+    iterate(worker, None)
     assert worker.sent[-1][0] is MessageType.FAILED and "shape" in worker.sent[-1][1]["reason"]
 
 
 def test_worker_l2_upload_is_the_coded_block(data):
     worker = ScriptedWorker(data, [None, combine([1], [[1.0, -2.0]])], parts=2)
-    worker_partial.iterate(worker, None)
+    iterate(worker, None)
     g = worker.partial.gradient(np.ones(40), 1)
     np.testing.assert_allclose(worker.sent[-1][2], g[:20] - 2.0 * g[20:], rtol=1e-14)
 
@@ -285,10 +297,10 @@ class SimLink:
             self.push(time.monotonic_ns(), rank, MessageType.SETUP_OK, {"run": header["run"]})
         elif kind is MessageType.COMBINE and rank not in self.mute:
             worker = _SimWorker(self, rank)
-            context = {"start_ns": 0, "received_ns": 0, "cycle_time": 1.0}
             grads = {} if rank in self.forget else self.gradients[rank]
             message = Message(kind, header, array)
-            worker_partial.combine(worker, message, header["iteration"], context, grads)
+            begun = stamp(header["iteration"], worker.run_id, rank)
+            worker_partial.combine(worker, worker.partial, message, begun, grads)
         elif kind is MessageType.ABANDON:
             self.queue = [q for q in self.queue if q[2].rank != rank]
             heapq.heapify(self.queue)

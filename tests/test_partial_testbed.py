@@ -20,9 +20,10 @@ from bcgc_sim.results import RunRecorder
 from bcgc_sim.schemes import build_plan
 from bcgc_sim.validation import load_run, validate_run
 from master.cluster import LocalCluster
+from master.errors import RunError
 from master.partial_session import PartialSession
 from master.runner import model_for_data, prepare_problem, run_testbed
-from master.session import RunError, SessionSettings
+from master.settings import SessionSettings
 
 pytestmark = pytest.mark.slow
 

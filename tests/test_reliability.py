@@ -30,9 +30,11 @@ from bcgc_sim.model.layout import layout_for
 from bcgc_sim.model.stragglers import iteration_cycle_times
 from bcgc_sim.results import RunRecorder
 from bcgc_sim.schemes import build_plan
+from master.bcgc_session import SchemeSession
 from master.cluster import LocalCluster
+from master.errors import RunError
 from master.runner import model_for_data, prepare_problem, run_testbed
-from master.session import RunError, SchemeSession, SessionSettings, no_dead_ranks
+from master.settings import SessionSettings, no_dead_ranks
 
 pytestmark = pytest.mark.slow
 BCGC = [sys.executable, "-m", "bcgc_sim"]

@@ -31,8 +31,8 @@ from bcgc_sim.wire.shm import (
     record_bytes,
 )
 from master.cluster import LocalCluster
+from master.errors import RunError
 from master.runner import run_testbed
-from master.session import RunError
 from master.transport import WorkerLink
 
 pytestmark = pytest.mark.skipif(

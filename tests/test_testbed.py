@@ -19,9 +19,10 @@ from bcgc_sim.model.codes import CodeBook
 from bcgc_sim.model.layout import layout_for
 from bcgc_sim.results import RunRecorder
 from bcgc_sim.schemes import APPROXIMATE_SCHEMES, SCHEMES, build_plan
+from master.bcgc_session import SchemeSession
 from master.cluster import LocalCluster
 from master.runner import model_for_data, prepare_problem, run_testbed
-from master.session import SchemeSession, SessionSettings
+from master.settings import SessionSettings
 
 pytestmark = pytest.mark.slow
 

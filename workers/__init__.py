@@ -1,2 +1,3 @@
-"""The worker process: receive theta, compute coded partial derivatives block by block, hold
-each until its deadline, send it (DESIGN.md "One model, two clocks")."""
+"""The worker process: receive theta, compute each unit of its protocol's job (a slot, a chunk),
+hold it until its deadline, send it (DESIGN.md "One model, two clocks"); one loop
+(workers/loop.py), one job per protocol."""

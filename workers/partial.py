@@ -7,26 +7,27 @@ its order pi_j, keeps them, and after the k-th one sends a NOTICE (header only) 
 answered at once with one UPLOAD z_j = sum_k sum_u beta[k, u] g_{chunks[k]}^(u) (ceil(L / l)
 floats, `r1_upload`), after which the iteration is over for this worker, as it is after an
 ABANDON. COMBINE and ABANDON of another run or iteration are stale and ignored; any other master
-message (ITERATE, SETUP, STOP) interrupts the iteration as in the BCGC loop. A COMBINE naming a
+message (ITERATE, SETUP, STOP) interrupts the iteration as in the BCGC job (workers/slots.py). A COMBINE naming a
 chunk this worker has not computed is answered with FAILED, so the master stops with a clear
 error instead of waiting. The chunk gradients of the last iteration are kept until the next
 one: a COMBINE repeated after a dropped connection (its UPLOAD was lost) is answered again
-(`combine_again`).
+(`ChunkJob.between`). The unit loop is workers/loop.py's.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from bcgc_sim.partial.coding import Coefficients, r1_upload
+from bcgc_sim.partial.coding import Coefficients, block_length, r1_upload
 from bcgc_sim.problems import ProblemData, loss_derivative
-from bcgc_sim.wire.protocol import Message, MessageType
+from bcgc_sim.wire.protocol import SETUP_HEADER, Message, MessageType, check
+from bcgc_sim.wire.shm import record_bytes
 
-_DEADLINE = object()  # _wait's result when the deadline passed with no master message
+from .loop import STALE, Port, Stamp
 
 
 class ChunkComputer:
@@ -72,79 +73,77 @@ class ChunkComputer:
         return x.T @ loss_derivative(self.kind, x @ theta, self.targets[rows])
 
 
-def iterate(worker, message: Message) -> Message | None:
-    """One iteration of `worker` (a workers.worker.Worker with .partial set); returns the master
-    message that interrupted it, if any (as Worker.iterate does)."""
-    begun = worker.begin(message)
-    if begun is None:
-        return None  # stale or malformed: ignore
-    iteration, start, received, cycle_time, theta = begun
-    computer: ChunkComputer = worker.partial
-    context = {"start_ns": start, "received_ns": received, "cycle_time": cycle_time}
-    gradients: dict[int, np.ndarray] = {}
-    worker.partial_kept = (iteration, context, gradients)  # for a repeated COMBINE
-    if not math.isfinite(cycle_time):  # a full straggler: computes and notices nothing
-        outcome = _wait(worker, None, iteration, context, gradients)
-        return None if outcome is _DEADLINE else outcome
-    theta = np.asarray(theta, dtype=float)
-    for position, chunk in enumerate(computer.order, start=1):
-        for _ in range(worker.repeat):  # a per-worker slowdown is real extra work
-            gradient = computer.gradient(theta, chunk)
-        gradients[chunk] = gradient
-        computed = time.monotonic_ns()
-        deadline = (
-            computed
-            if worker.natural
-            else start + round(worker.ns_per_load * cycle_time * computer.chunk_load * position)
-        )
-        outcome = _wait(worker, deadline, iteration, context, gradients)
-        if outcome is not _DEADLINE:
-            return outcome
-        header = {
-            "run": worker.run_id, "iteration": iteration, "worker": worker.rank, "chunk": chunk,
-            "position": position, "cycle_time": cycle_time, "start_ns": start,
-            "received_ns": received, "deadline_ns": deadline,
-            "overrun_ns": max(0, computed - deadline), "send_ns": time.monotonic_ns(),
-        }  # fmt: skip
-        worker.send(MessageType.NOTICE, header)
-    outcome = _wait(worker, None, iteration, context, gradients)  # every chunk done: wait
-    return None if outcome is _DEADLINE else outcome
+class ChunkJob:
+    """The partial-gc job of a worker: a NOTICE after each chunk of its order, the chunk
+    gradients kept for the COMBINE that follows."""
 
+    kind = MessageType.NOTICE
+    waits_after = True  # every chunk done: wait for COMBINE or ABANDON
 
-def _wait(worker, deadline: int | None, iteration: int, context: dict, gradients: dict):
-    """Wait until `deadline` (None: until released). Returns _DEADLINE when it passed, None when
-    the iteration ended for this worker (COMBINE answered, or ABANDON), or an interrupting
-    message."""
-    while True:
-        message = worker.wait_until(deadline)
-        if message is None:
-            return _DEADLINE
+    def __init__(self, computer: ChunkComputer, coordinates: int) -> None:
+        self.computer = computer
+        self.sent_bytes = record_bytes(8 * block_length(coordinates, computer.parts))  # an UPLOAD
+        self.stamp: Stamp | None = None  # the last iteration begun
+        self.gradients: dict[int, np.ndarray] = {}  # its chunk gradients, by chunk
+        self.theta: np.ndarray | None = None
+
+    @classmethod
+    def from_setup(cls, h: dict) -> ChunkJob:
+        """The job a SETUP with protocol "partial-r1" describes (checked against SETUP_HEADER)."""
+        check(h, SETUP_HEADER)
+        computer = ChunkComputer.from_header(ProblemData(**h["data"]), h)
+        return cls(computer, h["data"]["coordinates"])
+
+    def begin(self, stamp: Stamp, theta: np.ndarray, repeat: int) -> None:
+        self.stamp, self.theta, self.gradients = stamp, theta, {}  # kept for a repeated COMBINE
+
+    def units(self) -> Iterable[tuple[int, int]]:
+        return enumerate(self.computer.order, start=1)
+
+    def load(self, unit: tuple[int, int]) -> float:
+        return self.computer.chunk_load * unit[0]
+
+    def compute(self, unit: tuple[int, int]) -> np.ndarray:
+        gradient = self.computer.gradient(self.theta, unit[1])
+        self.gradients[unit[1]] = gradient
+        return gradient
+
+    def message(self, unit: tuple[int, int], values: np.ndarray) -> tuple[dict, None]:
+        return {"chunk": unit[1], "position": unit[0]}, None  # a NOTICE has no payload
+
+    def during(self, port: Port, message: Message):
+        """COMBINE and ABANDON of this iteration end it (a COMBINE answered); those of another
+        run or iteration are STALE; anything else interrupts."""
         if message.kind not in (MessageType.COMBINE, MessageType.ABANDON):
             return message
-        h = message.header
-        if h.get("run") != worker.run_id or h.get("iteration") != iteration:
-            continue  # stale: of an earlier iteration or plan
+        if not self._current(message):
+            return STALE  # of an earlier iteration or plan
         if message.kind is MessageType.COMBINE:
-            combine(worker, message, iteration, context, gradients)
+            combine(port, self.computer, message, self.stamp, self.gradients)
         return None
 
+    def between(self, port: Port, message: Message) -> None:
+        """A COMBINE that reached the serve loop: answer it if it is for this worker's last
+        iteration (the master repeats a COMBINE whose UPLOAD a dropped connection lost); anything
+        else is stale."""
+        if message.kind is MessageType.COMBINE and self._current(message):
+            combine(port, self.computer, message, self.stamp, self.gradients)
 
-def combine_again(worker, message: Message) -> None:
-    """A COMBINE that reached the serve loop: answer it if it is for this worker's last
-    iteration (the master repeats a COMBINE whose UPLOAD a dropped connection lost); anything
-    else is stale."""
-    kept = getattr(worker, "partial_kept", None)
-    h = message.header
-    if kept is None or h.get("run") != worker.run_id or h.get("iteration") != kept[0]:
-        return
-    combine(worker, message, *kept)
+    def _current(self, message: Message) -> bool:
+        h, stamp = message.header, self.stamp
+        return stamp is not None and (h.get("run"), h.get("iteration")) == (
+            stamp.fields["run"],
+            stamp.iteration,
+        )
 
 
-def combine(worker, message: Message, iteration: int, context: dict, gradients: dict) -> None:
+def combine(
+    port: Port, computer: ChunkComputer, message: Message, stamp: Stamp, gradients: dict
+) -> None:
     """Answer a COMBINE with the UPLOAD z_j, or with FAILED if it cannot be computed."""
     got = time.monotonic_ns()
-    computer: ChunkComputer = worker.partial
     chunks, beta = message.header.get("chunks"), message.array
+    rank = stamp.fields["worker"]
     try:
         if not isinstance(chunks, list) or not all(
             isinstance(c, int) and not isinstance(c, bool) for c in chunks
@@ -153,17 +152,17 @@ def combine(worker, message: Message, iteration: int, context: dict, gradients: 
         if beta is None or beta.shape != (len(chunks), computer.parts):
             shape = None if beta is None else list(beta.shape)
             raise ValueError(f"beta has shape {shape}, expected [{len(chunks)}, {computer.parts}]")
-        coefficients = Coefficients(worker.rank, tuple(chunks), np.asarray(beta, dtype=float))
+        coefficients = Coefficients(rank, tuple(chunks), np.asarray(beta, dtype=float))
         values = r1_upload(coefficients, gradients, computer.parts)
     except (ValueError, KeyError) as exc:
-        worker.send(
-            MessageType.FAILED,
-            {"rank": worker.rank, "run": worker.run_id, "iteration": iteration,
-             "reason": f"cannot combine: {exc}"},
-        )  # fmt: skip
+        reason = f"cannot combine: {exc}"
+        failed = {"rank": rank, "run": stamp.fields["run"], "iteration": stamp.iteration}
+        port.send(MessageType.FAILED, failed | {"reason": reason})
         return
     header = {
-        "run": worker.run_id, "iteration": iteration, "worker": worker.rank,
-        "chunks": len(chunks), **context, "combine_ns": got, "send_ns": time.monotonic_ns(),
-    }  # fmt: skip
-    worker.send(MessageType.UPLOAD, header, values)
+        **stamp.fields,
+        "chunks": len(chunks),
+        "combine_ns": got,
+        "send_ns": time.monotonic_ns(),
+    }
+    port.send(MessageType.UPLOAD, header, values)

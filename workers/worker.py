@@ -7,8 +7,10 @@ real coded partial derivatives, hold them until the deadline
 and send them. Any message from the master while waiting (a newer theta, a new plan, STOP),
 heartbeats excepted, abandons the iteration at once. A failed worker (T_n = inf) stays silent for
 the iteration. Compute slower than the deadline is sent at once and its overrun is reported.
-A SETUP with protocol "partial-r1" runs the partial-straggler protocol instead (workers/partial.py:
-chunk gradients, NOTICE after each, one UPLOAD on COMBINE).
+The unit loop is workers/loop.py's, run with the job the SETUP built: SlotJob (workers/slots.py)
+for a slot plan, ChunkJob (workers/partial.py: chunk gradients, NOTICE after each, one UPLOAD on
+COMBINE) for a SETUP with protocol "partial-r1". This module keeps the connection, liveness and
+set-up.
 
 Liveness: the worker sends a HEARTBEAT whenever it has sent nothing for one heartbeat interval,
 from its own loop (idle, while waiting for a deadline, between blocks), so a killed worker goes
@@ -40,10 +42,7 @@ import psutil
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from bcgc_sim.model.layout import Slot
 from bcgc_sim.model.stragglers import distribution_from_spec, worker_rng
-from bcgc_sim.partial.coding import block_length
-from bcgc_sim.problems import ProblemData
 from bcgc_sim.wire import framing
 from bcgc_sim.wire.protocol import (
     DEFAULT_HEARTBEAT_S,
@@ -56,11 +55,11 @@ from bcgc_sim.wire.protocol import (
     clock_id,
     encode,
     parse,
-    require,
 )
-from bcgc_sim.wire.shm import Unavailable, WorkerSegments, record_bytes
+from bcgc_sim.wire.shm import Unavailable, WorkerSegments
 
-from .compute import SlotComputer
+from .loop import Job, Pace, Stamp, run_iteration
+from .slots import SlotJob
 
 RANK_VARIABLES = ("SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMI_RANK")  # set by srun, mpirun, ...
 
@@ -137,8 +136,10 @@ class Worker:
         self.context = zmq.Context.instance()
         self.token = secrets.token_hex(16)  # names this process to the master across reconnects
         self.run_id: str | None = None
-        self.partial = None  # workers.partial.ChunkComputer under a partial-gc plan
-        self.partial_kept = None  # (iteration, context, chunk gradients) of the last one
+        self.job: Job | None = None  # built from SETUP: slots (BCGC) or chunks (partial-gc)
+        self.pace = Pace(0.0)  # ns per load, natural mode, repetitions: from SETUP
+        self.seed = 0
+        self.distribution = None  # the straggler law T_n is drawn from (SETUP)
         self.rank = rank
         self.affinity: list[int] | None = None
         self.malformed = 0
@@ -209,10 +210,14 @@ class Worker:
 
     def _ready(self) -> None:
         header = {
-            "rank": self.rank, "pid": os.getpid(), "protocol": PROTOCOL_VERSION,
-            "token": self.token, "run": self.run_id or "", "heartbeat_s": self.heartbeat_ns / 1e9,
+            "rank": self.rank,
+            "pid": os.getpid(),
+            "protocol": PROTOCOL_VERSION,
+            "token": self.token,
+            "run": self.run_id or "",
+            "heartbeat_s": self.heartbeat_ns / 1e9,
             "settings": self.reopened,  # a new connection for new liveness settings: nothing lost
-        }  # fmt: skip
+        }
         self.reopened = False
         self.send(MessageType.READY, header)
 
@@ -319,10 +324,8 @@ class Worker:
                     self.setup(message)
                 elif message.kind is MessageType.ITERATE:
                     pending = self.iterate(message)
-                elif message.kind is MessageType.COMBINE and self.partial is not None:
-                    from .partial import combine_again  # its UPLOAD may have been lost
-
-                    combine_again(self, message)
+                elif self.job is not None:  # a COMBINE whose UPLOAD may have been lost
+                    self.job.between(self, message)
         except MasterGone as gone:
             print(f"bcgc worker {self.rank}: {gone}; exiting", file=sys.stderr)
             return 3
@@ -344,9 +347,14 @@ class Worker:
             self.affinity = pin_to_core(self.rank)
         self.send(
             MessageType.SETUP_OK,
-            {"run": self.run_id, "rank": self.rank, "affinity": self.affinity,
-             "heartbeat_s": self.heartbeat_ns / 1e9, **shared},
-        )  # fmt: skip
+            {
+                "run": self.run_id,
+                "rank": self.rank,
+                "affinity": self.affinity,
+                "heartbeat_s": self.heartbeat_ns / 1e9,
+                **shared,
+            },
+        )
 
     def _while_ticking(self, work):
         """work() in a helper thread while this one keeps ticking (heartbeats, liveness): a
@@ -373,91 +381,40 @@ class Worker:
         """Take a SETUP's plan, data, straggler law and shared-memory offer (no messages: it
         runs beside tick()); returns the master's heartbeat (ns), liveness and the SETUP_OK
         fields that announce this worker's segment (none without an offer it could take)."""
-        self.partial = None  # a BCGC plan unless the SETUP names the partial-gc protocol
         if h.get("protocol") == PARTIAL_PROTOCOL:
-            from .partial import ChunkComputer  # partial-gc plans only
+            from .partial import ChunkJob  # partial-gc plans only
 
-            require(
-                h, run=str, rank=int, n_workers=int, seed=int, ns_per_load=float,
-                data=dict, straggler=dict,
-            )  # fmt: skip
-            self.rank = h["rank"]
-            self.distribution = distribution_from_spec(h["straggler"])
-            self.partial = ChunkComputer.from_header(ProblemData(**h["data"]), h)
-            sent = record_bytes(8 * block_length(h["data"]["coordinates"], self.partial.parts))
+            job: Job = ChunkJob.from_setup(h)
         else:
-            require(
-                h, run=str, rank=int, n_workers=int, seed=int, ns_per_load=float, slots=list,
-                partitions=dict, code_rows=dict, data=dict, straggler=dict,
-            )  # fmt: skip
-            self.rank = h["rank"]
-            self.slots = [
-                Slot(int(a), int(b), int(s), float(load), str(p)) for a, b, s, load, p in h["slots"]
-            ]
-            self.distribution = distribution_from_spec(h["straggler"])
-            data = ProblemData(**h["data"])
-            code_rows = {int(s): np.asarray(row, dtype=float) for s, row in h["code_rows"].items()}
-            partitions = {str(k): tuple(int(v) for v in b) for k, b in h["partitions"].items()}
-            self.computer = SlotComputer(
-                data, partitions, self.slots, self.rank, h["n_workers"], code_rows
-            )
-            sent = sum(record_bytes(8 * (s.stop - s.start)) for s in self.slots)
-        self.seed, self.ns_per_load = h["seed"], h["ns_per_load"]
-        if not (math.isfinite(self.ns_per_load) and self.ns_per_load >= 0):
-            raise ValueError(f"ns_per_load must be finite and >= 0, got {self.ns_per_load}")
-        self.natural = bool(h.get("natural", False))
-        self.repeat = max(1, int(h.get("repeat", 1)))
+            job = SlotJob.from_setup(h)
+        self.job, self.rank = job, h["rank"]
+        self.distribution = distribution_from_spec(h["straggler"])
+        self.seed, ns_per_load = h["seed"], h["ns_per_load"]
+        if not (math.isfinite(ns_per_load) and ns_per_load >= 0):
+            raise ValueError(f"ns_per_load must be finite and >= 0, got {ns_per_load}")
+        natural, repeat = bool(h.get("natural", False)), max(1, int(h.get("repeat", 1)))
+        self.pace = Pace(ns_per_load, natural, repeat)
         heartbeat_ns = int(float(h.get("heartbeat_s", DEFAULT_HEARTBEAT_S)) * 1e9)
         liveness = int(h.get("liveness", DEFAULT_LIVENESS))
         if not (heartbeat_ns > 0 and liveness >= 2):
             raise ValueError(f"bad heartbeat_s {heartbeat_ns / 1e9} or liveness {liveness}")
-        # room for one iteration's arrays (`sent` bytes) in each half of this worker's segment
-        shared = self.shared.setup(h.get("shm_offer"), self.rank, sent)
+        # room for one iteration's arrays (job.sent_bytes) in each half of this worker's segment
+        shared = self.shared.setup(h.get("shm_offer"), self.rank, job.sent_bytes)
         return heartbeat_ns, liveness, shared
 
     def iterate(self, message: Message) -> Message | None:
-        """Run one iteration; return the master's message that interrupted it, if any.
+        """Run one iteration (workers/loop.py); return the master's message that interrupted
+        it, if any."""
+        if self.job is None:
+            return None  # no plan yet: nothing to compute
+        return run_iteration(self, self.job, self.pace, message)
+
+    def begin(self, message: Message) -> Stamp | None:
+        """The iteration an ITERATE starts, or None if stale/malformed.
 
         Deadlines count from the master's broadcast when both share a monotonic clock (same
         host), so that N workers time-sharing fewer cores all start together as N machines
         would; across hosts they count from this worker's receipt of theta.
-        """
-        if self.partial is not None:
-            from .partial import iterate  # the partial-gc protocol (R1)
-
-            return iterate(self, message)
-        begun = self.begin(message)
-        if begun is None:
-            return None  # stale or malformed: ignore
-        iteration, start, received, cycle_time, theta = begun
-        if not math.isfinite(cycle_time):
-            return self.wait_until(None)  # a full straggler this iteration: never answers
-        self.computer.begin(np.asarray(theta, dtype=float), self.repeat)  # slowdown: real work
-        for index, slot in enumerate(self.slots):
-            for _ in range(self.repeat):
-                values = self.computer.compute(slot)
-            computed = time.monotonic_ns()
-            deadline = (
-                computed
-                if self.natural
-                else start + round(self.ns_per_load * cycle_time * slot.load)
-            )
-            interrupt = self.wait_until(deadline)
-            if interrupt is not None:
-                return interrupt
-            header = {
-                "run": self.run_id, "iteration": iteration, "worker": self.rank, "slot": index,
-                "cycle_time": cycle_time, "start_ns": start, "received_ns": received,
-                "deadline_ns": deadline, "overrun_ns": max(0, computed - deadline),
-                "send_ns": time.monotonic_ns(),
-            }  # fmt: skip
-            self.send(MessageType.BLOCK, header, values)
-        return None
-
-    def begin(self, message: Message) -> tuple[int, int, int, float, np.ndarray] | None:
-        """(iteration, t_start, receipt, T_n, theta) of an ITERATE, or None if stale/malformed.
-
-        t_start is the master's broadcast on a shared monotonic clock, else this receipt.
         """
         received = time.monotonic_ns()
         h, theta = message.header, message.array
@@ -470,11 +427,18 @@ class Worker:
         )
         start = h["sent_ns"] if shared_clock else received
         cycle_time = 0.0  # natural mode: no injected delay, messages go when computed
-        if not self.natural:
-            cycle_time = float(
-                self.distribution.sample(worker_rng(self.seed, iteration, self.rank), 1)[0]
-            )
-        return iteration, start, received, cycle_time, theta
+        if not self.pace.natural:
+            rng = worker_rng(self.seed, iteration, self.rank)
+            cycle_time = float(self.distribution.sample(rng, 1)[0])
+        fields = {
+            "run": self.run_id,
+            "iteration": iteration,
+            "worker": self.rank,
+            "cycle_time": cycle_time,
+            "start_ns": start,
+            "received_ns": received,
+        }
+        return Stamp(iteration, start, received, cycle_time, theta, fields)
 
     def wait_until(self, deadline_ns: int | None) -> Message | None:
         """Sleep until deadline_ns (monotonic; None: until the master speaks); return early with
@@ -593,9 +557,11 @@ def build_parser(prog: str = "python -m workers") -> argparse.ArgumentParser:
         "--connect", required=True, help="master endpoint, e.g. tcp://127.0.0.1:5555"
     )
     parser.add_argument(
-        "--rank", type=int, default=None,
+        "--rank",
+        type=int,
+        default=None,
         help=f"requested rank (default: from {', '.join(RANK_VARIABLES)}, else the master assigns)",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--parent-pid", type=int, default=None, help="exit when this process is gone"
     )
@@ -603,13 +569,17 @@ def build_parser(prog: str = "python -m workers") -> argparse.ArgumentParser:
         "--timeout", type=float, default=10.0, help="seconds to wait for a connection to the master"
     )
     parser.add_argument(
-        "--heartbeat", type=float, default=DEFAULT_HEARTBEAT_S,
+        "--heartbeat",
+        type=float,
+        default=DEFAULT_HEARTBEAT_S,
         help="seconds between heartbeats until the master's set-up says otherwise",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--liveness", type=int, default=DEFAULT_LIVENESS,
+        "--liveness",
+        type=int,
+        default=DEFAULT_LIVENESS,
         help="heartbeat intervals without the master before exiting (until the set-up says)",
-    )  # fmt: skip
+    )
     parser.add_argument("--key", help="this worker's CURVE secret key file (bcgc keygen)")
     parser.add_argument("--server-key", help="the master's CURVE public key file")
     return parser

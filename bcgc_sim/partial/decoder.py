@@ -56,22 +56,15 @@ The baseline "original GC" of spec §1.7 with l = 1 is the testbed's existing si
 
 from __future__ import annotations
 
-import enum
 import math
 from collections.abc import Sequence
 
 import numpy as np
 
+from ..model.outcome import Outcome
 from ..model.streams import ROOT_COMBINER, generator
 from .assignment import Assignment, check_ordering
 from .coding import Coefficients, block_length, chunk_coefficients, default_combiner, estimated_nmse
-
-
-class Outcome(enum.Enum):
-    USED = "used"
-    LATE = "late"  # after STOP (R1) or after the chunk / gradient was complete
-    DUPLICATE = "duplicate"
-    REJECTED = "rejected"  # unknown worker or chunk, out of order, not expected, wrong shape
 
 
 class _Progress:

@@ -208,3 +208,21 @@ def check(header: dict[str, Any], spec: HeaderSpec) -> None:
 def require(header: dict[str, Any], **types: type | tuple[type, ...]) -> None:
     """check(header, header_spec(**types))."""
     check(header, header_spec(**types))
+
+
+# -- message schemas: the header fields (and their types) both ends agree on ---------------------
+# A worker's answers carry the context of their iteration; the master checks them on arrival.
+ITERATION_FIELDS = dict(run=str, iteration=int, cycle_time=float, start_ns=int, received_ns=int)
+BLOCK_HEADER = header_spec(
+    **ITERATION_FIELDS, worker=int, slot=int, deadline_ns=int, send_ns=int, overrun_ns=int
+)
+NOTICE_HEADER = header_spec(
+    chunk=int, position=int, deadline_ns=int, overrun_ns=int, send_ns=int, **ITERATION_FIELDS
+)
+UPLOAD_HEADER = header_spec(combine_ns=int, send_ns=int, **ITERATION_FIELDS)
+# SETUP: what every protocol's set-up needs, and the BCGC slots' plan on top
+SETUP_FIELDS = dict(
+    run=str, rank=int, n_workers=int, seed=int, ns_per_load=float, data=dict, straggler=dict
+)
+SETUP_HEADER = header_spec(**SETUP_FIELDS)
+SLOTS_SETUP_HEADER = header_spec(**SETUP_FIELDS, slots=list, partitions=dict, code_rows=dict)
