@@ -13,8 +13,12 @@ from .model.runtime import Estimate
 from .model.stragglers import monte_carlo_cycle_times
 from .model.streams import STREAM_EVALUATION
 from .model.system import SystemModel
+from .partial.plan import PartialPlan
 from .problems import MemoryNeed
-from .schemes import PARTIAL_SCHEMES, SchemeOptions, build_plan
+from .progress import Progress, report
+from .schemes import PARTIAL_SCHEMES, PlanContext, SchemeOptions, build_plan
+
+EVALUATION_ROWS = 10_000  # draws per evaluation step (one progress report each)
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,12 @@ def monte_carlo_need(
 
 
 def predict(
-    model: SystemModel, schemes: list[str], options: SchemeOptions, n_samples: int, exact: bool
+    model: SystemModel,
+    schemes: list[str],
+    options: SchemeOptions,
+    n_samples: int,
+    exact: bool,
+    progress: Progress | None = None,
 ) -> list[Prediction]:
     """Plan every scheme and estimate its runtime on the same samples.
 
@@ -73,29 +82,48 @@ def predict(
     (spec §6; raw deadline T / (M C / N)), and the deadline schemes can be planned. A scheme
     that cannot be planned under this model (for example E[tau]-minimisers under a failure
     mixture, or a deadline scheme without a deadline) is reported with its reason instead of
-    ending the whole prediction.
+    ending the whole prediction. `progress` hears of every step, as "scheme (i/n): step".
     """
     samples = evaluation_samples(model, options.seed, n_samples)
-    out = []
-    for name in schemes:
+    out: list[Prediction] = []
+    known: dict[str, Plan | PartialPlan] = {}
+    for index, name in enumerate(schemes):
+
+        def step(task: str, done: float = 0, total: float = 0, name=name, index=index) -> None:
+            report(progress, f"{name} ({index + 1}/{len(schemes)}): {task}", done, total)
+
         try:
-            plan = build_plan(name, model, options)
+            plan = build_plan(name, model, options, PlanContext(known, step))
         except UserError as exc:
             out.append(Prediction(name, None, None, None, None, str(exc)))
             continue
-        raw = Estimate.of(plan.raw_runtime(samples))
+        known[name] = plan
+        raw = Estimate.of(_raw_runtimes(plan, samples, step))
         exact_value = None
         if exact:
+            step("exact E[tau]")
             value = plan.exact_expected_raw_runtime(model.distribution)  # None: not available
             exact_value = None if value is None else value * model.scale
         probability = None
         if options.deadline is not None:
+            step("P(tau <= T)")
             probability = plan.completion_probability(
                 options.deadline / model.scale, model.distribution
             )
         out.append(
             Prediction(name, plan, raw, raw.scaled(model.scale), exact_value, "", probability)
         )
+    return out
+
+
+def _raw_runtimes(plan: Plan | PartialPlan, samples: np.ndarray, step: Progress) -> np.ndarray:
+    """plan.raw_runtime(samples), shape (K,), EVALUATION_ROWS draws at a time (the same values:
+    every row is its own realisation)."""
+    out = np.empty(samples.shape[0])
+    for start in range(0, samples.shape[0], EVALUATION_ROWS):
+        step(f"R on {samples.shape[0]} draws", start, samples.shape[0])
+        stop = start + EVALUATION_ROWS
+        out[start:stop] = plan.raw_runtime(samples[start:stop])
     return out
 
 
