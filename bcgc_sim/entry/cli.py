@@ -88,12 +88,16 @@ def _check_model_memory(config: Config, schemes: list[str], samples: int) -> Non
 def cmd_plan(args: argparse.Namespace) -> int:
     from ..partial.plan import CDF_SAMPLES
     from ..predict import Prediction
-    from ..schemes import build_plan
+    from ..schemes import PlanContext, build_plan
+    from .progress import ProgressLine
 
     config = _config(args)
     model = config.system_model()
     _check_model_memory(config, [args.scheme], max(config.optimize.tuning_samples, CDF_SAMPLES))
-    plan = build_plan(args.scheme, model, config.scheme_options())
+    with ProgressLine(prefix=f"bcgc plan {args.scheme}") as progress:
+        plan = build_plan(
+            args.scheme, model, config.scheme_options(), PlanContext(progress=progress)
+        )
     x = Prediction(args.scheme, plan, None, None, None).partition()
     if args.json:
         print(json.dumps({"scheme": args.scheme, "x": x}))
@@ -114,6 +118,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ..partial.plan import CDF_SAMPLES
     from ..predict import predict
     from ..schemes import PARTIAL_SCHEMES, check_scheme_names, missing_deadline, needs_deadline
+    from .progress import ProgressLine
 
     config = _config(args)
     model = config.system_model()
@@ -129,7 +134,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
             raise missing_deadline(config.predict.schemes[0])
     samples = max(config.predict.samples, config.optimize.tuning_samples, CDF_SAMPLES)
     _check_model_memory(config, schemes, samples)
-    results = predict(model, schemes, options, config.predict.samples, config.predict.exact)
+    with ProgressLine(prefix="bcgc predict") as progress:
+        results = predict(
+            model, schemes, options, config.predict.samples, config.predict.exact, progress
+        )
     if args.json:
         _print_prediction_json(results, config.predict.samples, options.deadline)
     else:
