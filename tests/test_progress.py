@@ -1,10 +1,12 @@
-"""Progress of `bcgc predict` / `bcgc plan`: the library reports, the entry layer draws on stderr."""
+"""`bcgc predict` / `bcgc plan`: progress (the library reports, the entry layer draws on
+stderr) and the refusal, before starting, of what cannot finish."""
 
 import io
 import json
 import time
 
 import numpy as np
+import pytest
 from test_cli import SMALL
 
 from bcgc_sim import predict as predict_module
@@ -12,7 +14,8 @@ from bcgc_sim.config import load_config
 from bcgc_sim.entry import progress as progress_module
 from bcgc_sim.entry.cli import main
 from bcgc_sim.entry.progress import ProgressLine
-from bcgc_sim.predict import evaluation_samples, predict
+from bcgc_sim.errors import UserError
+from bcgc_sim.predict import TimeNeed, check_time, evaluation_samples, predict, time_needs
 from bcgc_sim.schemes import PlanContext, build_plan
 
 
@@ -107,3 +110,39 @@ def test_cdf_opt_reports_its_steps_in_order():
     assert {task for task, _, _ in heard} == {"maximising P(tau <= T)"}
     done = [d for _, d, _ in heard]
     assert done == sorted(done) and 0 < done[-1] <= heard[-1][2]
+
+
+def test_check_time_names_the_largest_part():
+    needs = [TimeNeed("a", 100.0, "fix a"), TimeNeed("b", 900.0, "fix b")]
+    check_time(needs, "predicting", 0)  # no limit
+    check_time(needs, "predicting", 1000.0)
+    with pytest.raises(UserError) as refused:
+        check_time(needs, "predicting", 600.0)
+    assert str(refused.value) == (
+        "predicting would take about 17 minutes (estimated), more than predict.time_limit = "
+        "600 s; the largest part is b (about 15 minutes): fix b, or raise predict.time_limit "
+        "(0 = no limit)"
+    )
+
+
+def test_predict_refuses_what_cannot_finish_before_starting(capsys):
+    """N = 2000: the exact E[tau] alone is hours (N^3 per deadline); one line, exit 2."""
+    argv = ["predict", "--set", "cluster.workers=2000", "--set", "model.samples=2000"]
+    assert main([*argv, "--set", "predict.samples=1000"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1, err
+    assert err.startswith("bcgc: error: predicting 10 schemes for N = 2000 would take about ")
+    assert "the exact E[tau] of 8 schemes" in err and "set predict.exact = false" in err
+
+
+def test_time_needs_grow_with_what_is_asked():
+    config = load_config(None, ["cluster.workers=100", "predict.deadline=6e7"])
+    model, options = config.system_model(), config.scheme_options()
+
+    def total(names, samples=100_000, exact=True):
+        return sum(n.seconds for n in time_needs(model, names, options, samples, exact))
+
+    assert total(["bcgc-t"]) > total(["bcgc-t"], exact=False) > total(["bcgc-t"], 1000, False)
+    assert total(["bcgc-t", "bcgc-opt"]) > total(["bcgc-t"])
+    assert total(["partial-gc"], exact=False) > total(["bcgc-opt"], exact=False)
+    assert total(["bcgc-cdf-opt"]) > total(["bcgc-cdf-lg"])
