@@ -76,6 +76,7 @@ class PredictConfig:
     schemes: tuple[str, ...] = tuple(SCHEMES)
     exact: bool = True  # also E[tau] by integrating the exact completion probability
     deadline: float = 0.0  # T (model time units) for P(tau <= T) and the deadline schemes; 0 = none
+    time_limit: float = 600.0  # seconds: refuse a prediction estimated to take longer; 0 = none
 
 
 @dataclass(frozen=True)
@@ -211,6 +212,8 @@ def _check_predict(p: PredictConfig) -> None:
         raise UserError(
             f"predict.deadline must be >= 0 model time units (0 = none), got {p.deadline}"
         )
+    if not (p.time_limit >= 0 and math.isfinite(p.time_limit)):
+        raise UserError(f"predict.time_limit must be >= 0 seconds (0 = none), got {p.time_limit}")
     if not p.schemes:
         raise UserError("predict.schemes is empty: name at least one scheme")
     check_scheme_names(list(p.schemes))

@@ -24,7 +24,7 @@ the runtime and partial models (bcgc_sim/model, bcgc_sim/partial), which never i
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,11 +41,12 @@ from .model.optimize import (
     stochastic_subgradient,
 )
 from .model.plans import BlockPlan, Plan, TandonPlan
-from .model.runtime import tandon_raw_runtime
+from .model.runtime import sorted_tandon_raw_runtime
 from .model.stragglers import FailureMixture, monte_carlo_cycle_times
 from .model.streams import STREAM_ROUNDING, STREAM_TUNING
 from .model.system import SystemModel
 from .partial.plan import PartialOptions, PartialPlan, build_partial
+from .progress import Progress, report
 
 TANDON_ALPHA = 6.0  # ceil((1 - ln 0.5)/(1 + ln 0.5)), the authors' code (spec §7.2)
 
@@ -60,6 +61,16 @@ class SchemeOptions:
     tandon_alpha: float = TANDON_ALPHA
     deadline: float | None = None  # T in model time units, for the DEADLINE_SCHEMES
     partial: PartialOptions = field(default_factory=PartialOptions)
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    """What a builder may use besides the model and the options: the plans already built for
+    the same model and options (partial-gc takes its storage from bcgc-opt's), and where to
+    report progress."""
+
+    known: Mapping[str, Plan | PartialPlan] = field(default_factory=dict)
+    progress: Progress | None = None
 
 
 def theorem2_relaxed(model: SystemModel) -> np.ndarray:
@@ -105,11 +116,12 @@ def _finite_means(model: SystemModel, scheme: str) -> np.ndarray:
     return means
 
 
-def build_bcgc_opt(model: SystemModel, options: SchemeOptions) -> Plan:
+def build_bcgc_opt(model: SystemModel, options: SchemeOptions, context: PlanContext) -> Plan:
     _finite_means(model, "bcgc-opt")
     settings = options.optimizer
 
     def draw(k: int) -> np.ndarray:
+        report(context.progress, "optimiser", k - 1, settings.iterations)
         return monte_carlo_cycle_times(
             model.distribution, options.seed, settings.batch, model.n_workers, STREAM_TUNING + k
         )
@@ -118,22 +130,25 @@ def build_bcgc_opt(model: SystemModel, options: SchemeOptions) -> Plan:
     rounding = monte_carlo_cycle_times(  # one optimiser batch: R2 moves fewer than N coordinates
         model.distribution, options.seed, settings.batch, model.n_workers, STREAM_ROUNDING
     )
-    return BlockPlan(
-        "bcgc-opt", tuple(int(v) for v in round_r2(relaxed, model.coordinates, rounding))
-    )
+
+    def rounded(done: int, total: int) -> None:
+        report(context.progress, "rounding (R2)", done, total)
+
+    x = round_r2(relaxed, model.coordinates, rounding, rounded)
+    return BlockPlan("bcgc-opt", tuple(int(v) for v in x))
 
 
-def build_bcgc_t(model: SystemModel, options: SchemeOptions) -> Plan:
+def build_bcgc_t(model: SystemModel, options: SchemeOptions, context: PlanContext) -> Plan:
     x = round_r1(theorem2_relaxed(model), model.coordinates)
     return BlockPlan("bcgc-t", tuple(int(v) for v in x))
 
 
-def build_bcgc_f(model: SystemModel, options: SchemeOptions) -> Plan:
+def build_bcgc_f(model: SystemModel, options: SchemeOptions, context: PlanContext) -> Plan:
     x = round_r1(theorem3_relaxed(model), model.coordinates)
     return BlockPlan("bcgc-f", tuple(int(v) for v in x))
 
 
-def build_single_bcgc(model: SystemModel, options: SchemeOptions) -> Plan:
+def build_single_bcgc(model: SystemModel, options: SchemeOptions, context: PlanContext) -> Plan:
     """s* = argmin_s (s+1) E[T_(N-s)]: E[R] of x = L e_s is L (s+1) E[T_(N-s)] (spec §7.1)."""
     means = _finite_means(model, "single-bcgc")
     levels = np.arange(model.n_workers)
@@ -141,30 +156,30 @@ def build_single_bcgc(model: SystemModel, options: SchemeOptions) -> Plan:
     return BlockPlan("single-bcgc", _single_level(model, best))
 
 
-def build_tandon(model: SystemModel, options: SchemeOptions) -> Plan:
+def build_tandon(model: SystemModel, options: SchemeOptions, context: PlanContext) -> Plan:
     """s* in 1..N-1 minimising the Monte-Carlo E[R] on the scheme tuning stream (spec §7.2)."""
     _finite_means(model, "tandon")
-    samples = _tuning_samples(model, options, STREAM_TUNING)
+    ascending = np.sort(_tuning_samples(model, options, STREAM_TUNING), axis=1)
     costs = [
-        tandon_raw_runtime(s, options.tandon_alpha, model.coordinates, samples).mean()
+        sorted_tandon_raw_runtime(s, options.tandon_alpha, model.coordinates, ascending).mean()
         for s in range(1, model.n_workers)
     ]
     best = 1 + int(np.argmin(costs))
     return TandonPlan("tandon", model.n_workers, model.coordinates, best, options.tandon_alpha)
 
 
-def build_ferdinand_full(model: SystemModel, options: SchemeOptions) -> Plan:
+def build_ferdinand_full(model: SystemModel, options: SchemeOptions, context: PlanContext) -> Plan:
     x = ferdinand_partition(model.n_workers, model.coordinates, model.coordinates)
     return BlockPlan("ferdinand-L", tuple(int(v) for v in x))
 
 
-def build_ferdinand_half(model: SystemModel, options: SchemeOptions) -> Plan:
+def build_ferdinand_half(model: SystemModel, options: SchemeOptions, context: PlanContext) -> Plan:
     layers = max(1, model.coordinates // 2)
     x = ferdinand_partition(model.n_workers, model.coordinates, layers)
     return BlockPlan("ferdinand-L/2", tuple(int(v) for v in x))
 
 
-def build_uncoded(model: SystemModel, options: SchemeOptions) -> Plan:
+def build_uncoded(model: SystemModel, options: SchemeOptions, context: PlanContext) -> Plan:
     return BlockPlan("uncoded", _single_level(model, 0))
 
 
@@ -178,31 +193,45 @@ def _raw_deadline(model: SystemModel, options: SchemeOptions, scheme: str) -> fl
     return t / model.scale
 
 
-def build_bcgc_cdf_lg(model: SystemModel, options: SchemeOptions) -> Plan:
+def build_bcgc_cdf_lg(model: SystemModel, options: SchemeOptions, context: PlanContext) -> Plan:
     """x^(CDF,lg) = L / (H_N (n+1)), R1-rounded; it does not depend on T, but is meant for one."""
     _raw_deadline(model, options, "bcgc-cdf-lg")
     x = cdf_large_t(model.n_workers, model.coordinates)
     return BlockPlan("bcgc-cdf-lg", tuple(int(v) for v in x))
 
 
-def build_bcgc_cdf_opt(model: SystemModel, options: SchemeOptions) -> Plan:
+def build_bcgc_cdf_opt(model: SystemModel, options: SchemeOptions, context: PlanContext) -> Plan:
     raw = _raw_deadline(model, options, "bcgc-cdf-opt")
+
+    def steps(done: int, total: int) -> None:
+        report(context.progress, "maximising P(tau <= T)", done, total)
+
     x, _ = maximise_completion_probability(
-        model.n_workers, model.coordinates, raw, model.distribution
+        model.n_workers, model.coordinates, raw, model.distribution, progress=steps
     )
     return BlockPlan("bcgc-cdf-opt", tuple(int(v) for v in x))
 
 
-def bcgc_storage(model: SystemModel, options: SchemeOptions) -> int:
+def bcgc_storage(
+    model: SystemModel, options: SchemeOptions, context: PlanContext | None = None
+) -> int:
     """1 + the highest redundancy level bcgc-opt uses for `model`: the partitions it stores.
 
-    Fitted on the base law under a failure mixture (bcgc-opt needs finite means).
+    Fitted on the base law under a failure mixture (bcgc-opt needs finite means). The plan in
+    `context.known` is taken when it is the one this would build.
     """
+    context = context or PlanContext()
     law = model.distribution
+    known = context.known.get("bcgc-opt")
     if isinstance(law, FailureMixture):
         model = dataclasses.replace(model, distribution=law.base)
+        known = None  # planned for another law
+
+    def storage(task: str, done: float = 0, total: float = 0) -> None:
+        report(context.progress, f"storage of bcgc-opt: {task}", done, total)
+
     try:
-        plan = build_plan("bcgc-opt", model, options)
+        plan = known or build_plan("bcgc-opt", model, options, PlanContext(progress=storage))
     except UserError as exc:
         raise UserError(
             f"partial.storage = 0 takes the storage of bcgc-opt, which cannot be planned here "
@@ -211,23 +240,29 @@ def bcgc_storage(model: SystemModel, options: SchemeOptions) -> int:
     return int(np.flatnonzero(np.asarray(plan.x) > 0).max()) + 1
 
 
-def _partial(model: SystemModel, options: SchemeOptions, approximate: bool) -> PartialPlan:
+def _partial(
+    model: SystemModel, options: SchemeOptions, approximate: bool, context: PlanContext
+) -> PartialPlan:
     """partial-gc or partial-gc-approx; storage 0 = the storage of bcgc-opt (`bcgc_storage`)."""
-    storage = options.partial.storage or bcgc_storage(model, options)
+    storage = options.partial.storage or bcgc_storage(model, options, context)
     return build_partial(
         model, options.partial, storage, options.seed, options.tuning_samples, approximate
     )
 
 
-def build_partial_gc(model: SystemModel, options: SchemeOptions) -> PartialPlan:
-    return _partial(model, options, approximate=False)
+def build_partial_gc(
+    model: SystemModel, options: SchemeOptions, context: PlanContext
+) -> PartialPlan:
+    return _partial(model, options, False, context)
 
 
-def build_partial_gc_approx(model: SystemModel, options: SchemeOptions) -> PartialPlan:
-    return _partial(model, options, approximate=True)
+def build_partial_gc_approx(
+    model: SystemModel, options: SchemeOptions, context: PlanContext
+) -> PartialPlan:
+    return _partial(model, options, True, context)
 
 
-SCHEMES: dict[str, Callable[[SystemModel, SchemeOptions], Plan | PartialPlan]] = {
+SCHEMES: dict[str, Callable[[SystemModel, SchemeOptions, PlanContext], Plan | PartialPlan]] = {
     "bcgc-opt": build_bcgc_opt,
     "bcgc-t": build_bcgc_t,
     "bcgc-f": build_bcgc_f,
@@ -268,11 +303,15 @@ def check_scheme_names(names: list[str]) -> None:
 
 
 def build_plan(
-    name: str, model: SystemModel, options: SchemeOptions | None = None
+    name: str,
+    model: SystemModel,
+    options: SchemeOptions | None = None,
+    context: PlanContext | None = None,
 ) -> Plan | PartialPlan:
-    """The plan of scheme `name` for `model`."""
+    """The plan of scheme `name` for `model`; `context`: plans already built for the same
+    model and options, and a progress callback."""
     check_scheme_names([name])
-    return SCHEMES[name](model, options or SchemeOptions())
+    return SCHEMES[name](model, options or SchemeOptions(), context or PlanContext())
 
 
 def plan_to_dict(plan: Plan | PartialPlan) -> dict:

@@ -98,7 +98,7 @@ def check_run_memory(config: Config, local: bool = True) -> None:
         ),
         monte_carlo_need(
             n, max(MODEL_SAMPLES, config.optimize.tuning_samples), list(config.run.schemes),
-            config.partial.storage,
+            config.partial.parts,
         ),
     ]  # fmt: skip
     if local:

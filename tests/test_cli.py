@@ -62,6 +62,7 @@ def _one_error_line(capsys):
         (["plan", "--set", "cluster.workers=-1"], "cluster.workers (N) must be >= 2"),
         (["plan", "--set", "model.coordinates=1e19"], "model.coordinates (L) must be in"),
         (["predict", "--set", "predict.schemes=[]"], "predict.schemes is empty"),
+        (["predict", "--set", "predict.time_limit=-1"], "predict.time_limit must be >= 0"),
         (["run", "--set", "run.schemes=[]"], "run.schemes is empty"),
     ],
 )

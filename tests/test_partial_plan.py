@@ -21,7 +21,7 @@ from bcgc_sim.model.layout import partition_bounds
 from bcgc_sim.model.stragglers import ShiftedExponential, monte_carlo_cycle_times, worker_rng
 from bcgc_sim.model.streams import STREAM_EVALUATION, STREAM_TUNING
 from bcgc_sim.model.system import SystemModel
-from bcgc_sim.partial.assignment import Assignment
+from bcgc_sim.partial.assignment import Assignment, holder_positions, positions
 from bcgc_sim.partial.plan import CDF_SAMPLES, PartialOptions, PartialPlan
 from bcgc_sim.partial.timing import exact_times, nmse_at, speed_finish_times
 from bcgc_sim.problems import ProblemData, full_gradient, prepare_data
@@ -60,6 +60,45 @@ def test_exact_runtime_is_the_timing_model_with_chunk_cost_l(storage, parts):
     np.testing.assert_allclose(plan.raw_runtime(t), expected, rtol=1e-15)
     assert np.all(plan.nmse_at_stop(t) == 0)
     assert plan.upload_length == math.ceil(40 / parts) and not plan.approximate
+
+
+@pytest.mark.parametrize("ordering", ["optimal", "random"])
+@pytest.mark.parametrize("storage, parts", [(1, 1), (3, 1), (3, 2), (6, 1), (6, 4)])
+def test_first_copies_are_the_smallest_copy_times(storage, parts, ordering):
+    """first_copies = the l smallest of copy_times, bit for bit, with failed workers (inf) and
+    row blocks smaller than K."""
+    plan = build_plan("partial-gc", MODEL, options(storage=storage, parts=parts, ordering=ordering))
+    t = draws(700)
+    t[::7, 2] = np.inf
+    t[::11, [0, 4]] = np.inf
+    expected = np.sort(plan.copy_times(t), axis=2)[:, :, :parts]
+    np.testing.assert_array_equal(plan.first_copies(t), expected)
+    np.testing.assert_array_equal(plan.first_copies(t[:1]), expected[:1])
+
+
+@pytest.mark.parametrize("parts", [1, 3])
+def test_first_copies_stop_early_with_the_same_values(parts):
+    """N = 30 with full storage under the demo's law: blocks stop long before the 30th holder,
+    and the values are still the l smallest copy times."""
+    law = ShiftedExponential(0.001, 50.0)
+    model = SystemModel(30, 40, 60, 1.0, law)
+    plan = build_plan("partial-gc", model, options(storage=30, parts=parts))
+    t = monte_carlo_cycle_times(law, 3, 2000, 30, STREAM_EVALUATION)
+    expected = np.sort(plan.copy_times(t), axis=2)[:, :, :parts]
+    np.testing.assert_array_equal(plan.first_copies(t), expected)
+
+
+def test_holder_positions_of_cyclic_storage():
+    """Cyclic delta = 2 over 4 workers, natural order: chunk i is worker i's first and worker
+    i - 1's second; a chunk with fewer holders is padded with position 0."""
+    a = Assignment.cyclic(4, 2)
+    workers, order = holder_positions(positions(a, a.natural))
+    np.testing.assert_array_equal(workers, [[0, 3], [1, 0], [2, 1], [3, 2]])
+    np.testing.assert_array_equal(order, [[1, 2]] * 4)
+    uneven = np.array([[1, 0, 2], [0, 0, 1]])
+    workers, order = holder_positions(uneven)
+    np.testing.assert_array_equal(workers, [[0, 2], [2, 0]])
+    np.testing.assert_array_equal(order, [[1, 2], [1, 0]])
 
 
 def test_the_optimal_order_is_latin_and_the_random_one_is_seeded():

@@ -303,7 +303,7 @@ def test_a_run_too_large_for_memory_is_refused_before_it_allocates(tmp_path, cap
 
 def test_predict_and_plan_check_the_memory_of_their_monte_carlo_draws(capsys):
     available = psutil.virtual_memory().available
-    n = int((available / (3 * 8 * 20_000)) ** 0.5) + 2  # partial-gc: 3 x 20000 x N x N floats
+    n = int(available / (3 * 8 * 20_000)) + 2  # partial-gc: 3 x 20000 x N x l floats, l = 1
     for argv in (["plan", "--scheme", "partial-gc"], ["predict"]):
         status = main([*argv, "--set", f"cluster.workers={n}", "--set", f"model.samples={n}"])
         assert status == 2

@@ -284,6 +284,47 @@ def test_dp_matches_labelled_enumeration(n_workers, dist):
             assert dp == pytest.approx(brute, rel=1e-12, abs=1e-14), (x, deadline)
 
 
+def test_dp_of_many_deadlines_at_once_equals_one_at_a_time():
+    rng = np.random.default_rng(12)
+    for dist in (B_DIST, Pareto(2.0, 1.0), FAIL, Empirical((1.0, 1.5, 3.0))):
+        x = rng.integers(0, 9, 7).astype(float)
+        x[0] += 1
+        deadlines = np.concatenate([[0.0, -1.0], np.linspace(1, 12, 23) * block_loads(x)[-1]])
+        together = block_completion_probability(x, deadlines, dist)
+        assert together.shape == deadlines.shape
+        alone = [block_completion_probability(x, float(d), dist) for d in deadlines]
+        assert all(isinstance(v, float) for v in alone)
+        np.testing.assert_allclose(together, alone, rtol=1e-13, atol=1e-15)
+        assert together[0] == together[1] == 0.0
+
+
+def test_dp_at_n_200_matches_the_closed_form_of_single_levels():
+    """P(R(L e_s) <= r) = P(at least N - s of N workers have T <= r / (L (s+1))) (spec §7.1)."""
+    from scipy import stats
+
+    n, law = 200, ShiftedExponential(1e-3, 50.0)
+    for s in (0, 7, 120, 199):
+        x = np.zeros(n)
+        x[s] = 400
+        for r in (5e5, 2e6, 6e6):
+            p = float(law.cdf(r / (400 * (s + 1))))
+            expected = stats.binom.sf(n - s - 1, n, p)
+            value = block_completion_probability(x, r, law)
+            assert value == pytest.approx(expected, rel=1e-10, abs=1e-300), (s, r)
+
+
+@pytest.mark.parametrize("level", [0, 3, 11])
+def test_exact_expected_runtime_of_single_levels_under_pareto(level):
+    """E[R(L e_s)] = L (s+1) E[T_(N-s)], closed form for Pareto: the heavy tail is integrated
+    (to 1e-9, with the power-law extrapolation beyond the last panel)."""
+    dist = Pareto(2.5, 1.0)
+    x = [0] * 12
+    x[level] = 400
+    value = BlockPlan("p", tuple(x)).exact_expected_raw_runtime(dist)
+    expected = 400 * (level + 1) * dist.order_stat_means(12)[-1 - level]
+    assert value == pytest.approx(expected, rel=1e-9)
+
+
 def test_dp_matches_direct_monte_carlo():
     rng = np.random.default_rng(8)
     x = np.array([5.0, 0.0, 3.0, 2.0])

@@ -15,6 +15,7 @@ from bcgc_sim.model.stragglers import (
     Pareto,
     ShiftedExponential,
     iteration_cycle_times,
+    monte_carlo_chunks,
     monte_carlo_cycle_times,
     worker_rng,
 )
@@ -275,6 +276,19 @@ def test_monte_carlo_streams_reproducible_and_distinct():
     assert a.shape == (100, 4)
     np.testing.assert_array_equal(a, b)
     assert not np.any(a == c)
+
+
+@pytest.mark.parametrize(
+    "law",
+    [PAPER, Pareto(2.5, 1.0), Empirical((3.0, 1.0, 7.5, 2.0)), FailureMixture(PAPER, 0.1)],
+    ids=["shifted-exponential", "pareto", "empirical", "failure-mixture"],
+)
+def test_monte_carlo_chunks_are_exactly_the_draws_at_once(law):
+    whole = monte_carlo_cycle_times(law, 4, 1001, 7, STREAM_EVALUATION)
+    chunks = list(monte_carlo_chunks(law, 4, 1001, 7, STREAM_EVALUATION, rows=300))
+    assert [c.shape for c in chunks] == [(300, 7)] * 3 + [(101, 7)]
+    np.testing.assert_array_equal(np.concatenate(chunks), whole)
+    assert law.row_sequential == (not isinstance(law, FailureMixture))  # two passes: drawn whole
 
 
 def test_sample_mean_matches_distribution():

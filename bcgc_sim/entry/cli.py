@@ -81,19 +81,34 @@ def _check_model_memory(config: Config, schemes: list[str], samples: int) -> Non
     from ..problems import check_memory
 
     n = config.cluster.workers
-    need = monte_carlo_need(n, samples, schemes, config.partial.storage)
+    need = monte_carlo_need(n, samples, schemes, config.partial.parts)
     check_memory([need], f"planning {', '.join(schemes)} for N = {n}")
+
+
+def _check_model_time(config: Config, schemes: list[str], samples: int, exact: bool) -> None:
+    """Refuse before starting: planning `schemes` and evaluating them on `samples` draws."""
+    from ..predict import check_time, time_needs
+
+    needs = time_needs(config.system_model(), schemes, config.scheme_options(), samples, exact)
+    what = f"{len(schemes)} schemes" if len(schemes) > 1 else schemes[0]
+    step = f"{'predicting' if samples else 'planning'} {what} for N = {config.cluster.workers}"
+    check_time(needs, step, config.predict.time_limit)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from ..partial.plan import CDF_SAMPLES
     from ..predict import Prediction
-    from ..schemes import build_plan
+    from ..schemes import PlanContext, build_plan
+    from .progress import ProgressLine
 
     config = _config(args)
     model = config.system_model()
     _check_model_memory(config, [args.scheme], max(config.optimize.tuning_samples, CDF_SAMPLES))
-    plan = build_plan(args.scheme, model, config.scheme_options())
+    _check_model_time(config, [args.scheme], 0, False)
+    with ProgressLine(prefix=f"bcgc plan {args.scheme}") as progress:
+        plan = build_plan(
+            args.scheme, model, config.scheme_options(), PlanContext(progress=progress)
+        )
     x = Prediction(args.scheme, plan, None, None, None).partition()
     if args.json:
         print(json.dumps({"scheme": args.scheme, "x": x}))
@@ -114,6 +129,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ..partial.plan import CDF_SAMPLES
     from ..predict import predict
     from ..schemes import PARTIAL_SCHEMES, check_scheme_names, missing_deadline, needs_deadline
+    from .progress import ProgressLine
 
     config = _config(args)
     model = config.system_model()
@@ -129,7 +145,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
             raise missing_deadline(config.predict.schemes[0])
     samples = max(config.predict.samples, config.optimize.tuning_samples, CDF_SAMPLES)
     _check_model_memory(config, schemes, samples)
-    results = predict(model, schemes, options, config.predict.samples, config.predict.exact)
+    _check_model_time(config, schemes, config.predict.samples, config.predict.exact)
+    with ProgressLine(prefix="bcgc predict") as progress:
+        results = predict(
+            model, schemes, options, config.predict.samples, config.predict.exact, progress
+        )
     if args.json:
         _print_prediction_json(results, config.predict.samples, options.deadline)
     else:

@@ -276,8 +276,12 @@ def _softmax(theta: np.ndarray, total: float) -> np.ndarray:
     return total * e / e.sum()
 
 
-def _lbfgs_on_simplex(objective, start: np.ndarray, total: float, iterations: int) -> np.ndarray:
-    """Minimise objective(x) -> (value, d/dx) over {x > 0, sum x = total} with x = total softmax(theta)."""
+def _lbfgs_on_simplex(
+    objective, start: np.ndarray, total: float, iterations: int, step=None
+) -> np.ndarray:
+    """Minimise objective(x) -> (value, d/dx) over {x > 0, sum x = total} with x = total softmax(theta).
+
+    `step()`, if given, is called after every iteration."""
     floor = total * 1e-12
     theta0 = np.log(np.maximum(start, floor))
 
@@ -294,6 +298,7 @@ def _lbfgs_on_simplex(objective, start: np.ndarray, total: float, iterations: in
         jac=True,
         method="L-BFGS-B",
         options={"maxiter": iterations, "ftol": 1e-13, "gtol": 1e-11},
+        callback=None if step is None else (lambda *_: step()),
     )
     return _softmax(result.x, total)
 
@@ -309,11 +314,13 @@ def _neg_logit(model: CompletionModel):
     return objective
 
 
-def _polish(x: np.ndarray, model: CompletionModel, budget: int) -> tuple[np.ndarray, float]:
+def _polish(
+    x: np.ndarray, model: CompletionModel, budget: int, on_round=None
+) -> tuple[np.ndarray, float]:
     """Integer local search: move d coordinates from block i to block j while P rises.
 
     Candidate moves are ranked by the gradient (dP/dx_j - dP/dx_i); d runs from about L/1000
-    down to 1. At most `budget` exact evaluations.
+    down to 1. At most `budget` exact evaluations; `on_round(used)`, if given, after each round.
     """
     x = np.asarray(x, dtype=np.int64).copy()
     n, total = x.size, int(x.sum())
@@ -340,6 +347,8 @@ def _polish(x: np.ndarray, model: CompletionModel, budget: int) -> tuple[np.ndar
                 break
             if tried >= n or used >= budget:
                 break
+        if on_round is not None:
+            on_round(used)
         if not improved:
             if step == 1:
                 break
@@ -353,8 +362,11 @@ def maximise_completion_probability(
     raw: float,
     dist: CycleTimeDistribution,
     settings: CdfOptSettings | None = None,
+    progress=None,
 ) -> tuple[np.ndarray, float]:
     """(x, P): integer x (sum L) maximising the exact P(R(x, T) <= r) (scheme bcgc-cdf-opt).
+
+    `progress(done, total)`, if given, hears of every L-BFGS iteration and polishing round.
 
     1. Relaxed starts: x^(CDF,lg) and the minimiser of the union bound (L-BFGS over a softmax
        parameterisation, spec §6 'Caveat').
@@ -369,18 +381,32 @@ def maximise_completion_probability(
     settings = settings or CdfOptSettings()
     n, total = n_workers, coordinates
     model = CompletionModel(n, raw, dist)
+    steps = 3 * settings.lbfgs_iterations + settings.polish_evaluations  # at most
+    done = [0]
+
+    def step() -> None:
+        done[0] += 1
+        if progress is not None:
+            progress(min(done[0], steps), steps)
+
     large_t = cdf_large_t_relaxed(n, total)
     bound = _lbfgs_on_simplex(
-        lambda x: _log_union_bound(x, raw, dist), large_t, total, settings.lbfgs_iterations
+        lambda x: _log_union_bound(x, raw, dist), large_t, total, settings.lbfgs_iterations, step
     )
     candidates = [cdf_large_t(n, total)]
     candidates += [np.eye(n, dtype=np.int64)[s] * total for s in range(n)]
     for start in (large_t, bound):
-        x = _lbfgs_on_simplex(_neg_logit(model), start, total, settings.lbfgs_iterations)
+        x = _lbfgs_on_simplex(_neg_logit(model), start, total, settings.lbfgs_iterations, step)
         candidates.append(round_r1(x, total))
     scores = [model.probability(c) for c in candidates]
     best = int(np.argmax(scores))  # the first (x^(CDF,lg)) on ties, e.g. when every P is 0
-    return _polish(candidates[best], model, settings.polish_evaluations)
+    done[0] = 3 * settings.lbfgs_iterations
+
+    def polished(used: int) -> None:
+        done[0] = 3 * settings.lbfgs_iterations + used - 1
+        step()
+
+    return _polish(candidates[best], model, settings.polish_evaluations, polished)
 
 
 def _log_union_bound(

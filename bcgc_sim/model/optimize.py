@@ -73,13 +73,16 @@ def stochastic_subgradient(
     """Minimise E[R(x, T)] over {x >= 0, sum x = total} from `start`, shape (N,).
 
     `draw(k)` returns the k-th fresh batch of cycle times, shape (batch, N), k = 1, 2, ...
+    (an array of its own: it is sorted in place).
     """
     x = project_to_simplex(start, total)
     average, count = np.zeros_like(x), 0
     first_averaged = int(settings.iterations * settings.averaging)
     step = settings.step_scale
     for k in range(1, settings.iterations + 1):
-        h = subgradient(x, -np.sort(-draw(k), axis=1))
+        batch = draw(k)
+        batch.sort(axis=1)  # in place; reversed, column n holds T_(N-n)
+        h = subgradient(x, batch[:, ::-1])
         if k == 1 and settings.normalized:
             step = settings.step_scale * total / max(float(np.linalg.norm(h)), 1e-300)
         x = project_to_simplex(x - step / k * h, total)
@@ -151,22 +154,52 @@ def round_r1(x: np.ndarray, total: int) -> np.ndarray:
     return out
 
 
-def round_r2(x: np.ndarray, total: int, samples: np.ndarray) -> np.ndarray:
+def round_r2(x: np.ndarray, total: int, samples: np.ndarray, progress=None) -> np.ndarray:
     """Rule R2: floor, then add 1 where it raises the sample-average objective least (spec §4.1).
 
-    `samples` has shape (K, N) with finite cycle times; at most N - 1 units are added.
+    `samples` has shape (K, N) with finite cycle times; at most N - 1 units are added. Adding 1
+    to x_i raises S_n by i + 1 for n >= i; the score of candidate i is the mean over samples
+    of max_n T_(N-n) (S_n + (i + 1) [n >= i]), computed exactly as written (the same floats),
+    but only for the terms that can reach a sample's current maximum (`_candidate_maxima`).
+    `progress(done, total)`, if given, is called before each unit.
     """
     out = np.floor(np.asarray(x, dtype=float)).astype(np.int64)
-    desc = -np.sort(-np.asarray(samples, dtype=float), axis=1)
-    n = out.size
-    steps = (
-        np.triu(np.ones((n, n))) * np.arange(1, n + 1)[:, None]
-    )  # row i: +1 on x_i -> S_n += i+1, n >= i
+    desc = np.ascontiguousarray(np.sort(np.asarray(samples, dtype=float), axis=1)[:, ::-1])
+    units = total - int(out.sum())
     while out.sum() < total:
-        loads = block_loads(out)[None, :] + steps  # (N candidates, N)
-        scores = [np.max(desc * row, axis=1).mean() for row in loads]
+        if progress is not None:
+            progress(units - (total - int(out.sum())), units)
+        maxima = _candidate_maxima(desc, block_loads(out))  # (N candidates, K)
+        scores = [row.mean() for row in maxima]
         out[int(np.argmin(scores))] += 1
     return out
+
+
+def _candidate_maxima(desc: np.ndarray, loads: np.ndarray) -> np.ndarray:
+    """R_i[k] = max_n desc[k, n] (S_n + (i + 1) [n >= i]) for every candidate i, shape (N, K).
+
+    `desc` (K, N) holds T_(N-n) of sample k at [k, n]. Terms n < i are the unchanged products
+    a = desc S (a running maximum over n). A raised term n >= i is computed only where its
+    bound (a_n + (n + 1) desc_n)(1 + 1e-12), which no raised product exceeds, reaches the
+    sample's largest a, which every R_i reaches; no other term can be the maximum. The values
+    are those of the full computation, bit for bit.
+    """
+    k, n = desc.shape
+    a = desc * loads
+    out = np.empty((k, n))  # [k, i], transposed at the end
+    out[:, 0] = -np.inf
+    out[:, 1:] = np.maximum.accumulate(a, axis=1)[:, :-1]
+    bound = (a + np.arange(1, n + 1) * desc) * (1 + 1e-12)
+    samples, blocks = np.nonzero(bound >= a.max(axis=1)[:, None])  # sorted by sample
+    candidates = np.arange(n)
+    raised = desc[samples, blocks][:, None] * (loads[blocks][:, None] + (candidates + 1.0))
+    raised[candidates[None, :] > blocks[:, None]] = -np.inf  # candidate i raises n >= i only
+    rank = np.arange(samples.size) - np.searchsorted(samples, samples)  # 0, 1, .. per sample
+    for level in range(int(rank.max()) + 1 if rank.size else 0):  # one term per sample at once
+        pick = rank == level
+        rows = samples[pick]
+        out[rows] = np.maximum(out[rows], raised[pick])
+    return np.ascontiguousarray(out.T)
 
 
 def deterministic_optimum(sorted_times: np.ndarray, coordinates: float) -> np.ndarray:

@@ -64,8 +64,8 @@ class BlockPlan:
         """R for each realisation, shape (K,); cycle_times has shape (K, N)."""
         return block_raw_runtime(np.array(self.x), cycle_times)
 
-    def completion_probability(self, raw_deadline: float, dist: CycleTimeDistribution) -> float:
-        """P(R <= raw_deadline), exact."""
+    def completion_probability(self, raw_deadline, dist: CycleTimeDistribution):
+        """P(R <= raw_deadline), exact; a float, or an array for an array of deadlines."""
         return block_completion_probability(np.array(self.x), raw_deadline, dist)
 
     def exact_expected_raw_runtime(self, dist: CycleTimeDistribution) -> float:
@@ -90,7 +90,8 @@ class TandonPlan:
     def raw_runtime(self, cycle_times: np.ndarray) -> np.ndarray:
         return tandon_raw_runtime(self.stragglers, self.alpha, self.coordinates, cycle_times)
 
-    def completion_probability(self, raw_deadline: float, dist: CycleTimeDistribution) -> float:
+    def completion_probability(self, raw_deadline, dist: CycleTimeDistribution):
+        """P(R <= raw_deadline), exact; a float, or an array for an array of deadlines."""
         return tandon_completion_probability(
             self.stragglers, self.alpha, self.coordinates, raw_deadline, dist, self.n_workers
         )

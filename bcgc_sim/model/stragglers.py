@@ -17,6 +17,7 @@ import csv
 import functools
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,10 @@ class CycleTimeDistribution(ABC):
     """Distribution of one worker's cycle time T >= lower_bound (model time units per cycle)."""
 
     name: str = ""
+    # Drawing k1 rows and then k2 rows from one generator gives the same values as drawing
+    # k1 + k2 rows at once (each value from the stream in turn): Monte-Carlo draws may then be
+    # made in chunks (`monte_carlo_chunks`). False for a law that makes two passes.
+    row_sequential: bool = False
 
     @abstractmethod
     def sample(self, rng: np.random.Generator, size: int | tuple[int, ...]) -> np.ndarray:
@@ -108,6 +113,7 @@ class ShiftedExponential(CycleTimeDistribution):
     rate: float
     shift: float
     name = "shifted-exponential"
+    row_sequential = True
 
     def __post_init__(self) -> None:
         if not (self.rate > 0 and math.isfinite(self.rate)):
@@ -116,7 +122,10 @@ class ShiftedExponential(CycleTimeDistribution):
             raise UserError(f"straggler.shift must be >= 0, got {self.shift}")
 
     def sample(self, rng, size):
-        return self.shift + rng.standard_exponential(size) / self.rate
+        t = rng.standard_exponential(size)  # in place: the values of shift + E / rate
+        t /= self.rate
+        t += self.shift
+        return t
 
     def cdf(self, t):
         t = np.asarray(t, dtype=float)
@@ -213,6 +222,7 @@ class Pareto(CycleTimeDistribution):
     shape: float
     scale: float
     name = "pareto"
+    row_sequential = True
 
     def __post_init__(self) -> None:
         if not self.shape > 0:
@@ -267,6 +277,7 @@ class Empirical(CycleTimeDistribution):
     values: tuple[float, ...]
     source: str = field(default="", compare=False)
     name = "empirical"
+    row_sequential = True
 
     def __post_init__(self) -> None:
         v = np.asarray(self.values, dtype=float)
@@ -410,3 +421,27 @@ def monte_carlo_cycle_times(
     out-of-sample evaluation (stream 1) never reuses the samples an optimiser saw (stream 0).
     """
     return dist.sample(generator(seed, ROOT_MONTE_CARLO, stream), (n_samples, n_workers))
+
+
+def monte_carlo_chunks(
+    dist: CycleTimeDistribution,
+    seed: int,
+    n_samples: int,
+    n_workers: int,
+    stream: int = 0,
+    rows: int = 8192,
+) -> Iterator[np.ndarray]:
+    """The draws of `monte_carlo_cycle_times`, in chunks of at most `rows` rows, shape (k, N).
+
+    Laws that draw row by row (`row_sequential`) are drawn one chunk at a time, so memory stays
+    at one chunk; the values are exactly those of the draw at once. Any other law is drawn at
+    once (the same values too) and handed out in slices.
+    """
+    rng = generator(seed, ROOT_MONTE_CARLO, stream)
+    if not dist.row_sequential:
+        whole = dist.sample(rng, (n_samples, n_workers))
+        for start in range(0, n_samples, rows):
+            yield whole[start : start + rows]
+        return
+    for start in range(0, n_samples, rows):
+        yield dist.sample(rng, (min(rows, n_samples - start), n_workers))

@@ -93,6 +93,23 @@ def positions(assignment: Assignment, ordering: Sequence[Sequence[int]]) -> np.n
     return pos
 
 
+def holder_positions(pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """From pos (m, N) of `positions`: (workers, order), each (m, gamma), gamma = the most
+    holders of a chunk: chunk i's holders by increasing position (then worker index) and their
+    1-based positions; rows with fewer holders are padded with worker 0 at position 0. Under a
+    Latin ordering column g holds every chunk's copy at position g + 1."""
+    held = pos > 0
+    gamma = int(held.sum(axis=1).max()) if held.size else 0
+    workers = np.zeros((pos.shape[0], gamma), dtype=int)
+    order = np.zeros((pos.shape[0], gamma), dtype=int)
+    for chunk in range(pos.shape[0]):
+        holders = np.flatnonzero(held[chunk])
+        holders = holders[np.argsort(pos[chunk, holders], kind="stable")]
+        workers[chunk, : holders.size] = holders
+        order[chunk, : holders.size] = pos[chunk, holders]
+    return workers, order
+
+
 def random_ordering(assignment: Assignment, rng: np.random.Generator) -> Ordering:
     """Each worker's chunks in an independent uniformly random order."""
     return tuple(

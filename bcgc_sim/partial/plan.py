@@ -48,12 +48,13 @@ from ..errors import UserError
 from ..model.stragglers import CycleTimeDistribution, monte_carlo_cycle_times
 from ..model.streams import ROOT_ORDERING, STREAM_EVALUATION, STREAM_TUNING, generator
 from ..model.system import SystemModel
-from .assignment import Assignment, Ordering, positions, random_ordering
+from .assignment import Assignment, Ordering, holder_positions, positions, random_ordering
 from .coding import block_length
 from .timing import copy_times, speed_finish_times
 
 ORDERINGS = ("optimal", "random")
 CDF_SAMPLES = 20_000  # Monte-Carlo draws behind completion_probability
+CHUNK_ELEMENTS = 1 << 16  # copy times per row block of first_copies (512 KiB of float64)
 
 
 @dataclass(frozen=True)
@@ -154,18 +155,60 @@ class PartialPlan:
         return block_length(self.coordinates, self.parts)
 
     # -- timing model ---------------------------------------------------------------------------
+    @property
+    def holders(self) -> tuple[np.ndarray, np.ndarray]:
+        """(workers, positions), each (m, gamma): chunk i's holders and its 1-based position in
+        each holder's order (gamma = the most holders of a chunk; padding has position 0)."""
+        if "holders" not in self._cache:
+            self._cache["holders"] = holder_positions(self.positions)
+        return self._cache["holders"]
+
     def copy_times(self, cycle_times: np.ndarray) -> np.ndarray:
         """Raw time at which worker j has processed chunk i, shape (K, m, N); inf if not held."""
         t = np.atleast_2d(np.asarray(cycle_times, dtype=float))
         finish = speed_finish_times(t, self.assignment.loads, self.chunk_load)
         return copy_times(self.assignment, self.positions, finish)
 
+    def first_copies(self, cycle_times: np.ndarray) -> np.ndarray:
+        """The l earliest copy times of every chunk, ascending, shape (K, m, l) (inf: never).
+
+        The same values as the l smallest of `copy_times` (worker j's p-th chunk is done at
+        (L T_j) p), from each chunk's holders by increasing position, in row blocks that stay
+        in cache: (K, m, l) of memory instead of (K, m, N). A block stops early once no later
+        holder can come sooner: position p at the block's fastest worker, (L min_j T_j) p, is
+        no earlier than every chunk's l-th copy so far.
+        """
+        t = np.atleast_2d(np.asarray(cycle_times, dtype=float))
+        workers, order = self.holders
+        chunks, parts, gamma = workers.shape[0], self.parts, workers.shape[1]
+        later = np.where(order > 0, order, np.inf)  # padding: never a copy
+        out = np.full((t.shape[0], chunks, parts), np.inf)
+        rows = max(1, CHUNK_ELEMENTS // max(1, chunks))
+        for start in range(0, t.shape[0], rows):
+            base = self.chunk_load * t[start : start + rows]  # (k, N): L T_j
+            fastest = base.min(axis=1)[:, None]
+            best = out[start : start + rows]
+            copy = np.empty((base.shape[0], chunks))
+            for column in range(gamma):
+                if column > 0 and np.all(fastest * later[:, column] >= best[:, :, -1]):
+                    break
+                np.take(base, workers[:, column], axis=1, out=copy, mode="clip")
+                copy *= order[:, column]
+                copy[:, order[:, column] == 0] = np.inf
+                for rank in range(parts):  # insert into the sorted l best so far
+                    if rank + 1 < parts:
+                        larger = np.maximum(best[:, :, rank], copy)
+                    np.minimum(best[:, :, rank], copy, out=best[:, :, rank])
+                    if rank + 1 < parts:
+                        copy = larger
+        return out
+
     def useful_times(self, cycle_times: np.ndarray) -> np.ndarray:
         """The times at which the estimated NMSE drops, sorted, shape (K, m l).
 
         Chunk i's first l copies each remove 1/(m l) of the NMSE (spec §1.4); later ones do not.
         """
-        copies = np.sort(self.copy_times(cycle_times), axis=2)[:, :, : self.parts]
+        copies = self.first_copies(cycle_times)
         return np.sort(copies.reshape(copies.shape[0], -1), axis=1)
 
     def raw_runtime(self, cycle_times: np.ndarray) -> np.ndarray:
@@ -174,18 +217,28 @@ class PartialPlan:
         Exact: the time every chunk has l copies (timing.exact_times). Approximate:
         min(deadline, first time the estimated NMSE <= nmse_target, exact time).
         """
-        useful = self.useful_times(cycle_times)
+        copies = self.first_copies(cycle_times)
+        return self._stop(copies.reshape(copies.shape[0], -1))
+
+    def _stop(self, useful: np.ndarray) -> np.ndarray:
+        """The stop time of each row of the m l useful times (any order), shape (K,)."""
         total = useful.shape[1]
         needed = max(0, math.ceil(total * (1.0 - self.nmse_target) - 1e-9))
-        stop = useful[:, needed - 1] if needed > 0 else np.zeros(useful.shape[0])
+        if needed == 0:
+            stop = np.zeros(useful.shape[0])
+        elif needed == total:
+            stop = useful.max(axis=1)
+        else:
+            stop = np.partition(useful, needed - 1, axis=1)[:, needed - 1]
         if self.deadline is not None:
             stop = np.minimum(stop, self.deadline)
         return stop
 
     def nmse_at_stop(self, cycle_times: np.ndarray) -> np.ndarray:
         """Estimated NMSE sum_i (l - kappa_i)^+ / (m l) at the predicted stop, shape (K,)."""
-        useful = self.useful_times(cycle_times)
-        stop = self.raw_runtime(cycle_times)
+        copies = self.first_copies(cycle_times)
+        useful = copies.reshape(copies.shape[0], -1)
+        stop = self._stop(useful)
         return (useful > stop[:, None]).sum(axis=1) / useful.shape[1]
 
     def completion_probability(self, raw_deadline: float, dist: CycleTimeDistribution) -> float:
