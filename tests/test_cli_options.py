@@ -142,3 +142,29 @@ def test_every_ready_made_config_loads_and_plans(capsys):
         assert main(["plan", "--json", "--config", str(path), "--scheme", scheme]) == 0, path
         out = json.loads(capsys.readouterr().out)
         assert out["scheme"] == scheme and ("x" in out or "assignment" in out), path
+
+
+def test_keygen_json(tmp_path, capsys):
+    assert main(["keygen", "--json", "--dir", str(tmp_path), "--name", "master"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out == {
+        "public_key": str(tmp_path / "master.key"),
+        "secret_key": str(tmp_path / "master.key_secret"),
+    }
+    assert (tmp_path / "master.key_secret").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.slow
+def test_run_and_validate_json_hold_numbers_as_numbers(tmp_path, capsys):
+    folder = tmp_path / "run"
+    small = [*TINY, "--set", "run.iterations=3", "--set", "run.schemes=['bcgc-opt', 'uncoded']"]
+    assert main(["run", "--json", "--no-check", "-o", str(folder), *small]) == 0
+    out = json.loads(capsys.readouterr().out)
+    _numbers_are_numbers(out)
+    assert out["schemes"]["bcgc-opt"]["iterations"] == 3
+    assert out["schemes"]["uncoded"]["gradient_max_rel_error"] is None  # --no-check
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # the data set inside it
+    assert main(["validate", "--json", "--from", str(folder), "--deadline", "1e6"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    _numbers_are_numbers(out)
+    assert isinstance(out["schemes"]["bcgc-opt"]["ratio"], float)

@@ -323,6 +323,9 @@ def cmd_keygen(args: argparse.Namespace) -> int:
         _write_key_file(secret, _certificate(name, public_key, secret_key), 0o600, args.force)
     with writing(public):
         _write_key_file(public, _certificate(name, public_key, None), 0o644, args.force)
+    if args.json:
+        print(json.dumps({"public_key": str(public), "secret_key": str(secret)}))
+        return 0
     print(f"public key: {public}")
     print(f"secret key: {secret}  (mode 0600: keep it private)")
     print(
@@ -596,6 +599,7 @@ def build_parser() -> argparse.ArgumentParser:
     key.add_argument("--dir", default="keys", help="folder for the key files")
     key.add_argument("--name", required=True, help="e.g. master, or worker-3")
     key.add_argument("--force", action="store_true", help="replace an existing pair of that name")
+    key.add_argument("--json", action="store_true", help="print the two paths as JSON")
     key.set_defaults(func=cmd_keygen)
 
     cfg = sub.add_parser("config", help="list every config key: meaning, default, value")
