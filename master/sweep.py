@@ -1,7 +1,9 @@
 """`bcgc sweep`: one config key swept over values, every point a real testbed run.
 
 Each finished point appends its rows to sweep.csv at once, so an interrupted sweep resumes
-where it stopped (run it again with the same --output) and loses nothing finished. The time
+where it stopped (run it again with the same --output) and loses nothing finished. Run again
+with new values and the same parameter and base config, and the new points are added after the
+old ones (same time scale); a different parameter or base config is refused. The time
 scale is fixed for the whole sweep so that runtimes are comparable across points; when
 run.time_scale = 0 it is the largest of the points' own choices, so that no point's mean
 iteration is shorter than run.iteration_seconds (the testbed's fixed overhead of about a
@@ -13,12 +15,13 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from bcgc_sim.config import Config, load_config, parse_override
+from bcgc_sim.config import Config, config_from_dict, load_config, parse_override
+from bcgc_sim.config_keys import flatten
 from bcgc_sim.errors import UserError
 from bcgc_sim.predict import evaluation_samples
 from bcgc_sim.results import FolderLock, append_rows, write_atomically, writing
@@ -55,7 +58,7 @@ SWEEP_FIELDS = (
 @dataclass(frozen=True)
 class SweepSpec:
     parameter: str
-    values: tuple
+    values: tuple  # empty: the values stored in an existing sweep folder
     base: Config  # the config without the swept key
     overrides: tuple[str, ...]
     config_path: str | None
@@ -107,13 +110,18 @@ def _run_points(spec: SweepSpec, folder: Path, progress) -> list[dict]:
     if meta_path.exists():
         try:
             old = json.loads(meta_path.read_text())
-        except (OSError, ValueError) as exc:
+            _check_same_sweep(spec, folder, old)
+            values = tuple(old["values"])
+            time_scale = old["time_scale_s_per_unit"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             raise UserError(f"cannot read {meta_path}: {exc}; use another --output") from None
-        if {k: old.get(k) for k in meta} != meta:
-            raise UserError(
-                f"{folder} holds a different sweep ({old.get('parameter')} = {old.get('values')}); use another --output"
-            )
-        time_scale = old["time_scale_s_per_unit"]
+        added = tuple(v for v in dict.fromkeys(spec.values) if v not in values)
+        if added:  # extend the sweep: new points after the old ones, the same time scale
+            check_grid(replace(spec, values=added), folder)
+            write_atomically(meta_path, json.dumps(old | {"values": [*values, *added]}, indent=2))
+        spec = replace(spec, values=values + added)
+    elif not spec.values:
+        raise UserError(f"{folder} holds no sweep yet: give --values")
     else:
         check_grid(spec, folder)
         time_scale = max(_time_scale(point_config(spec, v, None, folder)) for v in spec.values)
@@ -147,7 +155,7 @@ def _run_points(spec: SweepSpec, folder: Path, progress) -> list[dict]:
             for s in summaries
         ]
         append_rows(table, SWEEP_FIELDS, new)  # whole rows or none
-        rows += [{k: str(v) for k, v in r.items()} for r in new]
+        rows += new
     if progress:
         progress(len(spec.values), None, "finished")
     return rows
@@ -172,16 +180,54 @@ def _model_means(config: Config, time_scale: float) -> dict[str, float]:
     return out
 
 
+def stored_sweep(folder: Path) -> tuple[str, tuple] | None:
+    """(parameter, values) of the sweep already in `folder`, or None if there is none (or it
+    cannot be read: run_sweep reports that)."""
+    try:
+        meta = json.loads((folder / "sweep.json").read_text())
+        return str(meta["parameter"]), tuple(meta["values"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _check_same_sweep(spec: SweepSpec, folder: Path, old: dict) -> None:
+    """Refuse to mix another sweep into `folder`: a different parameter, or a base config that
+    differs in any key but the swept one and run.output (one line naming the first such key)."""
+    if old["parameter"] != spec.parameter:
+        raise UserError(
+            f"{folder} holds a sweep of {old['parameter']}, not {spec.parameter}: use another --output"
+        )
+    first = old["values"][0]
+    stored = flatten(config_from_dict(old["config"]))
+    given = flatten(point_config(spec, first, None, folder))
+    for key, value in stored.items():
+        if key not in (spec.parameter, "run.output") and given.get(key) != value:
+            raise UserError(
+                f"{folder} holds a sweep with another base config ({key} = {value!r} there, "
+                f"{given.get(key)!r} here): use another --output"
+            )
+
+
+NUMERIC_FIELDS = {"point": int, "iterations": int, "measured_mean_s": float,
+                  "predicted_mean_s": float, "model_mean_s": float, "ratio": float}  # fmt: skip
+
+
 def read_rows(table: Path) -> list[dict]:
+    """The rows of sweep.csv with numbers as numbers (the value as its TOML type)."""
     if not table.exists():
         return []
     with open(table) as handle:
-        return list(csv.DictReader(handle))
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        for key, kind in NUMERIC_FIELDS.items():
+            row[key] = kind(row[key])
+        row["value"] = parse_values([row["value"]])[0]
+    return rows
 
 
 def reductions(rows: list[dict], column: str) -> dict[str, float]:
     """Per swept value: % reduction of bcgc-opt's runtime over the best non-BCGC baseline
-    (schemes that decode only an approximate gradient are no baseline)."""
+    (schemes that decode only an approximate gradient are no baseline). Keyed by the value."""
     out = {}
     for value in dict.fromkeys(r["value"] for r in rows):
         at = {r["scheme"]: float(r[column]) for r in rows if r["value"] == value}

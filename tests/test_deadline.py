@@ -328,7 +328,9 @@ def test_cli_plan_json_with_deadline(capsys):
     argv = ["plan", "--json", "--scheme", "bcgc-cdf-opt", "--deadline", str(CLI_DEADLINE)]
     assert main([*argv, *CLI_SMALL]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"scheme", "x"} and out["scheme"] == "bcgc-cdf-opt"
+    assert set(out) == {"scheme", "description", "x", "deadline", "completion_probability"}
+    assert out["scheme"] == "bcgc-cdf-opt" and out["deadline"] == pytest.approx(CLI_DEADLINE)
+    assert 0 < out["completion_probability"] <= 1
     assert len(out["x"]) == 5 and sum(out["x"]) == 60
 
 

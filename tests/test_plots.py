@@ -204,8 +204,8 @@ def test_sweep_reductions_agree_with_the_sweep_table(sweep_folder):
     rows = read_rows(sweep_folder / "sweep.csv")
     table = reductions(rows, "measured_mean_s"), reductions(rows, "predicted_mean_s")
     for r in summary.reductions:
-        assert r.measured.mean == pytest.approx(table[0][str(r.value)])
-        assert r.predicted.mean == pytest.approx(table[1][str(r.value)])
+        assert r.measured.mean == pytest.approx(table[0][r.value])
+        assert r.predicted.mean == pytest.approx(table[1][r.value])
         assert r.measured.lo < r.measured.mean < r.measured.hi
         assert r.baselines == ("single-bcgc", "single-bcgc")
     assert json.loads((sweep_folder / "sweep.json").read_text())["values"] == [3, 4]

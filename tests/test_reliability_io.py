@@ -187,7 +187,7 @@ def test_a_full_disk_ends_the_run_with_one_line_whole_rows_and_run_json_failed(
     folder, preexec = small_disk
     run = folder / "run"
     proc = subprocess.run(
-        [*BCGC, "run", "-o", str(run), "--set", f"run.output='{tmp_path}'", *FAST,
+        [*BCGC, "run", "-o", str(run), "--set", f"problem.data_dir='{tmp_path / 'data'}'", *FAST,
          "--set", "run.iterations=100000"],
         capture_output=True, text=True, timeout=120, preexec_fn=preexec,
     )  # fmt: skip

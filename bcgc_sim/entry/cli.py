@@ -1,4 +1,5 @@
-"""The `bcgc` command: plan, predict, run, validate, sweep, calibrate, master, worker, keygen.
+"""The `bcgc` command: plan, predict, run, validate, sweep, calibrate, config, master, worker,
+keygen.
 
 Part of the entry layer (bcgc_sim.entry), the one place that composes the model (bcgc_sim), the
 master (master/) and the workers (workers/). Each command imports what it runs when it runs:
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import UserError
+from .help import document
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -65,6 +67,9 @@ def _config(args: argparse.Namespace) -> Config:
     from ..config import load_config
 
     overrides = list(args.overrides)
+    check = getattr(args, "check", None)  # bcgc run --check / --no-check
+    if check is not None:
+        overrides.append(f"run.check={'true' if check else 'false'}")
     deadline = getattr(args, "deadline", None)
     if deadline is not None:
         if not (deadline > 0 and deadline < float("inf")):
@@ -77,12 +82,17 @@ def _config(args: argparse.Namespace) -> Config:
 
 def _check_model_memory(config: Config, schemes: list[str], samples: int) -> None:
     """Refuse before allocating: planning and evaluating `schemes` on `samples` draws."""
-    from ..predict import monte_carlo_need
-    from ..problems import check_memory
+    from .api import check_model_memory
 
-    n = config.cluster.workers
-    need = monte_carlo_need(n, samples, schemes, config.partial.parts)
-    check_memory([need], f"planning {', '.join(schemes)} for N = {n}")
+    check_model_memory(config, schemes, samples)
+
+
+def _with_output(config: Config, args: argparse.Namespace) -> Config:
+    """With --output, the run's data set goes inside that folder too (unless problem.data_dir
+    is set): nothing is written elsewhere."""
+    from .api import config_for_output
+
+    return config_for_output(config, Path(args.output)) if args.output else config
 
 
 def _check_model_time(config: Config, schemes: list[str], samples: int, exact: bool) -> None:
@@ -97,8 +107,8 @@ def _check_model_time(config: Config, schemes: list[str], samples: int, exact: b
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from ..partial.plan import CDF_SAMPLES
-    from ..predict import Prediction
     from ..schemes import PlanContext, build_plan
+    from .api import describe_plan
     from .progress import ProgressLine
 
     config = _config(args)
@@ -109,20 +119,33 @@ def cmd_plan(args: argparse.Namespace) -> int:
         plan = build_plan(
             args.scheme, model, config.scheme_options(), PlanContext(progress=progress)
         )
-    x = Prediction(args.scheme, plan, None, None, None).partition()
+    described = describe_plan(config, args.scheme, plan)
     if args.json:
-        print(json.dumps({"scheme": args.scheme, "x": x}))
+        print(json.dumps(described.to_json()))
         return 0
     print(
         f"scheme {args.scheme}: N = {model.n_workers} workers, L = {model.coordinates} coordinates"
     )
     print(f"cycle times: {model.distribution.describe()}")
     print(plan.describe())
+    _print_partial_plan(described)
     deadline = config.predict.deadline
     if deadline > 0:
         p = plan.completion_probability(deadline / model.scale, model.distribution)
         print(f"P(tau <= T) = {p:.6f} exactly, at T = {deadline:g} model time units")
     return 0
+
+
+def _print_partial_plan(described) -> None:
+    """partial-gc: each worker's stored chunks and its processing order (the first 20 workers)."""
+    if described.assignment is None:
+        return
+    shown = list(zip(described.assignment, described.ordering, strict=True))
+    print("worker  stores chunks  processes them in the order")
+    for j, (stored, order) in enumerate(shown[:20]):
+        print(f"{j:>6}  {' '.join(map(str, stored)):<13}  {' '.join(map(str, order))}")
+    if len(shown) > 20:
+        print(f"... {len(shown) - 20} more workers (all of them: --json)")
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -230,11 +253,7 @@ def _print_prediction_table(
 def cmd_run(args: argparse.Namespace) -> int:
     from master.runner import output_folder, run_testbed
 
-    from ..config import load_config
-
-    config = load_config(
-        args.config, [*args.overrides, *(["run.check=true"] if args.check else [])]
-    )
+    config = _with_output(_config(args), args)  # --check / --no-check: run.check
     folder = Path(args.output) if args.output else output_folder(config)
     summaries = run_testbed(config, folder, log=lambda text: print(text, file=sys.stderr))
     return _report_run(summaries, folder, args.json)
@@ -270,7 +289,9 @@ def cmd_master(args: argparse.Namespace) -> int:
 
     from ..config import load_config
 
-    config = load_config(args.config, [*args.overrides, f"cluster.workers={args.workers}"])
+    config = _with_output(
+        load_config(args.config, [*args.overrides, f"cluster.workers={args.workers}"]), args
+    )
     if bool(args.key) != bool(args.allow):
         raise UserError(
             "CURVE needs both --key (the master's .key_secret) and --allow (folder of worker .key files)"
@@ -322,6 +343,9 @@ def cmd_keygen(args: argparse.Namespace) -> int:
         _write_key_file(secret, _certificate(name, public_key, secret_key), 0o600, args.force)
     with writing(public):
         _write_key_file(public, _certificate(name, public_key, None), 0o644, args.force)
+    if args.json:
+        print(json.dumps({"public_key": str(public), "secret_key": str(secret)}))
+        return 0
     print(f"public key: {public}")
     print(f"secret key: {secret}  (mode 0600: keep it private)")
     print(
@@ -377,7 +401,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     else:
         from master.runner import output_folder, run_testbed
 
-        config = _config(args)
+        config = _with_output(_config(args), args)
         folder = Path(args.output) if args.output else output_folder(config)
         run_testbed(config, folder, log=lambda text: print(text, file=sys.stderr))
     run = load_run(folder)
@@ -405,21 +429,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from master.sweep import DEFAULT_VALUES, SweepSpec, parse_values, reductions, run_sweep
+    from master.sweep import SweepSpec, reductions, run_sweep
 
     from .. import plots
     from ..sweep_summary import load_sweep
 
-    if args.values:
-        values = parse_values(args.values)
-    elif args.param in DEFAULT_VALUES:
-        values = DEFAULT_VALUES[args.param]
-    else:
-        raise UserError(f"give --values for --param {args.param}")
     base = _config(args)  # validates the config and the overrides
-    spec = SweepSpec(args.param, values, base, tuple(args.overrides), args.config)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    folder = Path(args.output or Path(base.run.output) / f"sweep-{args.param}-{stamp}")
+    param = args.param or "cluster.workers"
+    folder = Path(args.output or Path(base.run.output) / f"sweep-{param}-{stamp}")
+    param, values, total = _sweep_values(args, folder)
+    spec = SweepSpec(param, values, base, tuple(args.overrides), args.config)
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -427,30 +447,48 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         TimeElapsedColumn(),
         transient=True,
     ) as bar:
-        task = bar.add_task("sweep", total=len(values))
+        task = bar.add_task("sweep", total=total)
 
         def progress(index, value, state):
-            text = f"{args.param} = {value}: {state}" if value is not None else state
+            text = f"{param} = {value}: {state}" if value is not None else state
             bar.update(task, completed=index, description=text)
 
         rows = run_sweep(spec, folder, progress)
     measured, predicted = reductions(rows, "measured_mean_s"), reductions(rows, "predicted_mean_s")
     figure = plots.plot_sweep(load_sweep(folder), folder / "sweep.png")
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "rows": rows,
-                    "reduction_measured_pct": measured,
-                    "reduction_predicted_pct": predicted,
-                    "output": str(folder),
-                }
-            )
-        )
+        from ..results import json_safe
+
+        reduction = [
+            {"value": v, "measured_pct": measured[v], "predicted_pct": predicted.get(v)}
+            for v in measured
+        ]
+        out = {"parameter": param, "rows": rows, "reductions": reduction, "output": str(folder)}
+        print(json.dumps(json_safe(out)))
         return 0
-    _print_sweep_table(args.param, rows, measured, predicted)
+    _print_sweep_table(param, rows, measured, predicted)
     print(f"results: {folder / 'sweep.csv'}, figure: {figure}")
     return 0
+
+
+def _sweep_values(args: argparse.Namespace, folder: Path) -> tuple[str, tuple, int]:
+    """(parameter, values, points in all) of `bcgc sweep`: --param, else the one of the sweep
+    already in the folder, else cluster.workers; --values (added to those of a sweep already
+    there), else the folder's, else a default grid."""
+    from master.sweep import DEFAULT_VALUES, parse_values, stored_sweep
+
+    stored = stored_sweep(folder)
+    param = args.param or (stored[0] if stored else "cluster.workers")
+    old = stored[1] if stored and stored[0] == param else ()
+    if args.values:
+        values = parse_values(args.values)
+    elif old:
+        values = ()  # resume: the folder's own values
+    elif param in DEFAULT_VALUES:
+        values = DEFAULT_VALUES[param]
+    else:
+        raise UserError(f"give --values for --param {param}")
+    return param, values, len(dict.fromkeys([*old, *values]))
 
 
 def _print_sweep_table(param: str, rows: list[dict], measured: dict, predicted: dict) -> None:
@@ -494,9 +532,14 @@ def _short(text: str, width: int = 60) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
     parser = _Parser(
-        prog="bcgc", description="Block coordinate gradient coding: predict and measure."
+        prog="bcgc",
+        description="Block coordinate gradient coding: predict and measure.",
+        epilog="'bcgc COMMAND --help' describes each command, with an example",
     )
+    parser.add_argument("--version", action="version", version=f"bcgc {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     from ..schemes import SCHEMES
 
@@ -515,7 +558,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the schemes on a local cluster: measured vs predicted")
     _add_config_arguments(run)
     run.add_argument(
-        "--check", action="store_true", help="check every decoded gradient (run.check)"
+        "--check",
+        action=argparse.BooleanOptionalAction,
+        help="check every decoded gradient against the uncoded one, or not (default: run.check "
+        "of the config, true)",
     )
     run.add_argument("--output", "-o", metavar="DIR", help="folder for this run's results")
     run.set_defaults(func=cmd_run)
@@ -529,9 +575,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     swp = sub.add_parser("sweep", help="sweep one config key on the testbed (resumable)")
     _add_config_arguments(swp)
-    swp.add_argument("--param", default="cluster.workers", help="config key to sweep")
-    swp.add_argument("--values", nargs="+", help="its values (default: a grid scaled to 2 cores)")
-    swp.add_argument("--output", "-o", metavar="DIR", help="sweep folder; run again to resume")
+    swp.add_argument(
+        "--param", help="config key to sweep (default: the folder's, else cluster.workers)"
+    )
+    swp.add_argument(
+        "--values",
+        nargs="+",
+        help="its values; added to those of a sweep already in --output (default: the folder's, "
+        "else a grid scaled to 2 cores)",
+    )
+    swp.add_argument(
+        "--output", "-o", metavar="DIR", help="sweep folder; run again to resume or extend"
+    )
     swp.set_defaults(func=cmd_sweep)
 
     cal = sub.add_parser(
@@ -564,8 +619,21 @@ def build_parser() -> argparse.ArgumentParser:
     key.add_argument("--dir", default="keys", help="folder for the key files")
     key.add_argument("--name", required=True, help="e.g. master, or worker-3")
     key.add_argument("--force", action="store_true", help="replace an existing pair of that name")
+    key.add_argument("--json", action="store_true", help="print the two paths as JSON")
     key.set_defaults(func=cmd_keygen)
+
+    cfg = sub.add_parser("config", help="list every config key: meaning, default, value")
+    _add_config_arguments(cfg)
+    cfg.set_defaults(func=cmd_config)
+    document(sub.choices)
     return parser
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from .config_command import print_config
+
+    print_config(_config(args), args.json)
+    return 0
 
 
 class Terminated(KeyboardInterrupt):
