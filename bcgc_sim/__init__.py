@@ -11,45 +11,18 @@ bcgc_sim.entry.api and is imported on first use, so that `import bcgc_sim` stays
 The library, with no processes and no sockets of its own: model/ (the runtime model), partial/
 (the partial-straggler model), wire/ (the protocol and how both ends move its frames), paper/
 (the papers' numbers and their reproduction), and at the top the scheme registry (schemes),
-config, problems, results, predict, validation, comparison, intervals, sweep_summary, and the
+config, problems, results, prediction, validation, comparison, intervals, sweep_summary, and the
 figures (plots, in the look of style). entry/ is the entry layer (the `bcgc` command and the
 API): it alone composes master/, workers/ and the library, and nothing in the library imports
 it at import time.
 """
-
-import importlib
-import sys
-import types
 
 __version__ = "0.1.0"
 
 API = ("load_config", "plan", "predict", "run", "load_run", "SchemePlan", "Predictions", "Run")
 
 
-class _PredictModule(types.ModuleType):
-    """bcgc_sim.predict is both the library module and, called, the API's predict()."""
-
-    def __call__(self, *args, **kwargs):
-        from .entry.api import predict
-
-        return predict(*args, **kwargs)
-
-
-class _Package(types.ModuleType):
-    """This package: the submodule bcgc_sim.predict, once imported, becomes callable."""
-
-    def __setattr__(self, name: str, value) -> None:
-        if name == "predict" and isinstance(value, types.ModuleType):
-            value.__class__ = _PredictModule
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
-
-
 def __getattr__(name: str):
-    if name == "predict":
-        return importlib.import_module(".predict", __name__)
     if name in API:
         from .entry import api
 

@@ -24,7 +24,7 @@ from scipy import stats
 from bcgc_sim.config import Config, load_config
 from bcgc_sim.errors import UserError
 from bcgc_sim.model.stragglers import ShiftedExponential
-from bcgc_sim.predict import evaluation_samples
+from bcgc_sim.prediction import evaluation_samples
 from bcgc_sim.results import json_safe, write_atomically
 from bcgc_sim.validation import load_run, model_cdf
 

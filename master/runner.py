@@ -22,7 +22,7 @@ from bcgc_sim.model.codes import CodeBook
 from bcgc_sim.model.layout import layout_for
 from bcgc_sim.model.system import SystemModel
 from bcgc_sim.partial.plan import PartialPlan
-from bcgc_sim.predict import evaluation_samples, monte_carlo_need
+from bcgc_sim.prediction import evaluation_samples, monte_carlo_need
 from bcgc_sim.problems import (
     MemoryNeed,
     ProblemData,

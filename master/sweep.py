@@ -23,7 +23,7 @@ import numpy as np
 from bcgc_sim.config import Config, config_from_dict, load_config, parse_override
 from bcgc_sim.config_keys import flatten
 from bcgc_sim.errors import UserError
-from bcgc_sim.predict import evaluation_samples
+from bcgc_sim.prediction import evaluation_samples
 from bcgc_sim.results import FolderLock, append_rows, write_atomically, writing
 from bcgc_sim.schemes import build_plan
 from bcgc_sim.sweep_summary import best_baseline, point_folder

@@ -21,7 +21,7 @@ from bcgc_sim.model.plans import BlockPlan
 from bcgc_sim.model.runtime import Estimate
 from bcgc_sim.model.stragglers import ShiftedExponential, monte_carlo_cycle_times
 from bcgc_sim.model.system import SystemModel
-from bcgc_sim.predict import evaluation_samples
+from bcgc_sim.prediction import evaluation_samples
 from bcgc_sim.schemes import SchemeOptions, build_plan
 
 

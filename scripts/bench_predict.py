@@ -15,7 +15,7 @@ import sys
 import time
 
 from bcgc_sim.config import load_config
-from bcgc_sim.predict import predict
+from bcgc_sim.prediction import predict
 from bcgc_sim.schemes import SCHEMES, needs_deadline
 
 

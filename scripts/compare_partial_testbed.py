@@ -44,7 +44,7 @@ from bcgc_sim.partial.assignment import Assignment, positions
 from bcgc_sim.partial.original_gc import original_nmse_at, tandon_code
 from bcgc_sim.partial.plan import PartialPlan
 from bcgc_sim.partial.timing import expected_nmse, speed_finish_times
-from bcgc_sim.predict import evaluation_samples
+from bcgc_sim.prediction import evaluation_samples
 from bcgc_sim.schemes import build_plan, plan_from_dict
 from bcgc_sim.style import PAGE_IN, new_figure, save_figure, scheme_colour, styled
 from master.runner import run_testbed

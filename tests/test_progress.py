@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from test_cli import SMALL
 
-from bcgc_sim import predict as predict_module
+from bcgc_sim import prediction as predict_module
 from bcgc_sim.config import load_config
 from bcgc_sim.entry import progress as progress_module
 from bcgc_sim.entry.cli import main
 from bcgc_sim.entry.progress import ProgressLine
 from bcgc_sim.errors import UserError
-from bcgc_sim.predict import TimeNeed, check_time, evaluation_samples, predict, time_needs
+from bcgc_sim.prediction import TimeNeed, check_time, evaluation_samples, predict, time_needs
 from bcgc_sim.schemes import PlanContext, build_plan
 
 

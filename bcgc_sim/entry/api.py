@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from ..config import Config
     from ..model.plans import Plan
-    from ..predict import Prediction
+    from ..prediction import Prediction
     from ..validation import RunRecord
 
 Overrides = Sequence[str] | Mapping[str, Any] | None
@@ -45,7 +45,7 @@ def load_config(path: str | Path | None = None, overrides: Overrides = None) -> 
 
 def check_model_memory(config: Config, schemes: list[str], samples: int) -> None:
     """Refuse before allocating: planning and evaluating `schemes` on `samples` draws."""
-    from ..predict import monte_carlo_need
+    from ..prediction import monte_carlo_need
     from ..problems import check_memory
 
     n = config.cluster.workers
@@ -120,7 +120,7 @@ def plan(config: Config, scheme: str = "bcgc-opt") -> SchemePlan:
 def describe_plan(config: Config, scheme: str, built: Plan) -> SchemePlan:
     """The SchemePlan of an already built plan (P(tau <= T) computed if there is a deadline)."""
     from ..partial.plan import PartialPlan
-    from ..predict import Prediction
+    from ..prediction import Prediction
 
     model = config.system_model()
     x = None
@@ -159,7 +159,7 @@ def predict(config: Config, schemes: Sequence[str] | None = None) -> Predictions
     import pandas as pd
 
     from ..partial.plan import CDF_SAMPLES
-    from ..predict import predict as predict_schemes
+    from ..prediction import predict as predict_schemes
     from ..schemes import check_scheme_names, needs_deadline
 
     options = config.scheme_options()

@@ -28,7 +28,7 @@ from .help import document
 if TYPE_CHECKING:
     from ..config import Config
     from ..model.system import SystemModel
-    from ..predict import Prediction
+    from ..prediction import Prediction
 
 
 class _Parser(argparse.ArgumentParser):
@@ -97,7 +97,7 @@ def _with_output(config: Config, args: argparse.Namespace) -> Config:
 
 def _check_model_time(config: Config, schemes: list[str], samples: int, exact: bool) -> None:
     """Refuse before starting: planning `schemes` and evaluating them on `samples` draws."""
-    from ..predict import check_time, time_needs
+    from ..prediction import check_time, time_needs
 
     needs = time_needs(config.system_model(), schemes, config.scheme_options(), samples, exact)
     what = f"{len(schemes)} schemes" if len(schemes) > 1 else schemes[0]
@@ -150,7 +150,7 @@ def _print_partial_plan(described) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from ..partial.plan import CDF_SAMPLES
-    from ..predict import predict
+    from ..prediction import predict
     from ..schemes import PARTIAL_SCHEMES, check_scheme_names, missing_deadline, needs_deadline
     from .progress import ProgressLine
 
@@ -186,7 +186,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _print_prediction_json(results: list[Prediction], samples: int, deadline: float | None) -> None:
-    from ..predict import finite_or_none
+    from ..prediction import finite_or_none
 
     out = {}
     for r in results:

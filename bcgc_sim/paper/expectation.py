@@ -20,7 +20,7 @@ import numpy as np
 from ..model.optimize import SubgradientSettings
 from ..model.plans import BlockPlan, Plan, TandonPlan
 from ..model.runtime import Estimate
-from ..predict import evaluation_samples
+from ..prediction import evaluation_samples
 from ..schemes import PARTIAL_SCHEMES, SCHEMES, SchemeOptions, needs_deadline
 from ..style import PAGE_IN, new_figure, save_figure, scheme_colour, styled
 from .common import (
