@@ -23,7 +23,7 @@ from .errors import UserError
 from .model import SystemModel
 from .optimize import SubgradientSettings
 from .problems import DATASETS, PROBLEMS
-from .schemes import SCHEMES, PartialOptions, SchemeOptions, check_scheme_names
+from .schemes import SCHEMES, SYSTEM_SCHEMES, PartialOptions, SchemeOptions, check_scheme_names
 from .stragglers import (
     DISTRIBUTIONS,
     CycleTimeDistribution,
@@ -67,7 +67,7 @@ class ModelConfig:
 @dataclass(frozen=True)
 class PredictConfig:
     samples: int = 100_000  # Monte-Carlo draws of T
-    schemes: tuple[str, ...] = tuple(SCHEMES)
+    schemes: tuple[str, ...] = tuple(s for s in SCHEMES if s not in SYSTEM_SCHEMES)
     exact: bool = True  # also E[tau] by integrating the exact completion probability
     deadline: float = 0.0  # T (model time units) for P(tau <= T) and the deadline schemes; 0 = none
 
@@ -152,7 +152,8 @@ class Config:
             self.cluster.workers, m.coordinates, m.samples, m.cycles, self.distribution()
         )
 
-    def scheme_options(self) -> SchemeOptions:
+    def scheme_options(self, costs=None) -> SchemeOptions:
+        """The schemes' knobs; `costs` (a SystemCosts from --calibration) enables bcgc-sys-opt."""
         o = self.optimize
         settings = (
             SubgradientSettings.paper()
@@ -165,7 +166,18 @@ class Config:
             tuning_samples=o.tuning_samples,
             deadline=self.predict.deadline or None,
             partial=PartialOptions(**dataclasses.asdict(self.partial)),
+            system=None if costs is None else (costs, self.machine(costs)),
         )
+
+    def machine(self, costs):
+        """Where the system model runs a plan: the calibrated cores with this config's burners,
+        slowdown and gradient check (bcgc_sim/system_runtime.py)."""
+        from .system_runtime import Machine
+
+        return Machine(
+            cores=costs.cores, burners=self.natural.burners, repeat=self.natural.slowdown,
+            check=self.run.check,
+        )  # fmt: skip
 
 
 def _check(config: Config) -> Config:

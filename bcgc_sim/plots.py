@@ -158,3 +158,21 @@ def _save(fig, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_calibration(schemes: dict[str, dict], path: Path) -> Path:
+    """Per scheme: the papers' prediction, the system model's and the measured mean runtime."""
+    names = list(schemes)
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(1.3 * len(names) + 2, 4))
+    bars = (
+        ("predicted_mean_s", "papers' model (fitted law)"),
+        ("system_predicted_mean_s", "system model (calibrated)"),
+        ("measured_mean_s", "measured"),
+    )
+    for i, (key, label) in enumerate(bars):
+        ax.bar(x + (i - 1) * 0.27, [1e3 * schemes[n][key] for n in names], 0.27, label=label)
+    ax.set_xticks(x, names, rotation=20)
+    ax.set(ylabel="mean runtime per iteration (ms)", title="Natural mode: predicted and measured")
+    ax.legend(fontsize=8)
+    return _save(fig, path)

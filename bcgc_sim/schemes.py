@@ -10,6 +10,8 @@ ferdinand-L/2  Ferdinand & Draper with r = L/2 layers; analytic centre of the de
 uncoded        no redundancy: every worker's partial derivatives are needed
 bcgc-cdf-lg    closed form x^(CDF,lg)_n = L / (H_N (n+1)) for large deadlines (§6), rounded with R1
 bcgc-cdf-opt   x maximising the exact completion probability P(tau <= T) (§6; bcgc_sim/deadline.py)
+bcgc-sys-opt   x minimising the calibrated system model's E[runtime] (bcgc_sim/system_optimize.py;
+               needs SchemeOptions.system, i.e. --calibration FILE)
 partial-gc         the partial-straggler protocol (spec/partial-gc.md, a reconstruction), variant
                    R1, exact: cyclic storage, chunk = data partition (bcgc_sim/partial_plan.py)
 partial-gc-approx  the same, stopped at a deadline: approximate gradient, error recorded
@@ -59,6 +61,7 @@ class SchemeOptions:
     tandon_alpha: float = TANDON_ALPHA
     deadline: float | None = None  # T in model time units, for the DEADLINE_SCHEMES
     partial: PartialOptions = field(default_factory=PartialOptions)
+    system: tuple | None = None  # (SystemCosts, system_runtime.Machine) for bcgc-sys-opt
 
 
 def deterministic_optimum(sorted_times: np.ndarray, coordinates: float) -> np.ndarray:
@@ -213,6 +216,21 @@ def build_bcgc_cdf_opt(model: SystemModel, options: SchemeOptions) -> Plan:
     return BlockPlan("bcgc-cdf-opt", tuple(int(v) for v in x))
 
 
+def build_bcgc_sys_opt(model: SystemModel, options: SchemeOptions) -> Plan:
+    if options.system is None:
+        raise UserError(
+            "bcgc-sys-opt minimises the calibrated system model: pass --calibration FILE "
+            "(written by 'bcgc calibrate')"
+        )
+    from .system_optimize import bcgc_sys_opt  # the system model: loaded on use
+
+    costs, machine = options.system
+    x = bcgc_sys_opt(
+        model.n_workers, model.samples, model.coordinates, costs, machine, options.seed
+    )
+    return BlockPlan("bcgc-sys-opt", x)
+
+
 def build_partial_gc(model: SystemModel, options: SchemeOptions) -> Plan:
     from .partial_plan import build_partial  # imports schemes itself: loaded on first use
 
@@ -236,12 +254,16 @@ SCHEMES: dict[str, Callable[[SystemModel, SchemeOptions], Plan]] = {
     "uncoded": build_uncoded,
     "bcgc-cdf-lg": build_bcgc_cdf_lg,
     "bcgc-cdf-opt": build_bcgc_cdf_opt,
+    "bcgc-sys-opt": build_bcgc_sys_opt,
     "partial-gc": build_partial_gc,
     "partial-gc-approx": build_partial_gc_approx,
 }
 DEADLINE_SCHEMES = ("bcgc-cdf-lg", "bcgc-cdf-opt")  # these need SchemeOptions.deadline
 PARTIAL_SCHEMES = ("partial-gc", "partial-gc-approx")  # PartialPlan, not a block partition
-APPROXIMATE_SCHEMES = ("partial-gc-approx",)  # decode an approximate gradient
+APPROXIMATE_SCHEMES = ("partial-gc-approx",)
+SYSTEM_SCHEMES = (
+    "bcgc-sys-opt",
+)  # need a calibration (SchemeOptions.system)  # decode an approximate gradient
 
 
 def needs_deadline(name: str) -> bool:

@@ -131,7 +131,7 @@ def _master_log(folder: Path) -> logging.Handler:
 
 
 def run_testbed(
-    config: Config, folder: Path, log=print, cluster_factory=None, plans=None
+    config: Config, folder: Path, log=print, cluster_factory=None, plans=None, costs=None
 ) -> list[SchemeSummary]:
     """Every scheme of config.run.schemes on one cluster; results written into `folder`.
 
@@ -139,13 +139,15 @@ def run_testbed(
     `.respawn(rank)`: a LocalCluster by default, a RemoteCluster for `bcgc master`.
     `plans(model)` -> {name: plan}, if given, replaces the plans of config.run.schemes (scripts
     that run plans outside the registry, e.g. scripts/compare_partial_testbed.py).
+    `costs` (a calibration, bcgc_sim.system_costs) lets the system-model schemes be planned.
     """
     check_capacity(config.cluster.workers)  # before any work: refuse an N this machine cannot run
     data = prepare_problem(config)
     model = model_for_data(config, data)
     if plans is None:
         plans = {
-            name: build_plan(name, model, config.scheme_options()) for name in config.run.schemes
+            name: build_plan(name, model, config.scheme_options(costs))
+            for name in config.run.schemes
         }
     else:
         plans = dict(plans(model))

@@ -15,6 +15,7 @@ from bcgc_sim.plans import BlockPlan, TandonPlan
 from bcgc_sim.runtime import Estimate, block_loads
 from bcgc_sim.schemes import (
     SCHEMES,
+    SYSTEM_SCHEMES,
     SchemeOptions,
     build_plan,
     deterministic_optimum,
@@ -239,7 +240,10 @@ def _check_partial(plan, model):
     assert plan.exact_expected_raw_runtime(model.distribution) is None  # Monte Carlo only
 
 
-@pytest.mark.parametrize("name", list(SCHEMES))
+PLANNED_WITHOUT_CALIBRATION = [name for name in SCHEMES if name not in SYSTEM_SCHEMES]
+
+
+@pytest.mark.parametrize("name", PLANNED_WITHOUT_CALIBRATION)
 def test_every_scheme_paper_point(name):
     plan = paper_plan(name)
     assert plan.scheme == name
@@ -251,7 +255,7 @@ def test_every_scheme_paper_point(name):
         assert plan.coordinates == 20_000
 
 
-@pytest.mark.parametrize("name", list(SCHEMES))
+@pytest.mark.parametrize("name", PLANNED_WITHOUT_CALIBRATION)
 @pytest.mark.parametrize("model", SMALL_MODELS, ids=lambda m: f"N{m.n_workers}-L{m.coordinates}")
 def test_every_scheme_small_models(name, model):
     plan = build_plan(name, model, with_deadline(name, model, FAST))
@@ -276,6 +280,7 @@ def test_registry_is_complete():
         "bcgc-cdf-opt",
         "partial-gc",
         "partial-gc-approx",
+        "bcgc-sys-opt",
     }
 
 

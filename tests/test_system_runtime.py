@@ -130,3 +130,50 @@ def test_calibration_file_round_trip(tmp_path):
     path = tmp_path / "calibration.toml"
     path.write_text(costs_to_toml(costs, {"setting": 'N = 8, "quiet"'}))
     assert load_costs(path) == costs
+
+
+def _sys_opt(costs: SystemCosts, machine: Machine, n: int = 4, rows: int = 400, coords: int = 200):
+    from bcgc_sim.model import SystemModel
+    from bcgc_sim.schemes import SchemeOptions, build_plan
+    from bcgc_sim.stragglers import ShiftedExponential
+
+    model = SystemModel(n, coords, rows, 1.0, ShiftedExponential(1.0, 1.0))
+    return build_plan("bcgc-sys-opt", model, SchemeOptions(system=(costs, machine)))
+
+
+def test_bcgc_sys_opt_needs_a_calibration():
+    from bcgc_sim.errors import UserError
+    from bcgc_sim.model import SystemModel
+    from bcgc_sim.schemes import build_plan
+    from bcgc_sim.stragglers import ShiftedExponential
+
+    with pytest.raises(UserError, match="--calibration"):
+        build_plan("bcgc-sys-opt", SystemModel(4, 20, 40, 1.0, ShiftedExponential(1.0, 1.0)))
+
+
+def test_bcgc_sys_opt_is_at_least_as_fast_as_every_single_level():
+    """4 workers on 2 shared cores: the chosen x beats (or ties) uncoded and every L e_s."""
+    costs = SystemCosts(forward_element_s=1e-8, derivative_element_s=1e-8, send_s=1e-5, cores=2)
+    machine = Machine(cores=2)
+    chosen = _sys_opt(costs, machine)
+
+    def mean(x):
+        w = plan_work(BlockPlan("p", x), 400, 200, costs)
+        return simulate(w, costs, machine, np.ones((8, 4))).runtime[2:].mean()
+
+    singles = [tuple(200 if i == s else 0 for i in range(4)) for s in range(4)]
+    assert mean(chosen.x) <= min(mean(x) for x in singles) * (1 + 1e-9)
+
+
+def test_bcgc_sys_opt_codes_around_a_slow_dedicated_worker():
+    """One core each, worker 3 five times slower: a plan that does not wait for it wins."""
+    costs = SystemCosts(forward_element_s=1e-8, derivative_element_s=1e-8, send_s=1e-5)
+    plan = _sys_opt(costs, Machine(repeat=(1, 1, 1, 5)))
+    assert plan.x[0] < 200 and sum(plan.x) == 200
+    work = {name: plan_work(p, 400, 200, costs) for name, p in
+            (("sys", plan), ("uncoded", BlockPlan("u", (200, 0, 0, 0))))}  # fmt: skip
+    means = {
+        name: simulate(w, costs, Machine(repeat=(1, 1, 1, 5)), np.ones((6, 4))).runtime[2:].mean()
+        for name, w in work.items()
+    }
+    assert means["sys"] < 0.7 * means["uncoded"]

@@ -19,6 +19,7 @@ from bcgc_sim.errors import UserError
 from bcgc_sim.layout import layout_for
 from bcgc_sim.results import RunRecorder
 from bcgc_sim.schemes import APPROXIMATE_SCHEMES, SCHEMES, build_plan
+from bcgc_sim.system_costs import SystemCosts
 from master.cluster import LocalCluster
 from master.runner import model_for_data, prepare_problem, run_testbed
 from master.session import SchemeSession, SessionSettings
@@ -45,7 +46,9 @@ def test_every_scheme_runs_exactly_on_a_local_cluster(tmp_path):
     # the deadline (model time units, about E[tau] of uncoded) lets bcgc-cdf-* be planned too
     config = small_config(tmp_path, f"run.schemes=[{schemes}]", "predict.deadline=5e6")
     folder = tmp_path / "run"
-    summaries = run_testbed(config, folder, log=lambda text: None)
+    # bcgc-sys-opt is planned on a calibration: here a synthetic one of a 2-core machine
+    costs = SystemCosts(derivative_element_s=1e-9, send_s=20e-6, master_receive_s=20e-6, cores=2)
+    summaries = run_testbed(config, folder, log=lambda text: None, costs=costs)
     assert [s.scheme for s in summaries] == exact
     for s in summaries:
         assert s.iterations == 3
