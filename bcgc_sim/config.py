@@ -20,11 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .model import SystemModel
-from .optimize import SubgradientSettings
-from .problems import DATASETS, PROBLEMS
-from .schemes import SCHEMES, SYSTEM_SCHEMES, PartialOptions, SchemeOptions, check_scheme_names
-from .stragglers import (
+from .model.optimize import SubgradientSettings
+from .model.stragglers import (
     DISTRIBUTIONS,
     CycleTimeDistribution,
     Empirical,
@@ -32,14 +29,19 @@ from .stragglers import (
     Pareto,
     ShiftedExponential,
 )
+from .model.system import SystemModel
+from .partial.plan import PartialOptions
+from .problems import DATASETS, PROBLEMS
+from .schemes import SCHEMES, SYSTEM_SCHEMES, SchemeOptions, check_scheme_names
+from .wire.protocol import DEFAULT_HEARTBEAT_S, DEFAULT_LIVENESS
 
 
 @dataclass(frozen=True)
 class ClusterConfig:
     workers: int = 8  # N
     pin: bool = True  # pin each worker to one core (round-robin); off: let the OS schedule
-    heartbeat: float = 0.5  # seconds without a message before master or worker sends a heartbeat
-    liveness: int = 10  # heartbeat intervals of silence before a peer counts as dead
+    heartbeat: float = DEFAULT_HEARTBEAT_S  # seconds without a message before a peer sends one
+    liveness: int = DEFAULT_LIVENESS  # heartbeat intervals of silence before a peer is dead
     on_failure: str = (
         "error"  # a block can no longer be decoded: "error" ends the run, "replace" waits
     )
@@ -111,17 +113,6 @@ class ProblemConfig:
 
 
 @dataclass(frozen=True)
-class PartialConfig:
-    """The partial-straggler protocol (schemes partial-gc, partial-gc-approx; spec/partial-gc.md)."""
-
-    storage: int = 0  # delta partitions per worker (cyclic); 0 = as many as bcgc-opt stores
-    parts: int = 1  # l: uploads of ceil(L / l) floats; a chunk needs l processed copies
-    ordering: str = "optimal"  # "optimal" (Latin) or "random" (one random order per worker)
-    approx_time: float = 0.8  # partial-gc-approx stops at this fraction of E[exact time] ...
-    approx_nmse: float = 0.0  # ... or once its estimated NMSE is at most this (0 = off)
-
-
-@dataclass(frozen=True)
 class Config:
     seed: int = 1
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
@@ -132,7 +123,7 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
     problem: ProblemConfig = field(default_factory=ProblemConfig)
     natural: NaturalConfig = field(default_factory=NaturalConfig)
-    partial: PartialConfig = field(default_factory=PartialConfig)
+    partial: PartialOptions = field(default_factory=PartialOptions)
 
     def distribution(self) -> CycleTimeDistribution:
         s = self.straggler
@@ -146,10 +137,17 @@ class Config:
             raise UserError("straggler.distribution = 'empirical' needs straggler.csv = PATH")
         return Empirical.from_csv(s.csv)
 
-    def system_model(self) -> SystemModel:
+    def system_model(
+        self, coordinates: int | None = None, samples: int | None = None
+    ) -> SystemModel:
+        """The model this config describes; L and M of a data set when given (the testbed's)."""
         m = self.model
         return SystemModel(
-            self.cluster.workers, m.coordinates, m.samples, m.cycles, self.distribution()
+            self.cluster.workers,
+            m.coordinates if coordinates is None else coordinates,
+            m.samples if samples is None else samples,
+            m.cycles,
+            self.distribution(),
         )
 
     def scheme_options(self, costs=None) -> SchemeOptions:
@@ -165,101 +163,109 @@ class Config:
             optimizer=settings,
             tuning_samples=o.tuning_samples,
             deadline=self.predict.deadline or None,
-            partial=PartialOptions(**dataclasses.asdict(self.partial)),
+            partial=self.partial,
             system=None if costs is None else (costs, self.machine(costs)),
         )
 
     def machine(self, costs):
         """Where the system model runs a plan: the calibrated cores with this config's burners,
-        slowdown and gradient check (bcgc_sim/system_runtime.py)."""
-        from .system_runtime import Machine
+        slowdown and gradient check (model/machine.py)."""
+        from .model.machine import Machine
 
         return Machine(
-            cores=costs.cores, burners=self.natural.burners, repeat=self.natural.slowdown,
+            cores=costs.cores,
+            burners=self.natural.burners,
+            repeat=self.natural.slowdown,
             check=self.run.check,
-        )  # fmt: skip
+        )
 
 
 def _check(config: Config) -> Config:
-    """Range checks that do not need a model (the model checks N, L, M, C and the law)."""
+    """Range checks of every section; the model checks N, L, M, C and the law."""
     if config.seed < 0:
         raise UserError(f"seed must be >= 0, got {config.seed}")
-    if config.straggler.distribution not in DISTRIBUTIONS:
+    _check_straggler(config.straggler)
+    _check_optimize(config.optimize)
+    _check_predict(config.predict)
+    _check_run(config.run)
+    _check_cluster(config.cluster)
+    _check_natural(config.natural, config.cluster.workers)
+    _check_problem(config.problem, config.model, config.cluster.workers)
+    config.partial.check(config.cluster.workers)
+    config.system_model()  # validates N, L, M, C and the distribution's parameters
+    return config
+
+
+def _check_straggler(s: StragglerConfig) -> None:
+    if s.distribution not in DISTRIBUTIONS:
         raise UserError(
             f"straggler.distribution must be one of {', '.join(DISTRIBUTIONS)}, "
-            f"got '{config.straggler.distribution}'"
+            f"got '{s.distribution}'"
         )
-    if config.optimize.method not in ("ours", "paper"):
-        raise UserError(
-            f"optimize.method must be 'ours' or 'paper', got '{config.optimize.method}'"
-        )
+
+
+def _check_optimize(o: OptimizeConfig) -> None:
+    if o.method not in ("ours", "paper"):
+        raise UserError(f"optimize.method must be 'ours' or 'paper', got '{o.method}'")
     for key in ("iterations", "batch", "tuning_samples"):
-        if getattr(config.optimize, key) < 1:
+        if getattr(o, key) < 1:
             raise UserError(f"optimize.{key} must be >= 1")
-    if config.predict.samples < 2:
+
+
+def _check_predict(p: PredictConfig) -> None:
+    if p.samples < 2:
         raise UserError("predict.samples must be >= 2")
-    if not (config.predict.deadline >= 0 and math.isfinite(config.predict.deadline)):
+    if not (p.deadline >= 0 and math.isfinite(p.deadline)):
         raise UserError(
-            f"predict.deadline must be >= 0 model time units (0 = none), got {config.predict.deadline}"
+            f"predict.deadline must be >= 0 model time units (0 = none), got {p.deadline}"
         )
-    check_scheme_names(list(config.predict.schemes))
-    check_scheme_names(list(config.run.schemes))
-    r = config.run
+    check_scheme_names(list(p.schemes))
+
+
+def _check_run(r: RunConfig) -> None:
+    check_scheme_names(list(r.schemes))
     if r.iterations < 1:
         raise UserError(f"run.iterations must be >= 1, got {r.iterations}")
     if r.time_scale < 0 or (r.time_scale == 0 and not r.iteration_seconds > 0):
         raise UserError("run.time_scale must be > 0, or 0 with run.iteration_seconds > 0")
     if not r.startup_timeout > 0:
         raise UserError("run.startup_timeout must be > 0")
-    c = config.cluster
+    if r.mode not in ("injected", "natural"):
+        raise UserError(f"run.mode must be 'injected' or 'natural', got '{r.mode}'")
+
+
+def _check_cluster(c: ClusterConfig) -> None:
     if not (c.heartbeat > 0 and c.liveness >= 2 and c.replace_timeout > 0):
         raise UserError(
             "cluster.heartbeat and cluster.replace_timeout must be > 0, cluster.liveness >= 2"
         )
     if c.on_failure not in ("error", "replace"):
         raise UserError(f"cluster.on_failure must be 'error' or 'replace', got '{c.on_failure}'")
-    if r.mode not in ("injected", "natural"):
-        raise UserError(f"run.mode must be 'injected' or 'natural', got '{r.mode}'")
-    slowdown = config.natural.slowdown
-    if slowdown and (len(slowdown) != config.cluster.workers or min(slowdown) < 1):
+
+
+def _check_natural(n: NaturalConfig, workers: int) -> None:
+    if n.slowdown and (len(n.slowdown) != workers or min(n.slowdown) < 1):
         raise UserError(
-            f"natural.slowdown needs one whole factor >= 1 per worker ({config.cluster.workers}), got {list(slowdown)}"
+            f"natural.slowdown needs one whole factor >= 1 per worker ({workers}), "
+            f"got {list(n.slowdown)}"
         )
     cores = os.cpu_count() or 1
-    if any(not 0 <= c < cores for c in config.natural.burners):
-        raise UserError(
-            f"natural.burners must list cores in 0..{cores - 1}, got {list(config.natural.burners)}"
-        )
-    p = config.problem
+    if any(not 0 <= c < cores for c in n.burners):
+        raise UserError(f"natural.burners must list cores in 0..{cores - 1}, got {list(n.burners)}")
+
+
+def _check_problem(p: ProblemConfig, model: ModelConfig, workers: int) -> None:
     if p.kind not in PROBLEMS:
         raise UserError(f"problem.kind must be one of {', '.join(PROBLEMS)}, got '{p.kind}'")
     if p.dataset not in DATASETS:
         raise UserError(f"problem.dataset must be one of {', '.join(DATASETS)}, got '{p.dataset}'")
     if p.learning_rate < 0 or p.noise < 0:
         raise UserError("problem.learning_rate and problem.noise must be >= 0")
-    if p.dataset == "synthetic" and config.model.samples < config.cluster.workers:
+    if p.dataset == "synthetic" and model.samples < workers:
         raise UserError(
-            f"model.samples (M = {config.model.samples}) must be >= cluster.workers "
-            f"(N = {config.cluster.workers}): every worker needs a data subset"
+            f"model.samples (M = {model.samples}) must be >= cluster.workers "
+            f"(N = {workers}): every worker needs a data subset"
         )
-    q = config.partial
-    if not 0 <= q.storage <= config.cluster.workers:
-        raise UserError(
-            f"partial.storage must be in 0..{config.cluster.workers} (cluster.workers; 0 = as "
-            f"bcgc-opt), got {q.storage}"
-        )
-    if q.parts < 1 or (q.storage and q.parts > q.storage):
-        raise UserError(
-            f"partial.parts (l) must be >= 1 and at most partial.storage, got {q.parts}"
-        )
-    if q.ordering not in ("optimal", "random"):
-        raise UserError(f"partial.ordering must be 'optimal' or 'random', got '{q.ordering}'")
-    if not (q.approx_time > 0 and math.isfinite(q.approx_time)):
-        raise UserError(f"partial.approx_time must be > 0 (a fraction), got {q.approx_time}")
-    if not 0 <= q.approx_nmse < 1:
-        raise UserError(f"partial.approx_nmse must be in [0, 1), got {q.approx_nmse}")
-    config.system_model()  # validates N, L, M, C and the distribution's parameters
-    return config
 
 
 def _convert(value: Any, kind: Any, key: str) -> Any:

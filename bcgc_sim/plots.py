@@ -77,10 +77,15 @@ def _draw_deadline(ax, check: DeadlineCheck) -> None:
         label=f"deadline ({check.deadline:g} model units)",
     )
     ax.errorbar(
-        [check.deadline_s], [check.measured_fraction],
+        [check.deadline_s],
+        [check.measured_fraction],
         yerr=[[check.measured_fraction - lo], [hi - check.measured_fraction]],
-        fmt="o", ms=4, color="C3", capsize=3, label=f"measured fraction by it, {CONFIDENCE:.0%} CI",
-    )  # fmt: skip
+        fmt="o",
+        ms=4,
+        color="C3",
+        capsize=3,
+        label=f"measured fraction by it, {CONFIDENCE:.0%} CI",
+    )
 
 
 def plot_timeline(run: RunRecord, scheme: str, iteration: int, path: Path) -> Path:
@@ -100,9 +105,13 @@ def plot_timeline(run: RunRecord, scheme: str, iteration: int, path: Path) -> Pa
         arrival = float(m["arrival_s"])
         ax.plot([due, arrival], [worker, worker], color=colors[slot], lw=1)
         ax.scatter(
-            arrival, worker, s=22, color=colors[slot], zorder=3,
+            arrival,
+            worker,
+            s=22,
+            color=colors[slot],
+            zorder=3,
             facecolors=colors[slot] if m["status"] == "used" else "none",
-        )  # fmt: skip
+        )
     for b in blocks:
         slot = int(b["slot"])
         ax.axvline(float(b["decoded_s"]), color=colors[slot], lw=1, alpha=0.8)

@@ -8,11 +8,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import UserError
-from .model import SystemModel
-from .plans import BlockPlan, Plan, TandonPlan
-from .runtime import Estimate
+from .model.plans import BlockPlan, Plan, TandonPlan
+from .model.runtime import Estimate
+from .model.stragglers import monte_carlo_cycle_times
+from .model.streams import STREAM_EVALUATION
+from .model.system import SystemModel
 from .schemes import SchemeOptions, build_plan
-from .stragglers import STREAM_EVALUATION, monte_carlo_cycle_times
 
 
 @dataclass(frozen=True)

@@ -112,13 +112,6 @@ def step_size(data: ProblemData, iterations: int = 50) -> float:
     return (4.0 if data.kind == "logistic" else 1.0) / value
 
 
-def partition_bounds(rows: int, parts: int, start: int = 0) -> tuple[int, ...]:
-    """Boundaries of `parts` contiguous row ranges of [start, start + rows), sizes within 1."""
-    sizes = np.full(parts, rows // parts)
-    sizes[: rows % parts] += 1
-    return tuple(int(v) for v in start + np.concatenate([[0], np.cumsum(sizes)]))
-
-
 def prepare_data(
     kind: str,
     dataset: str,

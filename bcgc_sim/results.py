@@ -10,11 +10,12 @@ Folder layout of one run:
   blocks.csv      one row per (scheme, iteration, slot): when it was decoded, measured and predicted
   partial.csv     (partial-gc schemes only) one row per iteration: stop rule and time, COMBINE /
                   UPLOAD round trip, copies, estimated / predicted / measured NMSE, bytes
-                  (PARTIAL_FIELDS). In messages.csv these schemes write one row per NOTICE
+                  (PartialRow). In messages.csv these schemes write one row per NOTICE
                   (slot = the chunk's 0-based position in the worker's order) and per UPLOAD
                   (slot = delta; deadline_s = when the worker received COMBINE).
   run.json        config, seed, package versions, git commit, host, CPU affinity, summaries
-Rows are queued in memory and written to disk every WRITE_INTERVAL_S, at the end of each scheme
+The columns of each table are the fields of its row record (IterationRow, MessageRow,
+BlockRow, PartialRow), in order. Rows are queued in memory and written to disk every WRITE_INTERVAL_S, at the end of each scheme
 and on close (also when a run is interrupted or fails): formatting the rows and flushing three
 files after every iteration cost the master about 0.15 ms per iteration at N = 8, L = 1e3. Only
 a master killed outright (SIGKILL) can lose the rows of its last WRITE_INTERVAL_S.
@@ -23,90 +24,112 @@ a master killed outright (SIGKILL) can lose the rows of its last WRITE_INTERVAL_
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
 import platform
 import subprocess
 import time
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-ITERATION_FIELDS = (
-    "scheme",
-    "iteration",
-    "measured_s",
-    "predicted_s",
-    "ratio",
-    "loss",
-    "gradient_rel_error",
-    "messages_used",
-    "messages_late",
-    "messages_stale",
-    "overruns",
-    "max_overrun_s",
-)
-MESSAGE_FIELDS = (
-    "scheme",
-    "iteration",
-    "slot",
-    "worker",
-    "cycle_time",
-    "worker_start_s",
-    "received_s",
-    "deadline_s",
-    "send_s",
-    "arrival_s",
-    "overrun_s",
-    "status",
-)
-BLOCK_FIELDS = (
-    "scheme",
-    "iteration",
-    "slot",
-    "stragglers",
-    "start",
-    "stop",
-    "needed",
-    "decoded_s",
-    "predicted_s",
-)
-PARTIAL_FIELDS = (
-    "scheme",
-    "iteration",
-    "stop_reason",  # exact | deadline | nmse
-    "stop_s",  # master's stop decision, from the broadcast
-    "round_trip_s",  # stop decision -> last UPLOAD decoded (coefficients, COMBINE, UPLOAD)
-    "measured_s",  # stop_s + round_trip_s
-    "predicted_s",  # the model's stop time for the same T (it has no round trip)
-    "notices_used",
-    "notices_late",
-    "uploads",
-    "covered_chunks",  # chunks with >= l processed copies at the stop
-    "nmse_estimated",  # sum_i (l - kappa_i)^+ / (m l) at the stop, from the notices
-    "nmse_predicted",  # the same from the model, same T
-    "nmse",  # measured ||g_hat - g||^2 / ||g||^2 (needs run.check)
-    "gradient_rel_error",  # max |g_hat - g| / max |g| (needs run.check)
-    "uplink_floats",  # all UPLOAD payloads (NOTICEs carry none)
-    "downlink_floats",  # all COMBINE coefficients
-    "worst_condition",  # max_i cond(Phi[:, S_i])
-)
+
+@dataclass(slots=True)
+class IterationRow:
+    """iterations.csv: one (scheme, iteration)."""
+
+    scheme: str
+    iteration: int
+    measured_s: float  # broadcast to the last decode
+    predicted_s: float  # the model's runtime for the same T
+    ratio: float  # measured_s / predicted_s
+    loss: float  # mean loss at this iteration's theta
+    gradient_rel_error: float | None  # max |g_hat - g| / max |g| (needs run.check)
+    messages_used: int
+    messages_late: int
+    messages_stale: int
+    overruns: int  # messages whose compute ended after their deadline
+    max_overrun_s: float
+
+
+@dataclass(slots=True)
+class MessageRow:
+    """messages.csv: one (scheme, iteration, slot, worker) message."""
+
+    scheme: str
+    iteration: int
+    slot: int
+    worker: int
+    cycle_time: float  # T_n of this iteration
+    worker_start_s: float  # the worker's clock start, from the master's broadcast
+    received_s: float  # the worker's receipt of theta, from the broadcast
+    deadline_s: float  # from the worker's start
+    send_s: float  # from the worker's start
+    arrival_s: float  # at the master, from the broadcast
+    overrun_s: float
+    status: str  # used / late / duplicate / stale
+
+
+@dataclass(slots=True)
+class BlockRow:
+    """blocks.csv: one (scheme, iteration, slot)."""
+
+    scheme: str
+    iteration: int
+    slot: int
+    stragglers: int
+    start: int
+    stop: int
+    needed: int  # messages the decode needed
+    decoded_s: float  # from the broadcast
+    predicted_s: float
+
+
+@dataclass(slots=True)
+class PartialRow:
+    """partial.csv (partial-gc schemes only): one iteration of the partial-straggler protocol."""
+
+    scheme: str
+    iteration: int
+    stop_reason: str  # exact | deadline | nmse
+    stop_s: float  # master's stop decision, from the broadcast
+    round_trip_s: float  # stop decision -> last UPLOAD decoded (coefficients, COMBINE, UPLOAD)
+    measured_s: float  # stop_s + round_trip_s
+    predicted_s: float  # the model's stop time for the same T (it has no round trip)
+    notices_used: int
+    notices_late: int
+    uploads: int
+    covered_chunks: int  # chunks with >= l processed copies at the stop
+    nmse_estimated: float  # sum_i (l - kappa_i)^+ / (m l) at the stop, from the notices
+    nmse_predicted: float  # the same from the model, same T
+    nmse: float | None  # measured ||g_hat - g||^2 / ||g||^2 (needs run.check)
+    gradient_rel_error: float | None  # max |g_hat - g| / max |g| (needs run.check)
+    uplink_floats: int  # all UPLOAD payloads (NOTICEs carry none)
+    downlink_floats: int  # all COMBINE coefficients
+    worst_condition: float  # max_i cond(Phi[:, S_i])
+
+
+Row = IterationRow | MessageRow | BlockRow | PartialRow
 WRITE_INTERVAL_S = 0.5  # queued rows reach the disk at least this often during a run
 
 
 class Table:
-    """One CSV table of a run; rows are queued until the recorder writes them."""
+    """One CSV table of a run, its columns the fields of one row record; rows are queued until
+    the recorder writes them. A row is that record or a dict with (some of) its fields."""
 
-    def __init__(self, handle, fields: tuple[str, ...]) -> None:
+    def __init__(self, handle, record: type[Row]) -> None:
         self.handle = handle
-        self.writer = csv.DictWriter(handle, fieldnames=fields)
+        self.columns = tuple(f.name for f in dataclasses.fields(record))
+        self.writer = csv.DictWriter(handle, fieldnames=self.columns)
         self.writer.writeheader()
-        self.queued: list[dict] = []
+        self.queued: list[Row | dict] = []
 
-    def writerow(self, row: dict) -> None:
+    def writerow(self, row: Row | dict) -> None:
         self.queued.append(row)
 
     def writerows(self, rows) -> None:
@@ -114,7 +137,10 @@ class Table:
 
     def write(self) -> None:
         """Format the queued rows into the file and hand them to the OS."""
-        self.writer.writerows(self.queued)
+        self.writer.writerows(
+            row if isinstance(row, dict) else {c: getattr(row, c) for c in self.columns}
+            for row in self.queued
+        )
         self.queued.clear()
         self.handle.flush()
 
@@ -128,19 +154,19 @@ class RunRecorder:
         self._tables: list[Table] = []
         self._extra: dict[str, Table] = {}
         self._written = time.monotonic()
-        self.iterations = self._writer("iterations.csv", ITERATION_FIELDS)
-        self.messages = self._writer("messages.csv", MESSAGE_FIELDS)
-        self.blocks = self._writer("blocks.csv", BLOCK_FIELDS)
+        self.iterations = self._writer("iterations.csv", IterationRow)
+        self.messages = self._writer("messages.csv", MessageRow)
+        self.blocks = self._writer("blocks.csv", BlockRow)
 
-    def table(self, name: str, fields: tuple[str, ...]) -> Table:
-        """An extra table of this run (created on first use), e.g. partial.csv."""
+    def table(self, name: str, record: type[Row]) -> Table:
+        """An extra table of this run (created on first use), e.g. partial.csv of PartialRow."""
         if name not in self._extra:
-            self._extra[name] = self._writer(name, fields)
+            self._extra[name] = self._writer(name, record)
         return self._extra[name]
 
-    def _writer(self, name: str, fields: tuple[str, ...]) -> Table:
+    def _writer(self, name: str, record: type[Row]) -> Table:
         handle = open(self.folder / name, "w", newline="")  # noqa: SIM115 - closed in close()
-        self._tables.append(Table(handle, fields))
+        self._tables.append(Table(handle, record))
         return self._tables[-1]
 
     def flush(self) -> None:

@@ -9,46 +9,48 @@ ferdinand-L    Ferdinand & Draper with r = L layers (= full replication) (§7.3)
 ferdinand-L/2  Ferdinand & Draper with r = L/2 layers; analytic centre of the degenerate LP
 uncoded        no redundancy: every worker's partial derivatives are needed
 bcgc-cdf-lg    closed form x^(CDF,lg)_n = L / (H_N (n+1)) for large deadlines (§6), rounded with R1
-bcgc-cdf-opt   x maximising the exact completion probability P(tau <= T) (§6; bcgc_sim/deadline.py)
-bcgc-sys-opt   x minimising the calibrated system model's E[runtime] (bcgc_sim/system_optimize.py;
+bcgc-cdf-opt   x maximising the exact completion probability P(tau <= T) (§6; model/deadline.py)
+bcgc-sys-opt   x minimising the calibrated system model's E[runtime] (model/sys_opt.py;
                needs SchemeOptions.system, i.e. --calibration FILE)
 partial-gc         the partial-straggler protocol (spec/partial-gc.md, a reconstruction), variant
-                   R1, exact: cyclic storage, chunk = data partition (bcgc_sim/partial_plan.py)
+                   R1, exact: cyclic storage, chunk = data partition (partial/plan.py)
 partial-gc-approx  the same, stopped at a deadline: approximate gradient, error recorded
 
 The last two (DEADLINE_SCHEMES) maximise P(tau <= T) and need SchemeOptions.deadline = T (model
 time units); the others minimise E[tau] and ignore the deadline. The partial-gc schemes
 (PARTIAL_SCHEMES) give a PartialPlan, not a block partition; their knobs are SchemeOptions.partial.
+Plans go to run.json and back through `plan_to_dict` / `plan_from_dict`. This module sits above
+the runtime and partial models (bcgc_sim/model, bcgc_sim/partial), which never import it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .deadline import cdf_large_t, maximise_completion_probability
 from .errors import UserError
-from .ferdinand import ferdinand_partition
-from .model import SystemModel
-from .optimize import SubgradientSettings, round_r1, round_r2, stochastic_subgradient
-from .plans import BlockPlan, Plan, TandonPlan
-from .runtime import tandon_raw_runtime
-from .stragglers import STREAM_ROUNDING, STREAM_TUNING, monte_carlo_cycle_times
+from .model.deadline import cdf_large_t, maximise_completion_probability
+from .model.ferdinand import ferdinand_partition
+from .model.optimize import (
+    SubgradientSettings,
+    deterministic_optimum,
+    optimum_from_frequencies,
+    round_r1,
+    round_r2,
+    stochastic_subgradient,
+)
+from .model.plans import BlockPlan, Plan, TandonPlan
+from .model.runtime import tandon_raw_runtime
+from .model.stragglers import FailureMixture, monte_carlo_cycle_times
+from .model.streams import STREAM_ROUNDING, STREAM_TUNING
+from .model.sys_opt import bcgc_sys_opt
+from .model.system import SystemModel
+from .partial.plan import PartialOptions, PartialPlan, build_partial
 
 TANDON_ALPHA = 6.0  # ceil((1 - ln 0.5)/(1 + ln 0.5)), the authors' code (spec §7.2)
-
-
-@dataclass(frozen=True)
-class PartialOptions:
-    """Knobs of partial-gc and partial-gc-approx (config section `partial`, partial_plan.py)."""
-
-    storage: int = 0  # delta partitions per worker, cyclic; 0 = the storage bcgc-opt uses
-    parts: int = 1  # l: the gradient is cut into l blocks, every upload has ceil(L / l) floats
-    ordering: str = "optimal"  # "optimal" (Latin) or "random" (drawn once from the seed)
-    approx_time: float = 0.8  # partial-gc-approx stops at this fraction of E[exact time] ...
-    approx_nmse: float = 0.0  # ... or once the estimated NMSE is at most this (0 = off)
 
 
 @dataclass(frozen=True)
@@ -61,28 +63,7 @@ class SchemeOptions:
     tandon_alpha: float = TANDON_ALPHA
     deadline: float | None = None  # T in model time units, for the DEADLINE_SCHEMES
     partial: PartialOptions = field(default_factory=PartialOptions)
-    system: tuple | None = None  # (SystemCosts, system_runtime.Machine) for bcgc-sys-opt
-
-
-def deterministic_optimum(sorted_times: np.ndarray, coordinates: float) -> np.ndarray:
-    """Relaxed x minimising max_n t_{N-n} S_n(x) for fixed sorted t_1 <= ... <= t_N (spec §5).
-
-    x_n = lambda/(n+1) (1/t_{N-n} - 1/t_{N-n+1}) with 1/t_{N+1} = 0 and lambda = L / D(t):
-    every term t_{N-n} S_n equals lambda. Accepts frequencies 1/t with zeros (failed workers).
-    """
-    return optimum_from_frequencies(1.0 / np.asarray(sorted_times, dtype=float), coordinates)
-
-
-def optimum_from_frequencies(frequencies: np.ndarray, coordinates: float) -> np.ndarray:
-    """The same optimum from phi_n = 1/t_n (non-increasing in n), shape (N,)."""
-    phi = np.asarray(frequencies, dtype=float)
-    n = phi.size
-    by_block = phi[::-1]  # block n uses phi_{N-n}
-    previous = np.concatenate([[0.0], by_block[:-1]])  # phi_{N-n+1}, phi_{N+1} = 0
-    weights = (by_block - previous) / np.arange(1, n + 1)
-    if not np.all(np.isfinite(weights)) or weights.sum() <= 0:
-        raise UserError("the closed form needs finite, positive order-statistic moments")
-    return coordinates * weights / weights.sum()
+    system: tuple | None = None  # (SystemCosts, model.machine.Machine) for bcgc-sys-opt
 
 
 def theorem2_relaxed(model: SystemModel) -> np.ndarray:
@@ -222,8 +203,6 @@ def build_bcgc_sys_opt(model: SystemModel, options: SchemeOptions) -> Plan:
             "bcgc-sys-opt minimises the calibrated system model: pass --calibration FILE "
             "(written by 'bcgc calibrate')"
         )
-    from .system_optimize import bcgc_sys_opt  # the system model: loaded on use
-
     costs, machine = options.system
     x = bcgc_sys_opt(
         model.n_workers, model.samples, model.coordinates, costs, machine, options.seed
@@ -231,19 +210,41 @@ def build_bcgc_sys_opt(model: SystemModel, options: SchemeOptions) -> Plan:
     return BlockPlan("bcgc-sys-opt", x)
 
 
-def build_partial_gc(model: SystemModel, options: SchemeOptions) -> Plan:
-    from .partial_plan import build_partial  # imports schemes itself: loaded on first use
+def bcgc_storage(model: SystemModel, options: SchemeOptions) -> int:
+    """1 + the highest redundancy level bcgc-opt uses for `model`: the partitions it stores.
 
-    return build_partial(model, options, approximate=False)
+    Fitted on the base law under a failure mixture (bcgc-opt needs finite means).
+    """
+    law = model.distribution
+    if isinstance(law, FailureMixture):
+        model = dataclasses.replace(model, distribution=law.base)
+    try:
+        plan = build_plan("bcgc-opt", model, options)
+    except UserError as exc:
+        raise UserError(
+            f"partial.storage = 0 takes the storage of bcgc-opt, which cannot be planned here "
+            f"({exc}); set partial.storage = delta"
+        ) from None
+    return int(np.flatnonzero(np.asarray(plan.x) > 0).max()) + 1
 
 
-def build_partial_gc_approx(model: SystemModel, options: SchemeOptions) -> Plan:
-    from .partial_plan import build_partial
+def _partial(model: SystemModel, options: SchemeOptions, approximate: bool) -> PartialPlan:
+    """partial-gc or partial-gc-approx; storage 0 = the storage of bcgc-opt (`bcgc_storage`)."""
+    storage = options.partial.storage or bcgc_storage(model, options)
+    return build_partial(
+        model, options.partial, storage, options.seed, options.tuning_samples, approximate
+    )
 
-    return build_partial(model, options, approximate=True)
+
+def build_partial_gc(model: SystemModel, options: SchemeOptions) -> PartialPlan:
+    return _partial(model, options, approximate=False)
 
 
-SCHEMES: dict[str, Callable[[SystemModel, SchemeOptions], Plan]] = {
+def build_partial_gc_approx(model: SystemModel, options: SchemeOptions) -> PartialPlan:
+    return _partial(model, options, approximate=True)
+
+
+SCHEMES: dict[str, Callable[[SystemModel, SchemeOptions], Plan | PartialPlan]] = {
     "bcgc-opt": build_bcgc_opt,
     "bcgc-t": build_bcgc_t,
     "bcgc-f": build_bcgc_f,
@@ -260,10 +261,8 @@ SCHEMES: dict[str, Callable[[SystemModel, SchemeOptions], Plan]] = {
 }
 DEADLINE_SCHEMES = ("bcgc-cdf-lg", "bcgc-cdf-opt")  # these need SchemeOptions.deadline
 PARTIAL_SCHEMES = ("partial-gc", "partial-gc-approx")  # PartialPlan, not a block partition
-APPROXIMATE_SCHEMES = ("partial-gc-approx",)
-SYSTEM_SCHEMES = (
-    "bcgc-sys-opt",
-)  # need a calibration (SchemeOptions.system)  # decode an approximate gradient
+APPROXIMATE_SCHEMES = ("partial-gc-approx",)  # decode an approximate gradient
+SYSTEM_SCHEMES = ("bcgc-sys-opt",)  # need a calibration (SchemeOptions.system)
 
 
 def needs_deadline(name: str) -> bool:
@@ -287,7 +286,40 @@ def check_scheme_names(names: list[str]) -> None:
             raise UserError(f"unknown scheme '{name}'; known schemes: {', '.join(SCHEMES)}")
 
 
-def build_plan(name: str, model: SystemModel, options: SchemeOptions | None = None) -> Plan:
+def build_plan(
+    name: str, model: SystemModel, options: SchemeOptions | None = None
+) -> Plan | PartialPlan:
     """The plan of scheme `name` for `model`."""
     check_scheme_names([name])
     return SCHEMES[name](model, options or SchemeOptions())
+
+
+def plan_to_dict(plan: Plan | PartialPlan) -> dict:
+    """A plain dict (run.json) from which `plan_from_dict` rebuilds the plan."""
+    if isinstance(plan, BlockPlan):
+        return {"kind": "block", "scheme": plan.scheme, "x": [int(v) for v in plan.x]}
+    if isinstance(plan, TandonPlan):
+        return {
+            "kind": "tandon",
+            "scheme": plan.scheme,
+            "n_workers": plan.n_workers,
+            "coordinates": plan.coordinates,
+            "stragglers": plan.stragglers,
+            "alpha": plan.alpha,
+        }
+    return plan.to_dict()
+
+
+def plan_from_dict(data: dict) -> Plan | PartialPlan:
+    """The plan `plan_to_dict` described."""
+    if data["kind"] == "block":
+        return BlockPlan(data["scheme"], tuple(int(v) for v in data["x"]))
+    if data["kind"] == "partial":
+        return PartialPlan.from_dict(data)
+    return TandonPlan(
+        data["scheme"],
+        int(data["n_workers"]),
+        int(data["coordinates"]),
+        int(data["stragglers"]),
+        float(data["alpha"]),
+    )

@@ -4,7 +4,7 @@ Reads a run folder (bcgc_sim.results) and, per scheme, compares the measured run
 predictions for the same cycle times (paired, per iteration) and with the model's exact runtime
 distribution (Kolmogorov-Smirnov distance of the measured sample to the model's CDF, which is
 P(R <= t / (time_scale * M C / N)) from the exact completion probability, spec §6; for the
-partial-gc plans a Monte-Carlo estimate, bcgc_sim/partial_plan.py).
+partial-gc plans a Monte-Carlo estimate, bcgc_sim/partial/plan.py).
 
 With a deadline T (model time units, `bcgc validate --deadline T`), also the measured fraction of
 iterations finishing by T * time_scale seconds with a 95% Wilson score interval, beside the
@@ -24,8 +24,9 @@ from scipy import stats
 
 from .config import Config, config_from_dict
 from .errors import UserError
-from .model import SystemModel
-from .plans import Plan, plan_from_dict
+from .model.plans import Plan
+from .model.system import SystemModel
+from .schemes import plan_from_dict
 
 
 @dataclass(frozen=True)
@@ -62,10 +63,7 @@ def load_run(folder: str | Path) -> RunRecord:
         raise UserError(f"{folder}/run.json is not valid JSON") from None
     config = config_from_dict(meta["config"])
     data = meta["data"]
-    model = SystemModel(
-        config.cluster.workers, int(data["coordinates"]), int(data["rows"]),
-        config.model.cycles, config.distribution(),
-    )  # fmt: skip
+    model = config.system_model(int(data["coordinates"]), int(data["rows"]))
     plans = {name: plan_from_dict(p) for name, p in meta["plans"].items()}
     return RunRecord(
         folder, meta, config, model, plans, float(meta["time_scale_s_per_unit"]), iterations
@@ -126,9 +124,14 @@ def deadline_check(
     known = predicted[~np.isnan(predicted)]  # NaN: nothing predicted (natural stragglers)
     probability = plan.completion_probability(deadline / run.model.scale, run.model.distribution)
     return DeadlineCheck(
-        deadline, deadline_s, hits, int(measured.size), wilson_interval(hits, int(measured.size)),
-        float(np.mean(known <= deadline_s)) if known.size else None, float(probability),
-    )  # fmt: skip
+        deadline,
+        deadline_s,
+        hits,
+        int(measured.size),
+        wilson_interval(hits, int(measured.size)),
+        float(np.mean(known <= deadline_s)) if known.size else None,
+        float(probability),
+    )
 
 
 def check_deadline(deadline: float | None) -> float | None:
@@ -277,14 +280,17 @@ def to_json(results: list[SchemeValidation]) -> dict:
                 "predicted_mean_s": num(float(r.predicted.mean())),
                 "ratio": num(r.ratio),
                 "median_ratio": num(r.median_ratio),
-                "measured_p50_s": r.quantiles(0.5)[0], "predicted_p50_s": r.quantiles(0.5)[1],
-                "measured_p95_s": r.quantiles(0.95)[0], "predicted_p95_s": r.quantiles(0.95)[1],
+                "measured_p50_s": r.quantiles(0.5)[0],
+                "predicted_p50_s": r.quantiles(0.5)[1],
+                "measured_p95_s": r.quantiles(0.95)[0],
+                "predicted_p95_s": r.quantiles(0.95)[1],
                 "ks_distance": num(r.ks_distance),
                 "ks_pvalue": num(r.ks_pvalue),
-            } | _deadline_json(r.deadline)
+            }
+            | _deadline_json(r.deadline)
             for r in results
         }
-    }  # fmt: skip
+    }
 
 
 def _deadline_json(c: DeadlineCheck | None) -> dict:

@@ -26,14 +26,15 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from bcgc_sim.calibration import save_costs
 from bcgc_sim.config import Config, load_config
 from bcgc_sim.errors import UserError
-from bcgc_sim.plans import BlockPlan
+from bcgc_sim.model.costs import SystemCosts
+from bcgc_sim.model.machine import system_runtimes
+from bcgc_sim.model.plans import BlockPlan
+from bcgc_sim.model.stragglers import ShiftedExponential
 from bcgc_sim.predict import evaluation_samples
 from bcgc_sim.results import json_safe
-from bcgc_sim.stragglers import ShiftedExponential
-from bcgc_sim.system_costs import SystemCosts, save_costs
-from bcgc_sim.system_runtime import system_runtimes
 from bcgc_sim.validation import load_run, model_cdf
 
 from . import system_calibrate
@@ -78,9 +79,10 @@ def measured_cycle_times(
     """Cycle times of the uncoded run in `folder` (of `scheme` if given), and each worker's mean."""
     with open(folder / "messages.csv") as handle:
         rows = [
-            r for r in csv.DictReader(handle)
+            r
+            for r in csv.DictReader(handle)
             if r["status"] in ("used", "late") and scheme in (None, r["scheme"])
-        ]  # fmt: skip
+        ]
     workers = sorted({int(r["worker"]) for r in rows})
     times = {
         w: [float(r["send_s"]) / (scale * coordinates) for r in rows if int(r["worker"]) == w]
@@ -106,8 +108,10 @@ def measure_system(config: Config, folder: Path, log=print) -> SystemCosts:
     costs = SystemCosts(
         **system_calibrate.measure_kernels(rows, coordinates, n, config.seed),
         **system_calibrate.measure_decode(n, coordinates, config.seed),
-        cores=system_calibrate.machine_cores(), quantum_s=QUANTUM_S, iteration_s=ITERATION_S,
-    )  # fmt: skip
+        cores=system_calibrate.machine_cores(),
+        quantum_s=QUANTUM_S,
+        iteration_s=ITERATION_S,
+    )
     machine = config.machine(costs)
     runs = [(run.plans["uncoded"], folder, "uncoded"), (run.plans["probe"], folder, "probe")]
     costs = system_calibrate.fit_messages(runs, rows, coordinates, costs, machine)
@@ -121,12 +125,14 @@ def calibrate(config_path: str | None, overrides: list[str], folder: Path, log=p
     first = load_config(config_path, [*natural, "run.schemes=['uncoded']"])
     log(f"measuring: uncoded and a probe plan, {first.run.iterations} iterations, natural mode")
     run_testbed(
-        first, folder / "measure", log=lambda text: None,
+        first,
+        folder / "measure",
+        log=lambda text: None,
         plans=lambda model: {
             "uncoded": BlockPlan("uncoded", (model.coordinates,) + (0,) * (model.n_workers - 1)),
             "probe": probe_plan(model.n_workers, model.coordinates),
         },
-    )  # fmt: skip
+    )
     measured = load_run(folder / "measure")
     values, worker_means = measured_cycle_times(
         folder / "measure", measured.model.scale, measured.model.coordinates, "uncoded"
@@ -134,9 +140,10 @@ def calibrate(config_path: str | None, overrides: list[str], folder: Path, log=p
     fit = fit_shifted_exponential(values, worker_means)
     costs = measure_system(first, folder / "measure", log)
     calibration = save_costs(
-        costs, folder / "calibration.toml",
+        costs,
+        folder / "calibration.toml",
         {"setting": " ".join(overrides) or "defaults", "unit": "seconds"},
-    )  # fmt: skip
+    )
     law = [
         "straggler.distribution='shifted-exponential'",
         f"straggler.rate={fit.rate!r}",
@@ -163,9 +170,14 @@ def calibrate(config_path: str | None, overrides: list[str], folder: Path, log=p
         predicted = float(np.mean(plan.raw_runtime(samples))) * run.seconds_per_raw_unit()
         ks = stats.kstest(measured_s, model_cdf(run, plan))
         system = system_runtimes(
-            plan, run.model.samples, run.model.coordinates, costs, machine, SYSTEM_SAMPLES,
+            plan,
+            run.model.samples,
+            run.model.coordinates,
+            costs,
+            machine,
+            SYSTEM_SAMPLES,
             second.seed,
-        )  # fmt: skip
+        )
         schemes[name] = {
             "iterations": int(measured_s.size),
             "measured_mean_s": float(measured_s.mean()),
@@ -180,15 +192,18 @@ def calibrate(config_path: str | None, overrides: list[str], folder: Path, log=p
         }
     result = {
         "fit": {
-            "rate": fit.rate, "shift": fit.shift, "samples": fit.samples,
-            "ks_distance": fit.ks_distance, "ks_pvalue": fit.ks_pvalue,
+            "rate": fit.rate,
+            "shift": fit.shift,
+            "samples": fit.samples,
+            "ks_distance": fit.ks_distance,
+            "ks_pvalue": fit.ks_pvalue,
             "worker_mean_cycle_time": fit.worker_means,
             "unit": "seconds per unit of raw load (M C / N coordinate-subsets)",
         },
         "schemes": schemes,
         "calibration_file": str(calibration),
         "output": str(folder),
-    }  # fmt: skip
+    }
     from bcgc_sim.plots import plot_calibration
 
     result["figure"] = str(plot_calibration(schemes, folder / "calibration.png"))

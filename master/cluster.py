@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 
 from bcgc_sim.errors import UserError
-from bcgc_sim.protocol import MessageType
+from bcgc_sim.wire.protocol import MessageType
 
 from .transport import WorkerLink
 
@@ -142,9 +142,6 @@ class LocalCluster:
         except OSError:
             return "(no log)"
         return lines[-1] if lines else "(no output)"
-
-    def alive(self) -> list[bool]:
-        return [p.poll() is None for p in self.processes]
 
     def close(self, grace_s: float = 0.5) -> None:
         """Stop every worker within about grace_s + 0.5 s (STOP, then SIGTERM, then SIGKILL)."""

@@ -16,8 +16,8 @@ import enum
 
 import numpy as np
 
-from bcgc_sim.codes import CodeBook
-from bcgc_sim.layout import Slot
+from bcgc_sim.model.codes import CodeBook
+from bcgc_sim.model.layout import Slot
 
 
 class Outcome(enum.Enum):

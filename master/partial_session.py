@@ -1,4 +1,4 @@
-"""One partial-gc plan on the testbed: the master's side of variant R1 (bcgc_sim.partial_gc).
+"""One partial-gc plan on the testbed: the master's side of variant R1 (bcgc_sim.partial.decoder).
 
 Per iteration the master broadcasts theta, feeds every NOTICE to `R1Decoder.notice`, and stops
   * exact (partial-gc): at the NOTICE after which every chunk has l processed copies;
@@ -29,17 +29,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bcgc_sim.model import SystemModel
-from bcgc_sim.partial_gc import Outcome, R1Decoder
-from bcgc_sim.partial_plan import PartialPlan
-from bcgc_sim.problems import (
-    ProblemData,
-    full_gradient,
-    loss_at,
-    partition_bounds,
-    relative_error,
-)
-from bcgc_sim.protocol import (
+from bcgc_sim.model.layout import partition_bounds
+from bcgc_sim.model.stragglers import iteration_cycle_times
+from bcgc_sim.model.system import SystemModel
+from bcgc_sim.partial.decoder import Outcome, R1Decoder
+from bcgc_sim.partial.plan import PartialPlan
+from bcgc_sim.problems import ProblemData, full_gradient, loss_at, relative_error
+from bcgc_sim.results import PartialRow, RunRecorder
+from bcgc_sim.wire.protocol import (
     PARTIAL_PROTOCOL,
     MessageType,
     ProtocolError,
@@ -47,8 +44,6 @@ from bcgc_sim.protocol import (
     clock_id,
     header_spec,
 )
-from bcgc_sim.results import PARTIAL_FIELDS, RunRecorder
-from bcgc_sim.stragglers import iteration_cycle_times
 
 from .session import (
     IterationResult,
@@ -120,7 +115,7 @@ class PartialSession:
         self.affinity: dict[int, list[int] | None] = {}
         self.clock = clock_id()
         self.events: list[dict] = []
-        self.table = recorder.table("partial.csv", PARTIAL_FIELDS)
+        self.table = recorder.table("partial.csv", PartialRow)
 
     # -- set-up -----------------------------------------------------------------------------
     def setup_header(self, rank: int) -> dict:

@@ -16,17 +16,16 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from bcgc_sim.codes import CodeBook
 from bcgc_sim.config import Config
 from bcgc_sim.errors import UserError
-from bcgc_sim.layout import layout_for
-from bcgc_sim.model import SystemModel
-from bcgc_sim.partial_plan import PartialPlan
-from bcgc_sim.plans import plan_to_dict
+from bcgc_sim.model.codes import CodeBook
+from bcgc_sim.model.layout import layout_for
+from bcgc_sim.model.system import SystemModel
+from bcgc_sim.partial.plan import PartialPlan
 from bcgc_sim.predict import evaluation_samples
 from bcgc_sim.problems import ProblemData, loss_at, prepare_data, step_size
 from bcgc_sim.results import RunRecorder, environment
-from bcgc_sim.schemes import build_plan
+from bcgc_sim.schemes import build_plan, plan_to_dict
 
 from .cluster import LocalCluster, check_capacity
 from .partial_session import PartialSession
@@ -70,13 +69,7 @@ def prepare_problem(config: Config) -> ProblemData:
 
 def model_for_data(config: Config, data: ProblemData) -> SystemModel:
     """The model the testbed realises: L and M are those of the data set."""
-    return SystemModel(
-        config.cluster.workers,
-        data.coordinates,
-        data.rows,
-        config.model.cycles,
-        config.distribution(),
-    )
+    return config.system_model(data.coordinates, data.rows)
 
 
 def choose_time_scale(config: Config, model: SystemModel, plans: dict) -> float:
@@ -139,7 +132,7 @@ def run_testbed(
     `.respawn(rank)`: a LocalCluster by default, a RemoteCluster for `bcgc master`.
     `plans(model)` -> {name: plan}, if given, replaces the plans of config.run.schemes (scripts
     that run plans outside the registry, e.g. scripts/compare_partial_testbed.py).
-    `costs` (a calibration, bcgc_sim.system_costs) lets the system-model schemes be planned.
+    `costs` (a calibration, bcgc_sim.model.costs) lets the system-model schemes be planned.
     """
     check_capacity(config.cluster.workers)  # before any work: refuse an N this machine cannot run
     data = prepare_problem(config)

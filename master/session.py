@@ -22,15 +22,23 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bcgc_sim.codes import CodeBook, cyclic_support
 from bcgc_sim.errors import UserError
-from bcgc_sim.layout import Layout
-from bcgc_sim.model import SystemModel
-from bcgc_sim.plans import Plan
+from bcgc_sim.model.codes import CodeBook, cyclic_support
+from bcgc_sim.model.layout import Layout
+from bcgc_sim.model.plans import Plan
+from bcgc_sim.model.stragglers import distribution_to_spec, iteration_cycle_times
+from bcgc_sim.model.system import SystemModel
 from bcgc_sim.problems import ProblemData, full_gradient, loss_at, relative_error
-from bcgc_sim.protocol import MessageType, ProtocolError, check, clock_id, header_spec
 from bcgc_sim.results import RunRecorder
-from bcgc_sim.stragglers import distribution_to_spec, iteration_cycle_times
+from bcgc_sim.wire.protocol import (
+    DEFAULT_HEARTBEAT_S,
+    DEFAULT_LIVENESS,
+    MessageType,
+    ProtocolError,
+    check,
+    clock_id,
+    header_spec,
+)
 
 from .decoder import IterationDecoder, Outcome
 from .transport import Received, WorkerLink
@@ -71,8 +79,8 @@ class SessionSettings:
     pin: bool = True  # workers pin themselves to cores
     natural: bool = False  # no injected delays: real compute (and real load) sets the pace
     repeat: tuple[int, ...] = ()  # natural mode: per-worker repetitions of the work (slowdown)
-    heartbeat_s: float = 0.5  # both sides send a heartbeat after this long without a message
-    liveness: int = 10  # heartbeat intervals of silence before a peer counts as dead
+    heartbeat_s: float = DEFAULT_HEARTBEAT_S  # a heartbeat after this long without a message
+    liveness: int = DEFAULT_LIVENESS  # heartbeat intervals of silence before a peer is dead
     on_failure: str = "error"  # or "replace": wait for a replacement worker
     replace_timeout_s: float = 60.0
     stall_timeout_s: float = 60.0  # no usable message for this long inside an iteration: give up

@@ -1,5 +1,5 @@
 """Measure the system model's costs on this machine (the `bcgc calibrate` steps behind
-bcgc_sim/system_costs.py).
+bcgc_sim/model/costs.py).
 
 1. Kernels: the worker's own numpy calls (forward pass z = X theta with the loss derivative,
    and a block's X[rows, block]^T r) timed on one BLAS thread at the configured M x L, for
@@ -26,12 +26,12 @@ from pathlib import Path
 import numpy as np
 from scipy import optimize
 
-from bcgc_sim.codes import CodeBook
-from bcgc_sim.plans import Plan
+from bcgc_sim.model.codes import CodeBook
+from bcgc_sim.model.costs import SystemCosts
+from bcgc_sim.model.machine import Machine, simulate
+from bcgc_sim.model.plans import Plan
+from bcgc_sim.model.work import plan_work
 from bcgc_sim.problems import loss_derivative
-from bcgc_sim.system_costs import SystemCosts
-from bcgc_sim.system_runtime import Machine, simulate
-from bcgc_sim.system_work import plan_work
 
 CACHE_BYTES = 16 << 20  # data above this is timed cold (measured: the per-element cost triples)
 
@@ -159,9 +159,12 @@ def fit_messages(
     def costs_of(p: np.ndarray) -> SystemCosts:
         worker, master, latency = np.exp(p)
         return base.with_updates(
-            send_s=worker, receive_s=worker, master_receive_s=master,
-            latency_s=latency / 2, latency_spread_s=latency / 2,
-        )  # fmt: skip
+            send_s=worker,
+            receive_s=worker,
+            master_receive_s=master,
+            latency_s=latency / 2,
+            latency_spread_s=latency / 2,
+        )
 
     def loss(p: np.ndarray) -> float:
         costs = costs_of(p)

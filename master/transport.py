@@ -1,6 +1,6 @@
 """The master's end of the wire: one ROUTER socket, worker identities by rank, parsed messages.
 
-Nothing received is trusted: frames are parsed by bcgc_sim.protocol (never unpickled); a
+Nothing received is trusted: frames are parsed by bcgc_sim.wire.protocol (never unpickled); a
 malformed message, a wrong protocol version or a message from an identity that never said
 READY is counted in `rejected` (by reason), logged, and dropped. Messages larger than
 `max_message_bytes` are refused by ZeroMQ itself (ZMQ_MAXMSGSIZE: the peer is disconnected).
@@ -25,9 +25,16 @@ from pathlib import Path
 
 import zmq
 
-from bcgc_sim import zmq_io
 from bcgc_sim.errors import UserError
-from bcgc_sim.protocol import PROTOCOL_VERSION, Message, MessageType, ProtocolError, encode, parse
+from bcgc_sim.wire import framing
+from bcgc_sim.wire.protocol import (
+    PROTOCOL_VERSION,
+    Message,
+    MessageType,
+    ProtocolError,
+    encode,
+    parse,
+)
 
 log = logging.getLogger("bcgc.master")
 
@@ -91,10 +98,10 @@ class WorkerLink:
                 f"binding the master to {bind} exposes it beyond this machine: give --key and --allow "
                 "(CURVE keys from 'bcgc keygen'), or bind to 127.0.0.1"
             )
-        zmq_io.keep_freed_memory()  # this process moves large arrays every iteration
+        framing.keep_freed_memory()  # this process moves large arrays every iteration
         self.context = zmq.Context()
         self.auth = None
-        self.socket = zmq_io.configure(self.context.socket(zmq.ROUTER))
+        self.socket = framing.configure(self.context.socket(zmq.ROUTER))
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
         if max_message_bytes > 0:
@@ -138,20 +145,20 @@ class WorkerLink:
 
     def send_frames(self, rank: int, frames: list) -> None:
         try:
-            zmq_io.send(self.socket, [self.identities[rank], *frames])
+            framing.send(self.socket, [self.identities[rank], *frames])
         except zmq.ZMQError:
             pass  # the peer is gone (ROUTER_MANDATORY); liveness is judged elsewhere
 
     def broadcast(self, kind: MessageType, header: dict, array=None) -> None:
-        frames = zmq_io.shareable(encode(kind, header, array))  # one buffer for all ranks
+        frames = framing.shareable(encode(kind, header, array))  # one buffer for all ranks
         for rank in sorted(self.identities):
             if rank not in self.dead:
                 self.send_frames(rank, frames)
 
     def silent(self, limit_s: float) -> set[int]:
         """Live ranks that sent nothing for more than limit_s (after reading what is queued)."""
-        while zmq_io.readable(self.socket, 0):
-            received = self._read(zmq_io.receive(self.socket))
+        while framing.readable(self.socket, 0):
+            received = self._read(framing.receive(self.socket))
             if received is not None:
                 self._pending.append(received)
         cutoff = time.monotonic_ns() - int(limit_s * 1e9)
@@ -175,7 +182,7 @@ class WorkerLink:
         while True:
             self._receive_timeout(timeout_ms)
             try:
-                frames = zmq_io.receive(self.socket)
+                frames = framing.receive(self.socket)
             except zmq.Again:
                 return None
             received = self._read(frames)

@@ -14,9 +14,9 @@ import time
 
 import numpy as np
 
-from bcgc_sim.model import SystemModel
+from bcgc_sim.model.stragglers import ShiftedExponential, _mapped_rule
+from bcgc_sim.model.system import SystemModel
 from bcgc_sim.schemes import build_plan
-from bcgc_sim.stragglers import ShiftedExponential, _mapped_rule
 
 
 def median_ms(action, repeats: int = 20) -> float:

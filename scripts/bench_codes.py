@@ -1,4 +1,4 @@
-"""Measure the decoding accuracy of the gradient codes (bcgc_sim.codes) for N up to 64.
+"""Measure the decoding accuracy of the gradient codes (bcgc_sim.model.codes) for N up to 64.
 
 For every N and every redundancy s it builds the run's code (seed 0), decodes random partial
 derivatives from sets F of N - s workers and reports the worst relative error
@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from bcgc_sim.codes import DECODING_TOLERANCE, CodeBook, amplification, decoding_vector
+from bcgc_sim.model.codes import DECODING_TOLERANCE, CodeBook, amplification, decoding_vector
 
 
 def sets_to_try(n: int, s: int, rng: np.random.Generator, n_random: int) -> list[tuple[int, ...]]:

@@ -18,11 +18,11 @@ import time
 
 import numpy as np
 
-from bcgc_sim.codes import CodeBook
-from bcgc_sim.layout import layout_for
-from bcgc_sim.model import SystemModel
+from bcgc_sim.model.codes import CodeBook
+from bcgc_sim.model.layout import layout_for
+from bcgc_sim.model.stragglers import ShiftedExponential, monte_carlo_cycle_times
+from bcgc_sim.model.system import SystemModel
 from bcgc_sim.schemes import build_plan
-from bcgc_sim.stragglers import ShiftedExponential, monte_carlo_cycle_times
 from master.decoder import IterationDecoder
 
 

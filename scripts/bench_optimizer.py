@@ -16,13 +16,13 @@ import time
 
 import numpy as np
 
-from bcgc_sim.model import SystemModel
-from bcgc_sim.optimize import SubgradientSettings, round_r1, sample_average_lp
-from bcgc_sim.plans import BlockPlan
+from bcgc_sim.model.optimize import SubgradientSettings, round_r1, sample_average_lp
+from bcgc_sim.model.plans import BlockPlan
+from bcgc_sim.model.runtime import Estimate
+from bcgc_sim.model.stragglers import ShiftedExponential, monte_carlo_cycle_times
+from bcgc_sim.model.system import SystemModel
 from bcgc_sim.predict import evaluation_samples
-from bcgc_sim.runtime import Estimate
 from bcgc_sim.schemes import SchemeOptions, build_plan
-from bcgc_sim.stragglers import ShiftedExponential, monte_carlo_cycle_times
 
 
 def main(argv: list[str] | None = None) -> int:

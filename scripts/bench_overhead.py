@@ -10,7 +10,7 @@ Three measurements per round, alternated so that all see the same machine state:
   readings of the testbed's sizes, so that messages have the testbed's length): the floor any
   implementation of this protocol and compute pays;
 - raw: N pinned echo peers return the same number of bytes.
-All three move frames with the same calls and settings (bcgc_sim.zmq_io: copy threshold, one
+All three move frames with the same calls and settings (bcgc_sim.wire.framing: copy threshold, one
 shared frame set per broadcast, malloc settings), so the ratios measure the testbed and the
 wire format, not a transport tuning one side lacks. Each is the median over the iterations of
 broadcast-to-last-reply time; the verdict is the median over rounds of testbed / raw.
@@ -32,31 +32,31 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from bcgc_sim import zmq_io
 from bcgc_sim.config import load_config
-from bcgc_sim.protocol import MessageType, clock_id, encode, parse
+from bcgc_sim.wire import framing
+from bcgc_sim.wire.protocol import MessageType, clock_id, encode, parse
 from master.cluster import SINGLE_THREADED
 from master.runner import run_testbed
 
 PEER = """
 import os, sys, time, numpy as np, zmq
-from bcgc_sim import zmq_io
-from bcgc_sim.protocol import MessageType, encode, parse
-zmq_io.keep_freed_memory()
+from bcgc_sim.wire import framing
+from bcgc_sim.wire.protocol import MessageType, encode, parse
+framing.keep_freed_memory()
 endpoint, core, wire = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "wire"
 if hasattr(os, "sched_setaffinity"):
     os.sched_setaffinity(0, {core})
 context = zmq.Context()
-socket = zmq_io.configure(context.socket(zmq.DEALER))
+socket = framing.configure(context.socket(zmq.DEALER))
 socket.connect(endpoint)
-zmq_io.send(socket, [b"ready"])
+framing.send(socket, [b"ready"])
 row = None
 while True:
-    frames = zmq_io.receive(socket)
+    frames = framing.receive(socket)
     if frames[0].bytes == b"stop":
         break
     if not wire:  # raw: the same bytes back
-        zmq_io.send(socket, [bytes(len(frames[-1].buffer))])
+        framing.send(socket, [bytes(len(frames[-1].buffer))])
         continue
     message = parse(frames)  # ITERATE
     theta = message.array
@@ -71,7 +71,7 @@ while True:
         "received_ns": received, "deadline_ns": computed,
         "overrun_ns": 0, "send_ns": time.monotonic_ns(),
     }
-    zmq_io.send(socket, encode(MessageType.BLOCK, header, values))
+    framing.send(socket, encode(MessageType.BLOCK, header, values))
 """
 
 
@@ -83,21 +83,27 @@ def peer_round_trips(n: int, length: int, iterations: int, wire: bool) -> np.nda
     ITERATE, peers parse it, compute one row's gradient and send a BLOCK with a worker's
     header, the master parses every BLOCK and sums them.
     """
-    zmq_io.keep_freed_memory()
+    framing.keep_freed_memory()
     context = zmq.Context()
-    router = zmq_io.configure(context.socket(zmq.ROUTER))
+    router = framing.configure(context.socket(zmq.ROUTER))
     port = router.bind_to_random_port("tcp://127.0.0.1")
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
     peers = [
         subprocess.Popen(
-            [sys.executable, "-c", PEER, f"tcp://127.0.0.1:{port}", str(cores[r % len(cores)]),
-             "wire" if wire else "raw"],
+            [
+                sys.executable,
+                "-c",
+                PEER,
+                f"tcp://127.0.0.1:{port}",
+                str(cores[r % len(cores)]),
+                "wire" if wire else "raw",
+            ],
             env=os.environ | SINGLE_THREADED,  # as the testbed's workers: one BLAS thread
         )
         for r in range(n)
-    ]  # fmt: skip
+    ]
     try:
-        identities = [zmq_io.receive(router)[0].bytes for _ in range(n)]
+        identities = [framing.receive(router)[0].bytes for _ in range(n)]
         theta = np.zeros(length)
         run_id, clock = f"uncoded-{time.monotonic_ns()}", clock_id()  # as a testbed session's
         times = []
@@ -110,19 +116,19 @@ def peer_round_trips(n: int, length: int, iterations: int, wire: bool) -> np.nda
                     "sent_ns": time.monotonic_ns(),
                     "clock": clock,
                 }
-                frames = zmq_io.shareable(encode(MessageType.ITERATE, header, theta))
+                frames = framing.shareable(encode(MessageType.ITERATE, header, theta))
             else:
-                frames = zmq_io.shareable([b"theta", memoryview(theta).cast("B")])
+                frames = framing.shareable([b"theta", memoryview(theta).cast("B")])
             for identity in identities:
-                zmq_io.send(router, [identity, *frames])
+                framing.send(router, [identity, *frames])
             total = np.zeros(length)
             for _ in range(n):
-                reply = zmq_io.receive(router)
+                reply = framing.receive(router)
                 if wire:
                     total += parse(reply[1:]).array
             times.append(time.perf_counter() - start)
         for identity in identities:
-            zmq_io.send(router, [identity, b"stop"])
+            framing.send(router, [identity, b"stop"])
     finally:
         for peer in peers:
             peer.wait(5)
@@ -134,11 +140,16 @@ def testbed_iterations(n: int, length: int, iterations: int, folder: Path) -> np
     config = load_config(
         None,
         [
-            f"cluster.workers={n}", f"model.samples={n}", f"model.coordinates={length}",
-            f"run.iterations={iterations}", "run.mode='natural'", "run.check=false",
-            "run.schemes=['uncoded']", f"run.output='{folder}'",
+            f"cluster.workers={n}",
+            f"model.samples={n}",
+            f"model.coordinates={length}",
+            f"run.iterations={iterations}",
+            "run.mode='natural'",
+            "run.check=false",
+            "run.schemes=['uncoded']",
+            f"run.output='{folder}'",
         ],
-    )  # fmt: skip
+    )
     run_testbed(config, folder, log=lambda text: None)
     with open(folder / "iterations.csv") as handle:
         return np.array([float(r["measured_s"]) for r in csv.DictReader(handle)][5:])

@@ -32,12 +32,17 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config(
         None,
         [
-            f"cluster.workers={args.workers}", f"model.samples={2 * args.workers}",
-            f"model.coordinates={args.coordinates}", f"run.iterations={args.iterations}",
-            f"run.iteration_seconds={args.seconds}", "run.check=true", "run.startup_timeout=300",
-            "run.schemes=['bcgc-opt', 'uncoded']", f"run.output='{folder}'",
+            f"cluster.workers={args.workers}",
+            f"model.samples={2 * args.workers}",
+            f"model.coordinates={args.coordinates}",
+            f"run.iterations={args.iterations}",
+            f"run.iteration_seconds={args.seconds}",
+            "run.check=true",
+            "run.startup_timeout=300",
+            "run.schemes=['bcgc-opt', 'uncoded']",
+            f"run.output='{folder}'",
         ],
-    )  # fmt: skip
+    )
     start = time.monotonic()
     summaries = run_testbed(config, folder / "run", log=lambda text: print(text, file=sys.stderr))
     print(

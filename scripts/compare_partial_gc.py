@@ -20,23 +20,17 @@ from pathlib import Path
 
 import numpy as np
 
-from bcgc_sim.partial_gc import Assignment, positions
-from bcgc_sim.partial_gc_timing import (
+from bcgc_sim.comparison import fair_comparison
+from bcgc_sim.model.stragglers import FailureMixture, ShiftedExponential, monte_carlo_cycle_times
+from bcgc_sim.model.streams import STREAM_EVALUATION
+from bcgc_sim.partial.assignment import Assignment, positions
+from bcgc_sim.partial.original_gc import original_code, original_exact_times, original_nmse_at
+from bcgc_sim.partial.timing import (
     exact_times,
     expected_nmse,
-    fair_comparison,
     nmse_at,
-    original_code,
-    original_exact_times,
-    original_nmse_at,
     random_positions,
     speed_finish_times,
-)
-from bcgc_sim.stragglers import (
-    STREAM_EVALUATION,
-    FailureMixture,
-    ShiftedExponential,
-    monte_carlo_cycle_times,
 )
 
 
@@ -95,14 +89,31 @@ def main() -> None:
 
 
 def plot(args, dist, last) -> None:
+    """The three panels of partial_gc_comparison.png for the last (N, delta) of the run."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     n, delta, rows = last
+    a = Assignment.cyclic(n, delta)
+    t = monte_carlo_cycle_times(dist, args.seed, args.samples, n, STREAM_EVALUATION)
+    finish = speed_finish_times(t, a.loads)
+    latin = positions(a, a.natural)
+    shuffled = random_positions(a, np.random.default_rng(args.seed), args.samples)
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
-    ax = axes[0]
+    plot_completion(axes[0], rows, n, delta)
+    plot_exact_against_l(axes[1], a, latin, shuffled, finish, delta)
+    plot_nmse(axes[2], args, dist, a, latin, shuffled, finish, delta)
+    fig.tight_layout()
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "partial_gc_comparison.png"
+    fig.savefig(path, dpi=120)
+    print(f"\nwrote {path}")
+
+
+def plot_completion(ax, rows, n: int, delta: int) -> None:
+    """(a) the CDF of the time to the exact gradient of every scheme but the oracle."""
     for r in rows:
         if r.scheme == "oracle bound":
             continue
@@ -116,13 +127,10 @@ def plot(args, dist, last) -> None:
     )
     ax.legend(fontsize=6)
 
-    a = Assignment.cyclic(n, delta)
-    t = monte_carlo_cycle_times(dist, args.seed, args.samples, n, STREAM_EVALUATION)
-    finish = speed_finish_times(t, a.loads)
-    latin = positions(a, a.natural)
-    shuffled = random_positions(a, np.random.default_rng(args.seed), args.samples)
+
+def plot_exact_against_l(ax, a, latin, shuffled, finish, delta: int) -> None:
+    """(b) mean time to the exact gradient against l: Latin, random order, original GC."""
     ls = np.arange(1, delta)
-    ax = axes[1]
     curves = {
         "partial GC, Latin order": [exact_times(a, latin, finish, l) for l in ls],
         "partial GC, random order": [exact_times(a, shuffled, finish, l) for l in ls],
@@ -139,10 +147,12 @@ def plot(args, dist, last) -> None:
     ax.set_xticks(ls)
     ax.legend(fontsize=7)
 
-    ax = axes[2]
+
+def plot_nmse(ax, args, dist, a, latin, shuffled, finish, delta: int) -> None:
+    """(c) NMSE against the deadline T for l = 1, 2: partial GC (MC, exact E) and original GC."""
     deadlines = np.linspace(1, 10, 37) * args.shift if args.shift > 0 else np.linspace(0.25, 10, 40)
     few = finish[: min(500, args.samples)]
-    for l in ls[:2]:
+    for l in np.arange(1, delta)[:2]:
         (line,) = ax.semilogy(
             deadlines,
             np.maximum(nmse_at(a, latin, finish, l, deadlines).mean(axis=0), 1e-9),
@@ -163,7 +173,7 @@ def plot(args, dist, last) -> None:
             color=line.get_color(),
             label=f"partial GC l={l}, random (MC)",
         )
-        code = original_code(n, delta, l, seed=args.seed)
+        code = original_code(a.n_workers, delta, l, seed=args.seed)
         ax.semilogy(
             deadlines,
             np.maximum(original_nmse_at(code, few, a.loads, deadlines).mean(axis=0), 1e-9),
@@ -173,11 +183,6 @@ def plot(args, dist, last) -> None:
     ax.set(xlabel="deadline T", ylabel="NMSE (coefficient level)", title="(c) approximate GC")
     ax.set_ylim(1e-9, 2)
     ax.legend(fontsize=6)
-    fig.tight_layout()
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "partial_gc_comparison.png"
-    fig.savefig(path, dpi=120)
-    print(f"\nwrote {path}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ T). Runs on one local cluster:
   original-gc             Tandon et al.'s cyclic repetition code, s = delta - 1 (one message
                           after all delta partitions; BlockPlan x = L e_{delta-1})
   bcgc-capped             BCGC restricted to redundancy levels 0..delta-1 (storage delta),
-                          fitted on tuning draws (partial_gc_timing.fit_capped_bcgc)
+                          fitted on tuning draws (bcgc_sim.comparison.fit_capped_bcgc)
   bcgc-opt                BCGC as published (levels up to N - 1: storage up to N), reference
   tandon                  the repository's Tandon partial-straggler scheme (alpha = 6), reference
   partial-gc[/random]     the partial-straggler protocol, R1, l = 1, Latin or random order
@@ -35,19 +35,17 @@ from pathlib import Path
 
 import numpy as np
 
+from bcgc_sim.comparison import fair_comparison, fit_capped_bcgc
 from bcgc_sim.config import load_config
-from bcgc_sim.partial_gc_timing import (
-    expected_nmse,
-    fair_comparison,
-    fit_capped_bcgc,
-    original_nmse_at,
-    speed_finish_times,
-    tandon_code,
-)
-from bcgc_sim.partial_plan import PartialPlan
-from bcgc_sim.plans import BlockPlan
+from bcgc_sim.model.plans import BlockPlan
+from bcgc_sim.model.stragglers import monte_carlo_cycle_times
+from bcgc_sim.model.streams import STREAM_EVALUATION
+from bcgc_sim.partial.assignment import Assignment, positions
+from bcgc_sim.partial.original_gc import original_nmse_at, tandon_code
+from bcgc_sim.partial.plan import PartialPlan
+from bcgc_sim.partial.timing import expected_nmse, speed_finish_times
 from bcgc_sim.predict import evaluation_samples
-from bcgc_sim.schemes import build_plan
+from bcgc_sim.schemes import build_plan, plan_from_dict
 from master.runner import run_testbed
 
 
@@ -67,14 +65,18 @@ def build_plans(config, storage: int, budgets: list[float]):
                 "original-gc", tuple(length if k == storage - 1 else 0 for k in range(n))
             ),
             "bcgc-capped": dataclasses.replace(
-                fit_capped_bcgc(n, storage, model.distribution, length, config.seed, options.optimizer),
+                fit_capped_bcgc(
+                    n, storage, model.distribution, length, config.seed, options.optimizer
+                ),
                 scheme="bcgc-capped",
             ),
             "bcgc-opt": build_plan("bcgc-opt", model, options),
             "tandon": build_plan("tandon", model, options),
             "partial-gc": partial(model, "partial-gc", "partial-gc"),
-            "partial-gc/random": partial(model, "partial-gc/random", "partial-gc", ordering="random"),
-        }  # fmt: skip
+            "partial-gc/random": partial(
+                model, "partial-gc/random", "partial-gc", ordering="random"
+            ),
+        }
         if storage >= 2:
             out["partial-gc/l2"] = partial(model, "partial-gc/l2", "partial-gc", parts=2)
             out["partial-gc/l2/random"] = partial(
@@ -122,13 +124,19 @@ def main() -> None:
     config = load_config(
         None,
         [
-            f"seed={args.seed}", f"cluster.workers={args.workers}",
-            f"model.coordinates={args.coordinates}", f"model.samples={args.samples}",
-            f"straggler.rate={args.rate!r}", f"straggler.shift={args.shift!r}",
-            f"run.iterations={args.iterations}", f"run.iteration_seconds={args.seconds!r}",
-            "run.check=true", f"run.output='{args.out}'", f"partial.storage={args.storage}",
+            f"seed={args.seed}",
+            f"cluster.workers={args.workers}",
+            f"model.coordinates={args.coordinates}",
+            f"model.samples={args.samples}",
+            f"straggler.rate={args.rate!r}",
+            f"straggler.shift={args.shift!r}",
+            f"run.iterations={args.iterations}",
+            f"run.iteration_seconds={args.seconds!r}",
+            "run.check=true",
+            f"run.output='{args.out}'",
+            f"partial.storage={args.storage}",
         ],
-    )  # fmt: skip
+    )
     law = config.distribution()
     print(
         f"N = m = {args.workers}, cyclic storage delta = {args.storage}, L = {args.coordinates}, "
@@ -137,19 +145,26 @@ def main() -> None:
     )
     started = time.monotonic()
     summaries = run_testbed(
-        config, folder, log=lambda text: print("  " + text, flush=True),
+        config,
+        folder,
+        log=lambda text: print("  " + text, flush=True),
         plans=build_plans(config, args.storage, budgets),
-    )  # fmt: skip
+    )
     wall = time.monotonic() - started
     meta = json.loads((folder / "run.json").read_text())
     time_scale = float(meta["time_scale_s_per_unit"])
     rows = report(args, config, folder, summaries, time_scale, law)
     print(f"\ntestbed wall time {wall:.0f} s; run folder {folder}")
     model_rows = fair_comparison(
-        args.workers, args.storage, law, parts=(1, 2) if args.storage >= 2 else (1,),
-        samples=4000, seed=args.seed, coordinates=args.coordinates,
-    )  # fmt: skip
-    print("\nmodel only (bcgc_sim.partial_gc_timing.fair_comparison, 4000 draws, chunk units;")
+        args.workers,
+        args.storage,
+        law,
+        parts=(1, 2) if args.storage >= 2 else (1,),
+        samples=4000,
+        seed=args.seed,
+        coordinates=args.coordinates,
+    )
+    print("\nmodel only (bcgc_sim.comparison.fair_comparison, 4000 draws, chunk units;")
     print("its random order is a fresh one per draw, the testbed's one fixed order per run):")
     for r in model_rows:
         print(
@@ -169,8 +184,6 @@ def main() -> None:
 def report(args, config, folder, summaries, time_scale, law) -> list[dict]:
     """The table: measured vs predicted (same T) vs model E, seconds and chunk units."""
     meta = json.loads((folder / "run.json").read_text())
-    from bcgc_sim.plans import plan_from_dict
-
     plans = {name: plan_from_dict(p) for name, p in meta["plans"].items()}
     model = config.system_model()
     unit = time_scale * model.scale  # seconds per raw unit
@@ -192,19 +205,29 @@ def report(args, config, folder, summaries, time_scale, law) -> list[dict]:
         model_s = float(np.mean(raw)) * unit
         upload = plan.upload_length if isinstance(plan, PartialPlan) else model.coordinates
         row = {
-            "scheme": s.scheme, "storage": storage_of(plan), "upload_floats": upload,
-            "measured_mean_s": s.measured_mean_s, "predicted_mean_s": s.predicted_mean_s,
-            "ratio": s.ratio, "model_mean_s": model_s,
-            "measured_units": s.measured_mean_s / chunk, "predicted_units": s.predicted_mean_s / chunk,
-            "model_units": model_s / chunk, "round_trip_ms": None, "nmse": None,
-            "nmse_estimated": None, "nmse_predicted": None, "exact_fraction": None,
-            "final_loss": s.final_loss, "gradient_max_rel_error": s.gradient_max_rel_error,
+            "scheme": s.scheme,
+            "storage": storage_of(plan),
+            "upload_floats": upload,
+            "measured_mean_s": s.measured_mean_s,
+            "predicted_mean_s": s.predicted_mean_s,
+            "ratio": s.ratio,
+            "model_mean_s": model_s,
+            "measured_units": s.measured_mean_s / chunk,
+            "predicted_units": s.predicted_mean_s / chunk,
+            "model_units": model_s / chunk,
+            "round_trip_ms": None,
+            "nmse": None,
+            "nmse_estimated": None,
+            "nmse_predicted": None,
+            "exact_fraction": None,
+            "final_loss": s.final_loss,
+            "gradient_max_rel_error": s.gradient_max_rel_error,
             "deadline_units": (
                 plan.deadline / model.coordinates
                 if isinstance(plan, PartialPlan) and plan.deadline is not None
                 else None
             ),
-        }  # fmt: skip
+        }
         text = ""
         if s.scheme in partial:
             p = partial[s.scheme]
@@ -235,19 +258,29 @@ def report(args, config, folder, summaries, time_scale, law) -> list[dict]:
 
 
 def plot(args, config, folder, rows, time_scale, law) -> Path:
+    """partial_testbed.png: (a) exact-gradient means, (b) measured distributions, (c) NMSE."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from bcgc_sim.partial_gc import Assignment, positions
-    from bcgc_sim.stragglers import STREAM_EVALUATION, monte_carlo_cycle_times
-
     model = config.system_model()
     chunk = time_scale * model.scale * model.coordinates
     fig, axes = plt.subplots(1, 3, figsize=(17, 5))
     exact = [r for r in rows if "approx" not in r["scheme"]]
-    ax = axes[0]
+    approx = [r for r in rows if "approx" in r["scheme"]]
+    plot_exact_means(axes[0], args, exact)
+    plot_measured_distributions(axes[1], folder, chunk)
+    plot_approximate_error(axes[2], args, config, law, exact, approx)
+    fig.tight_layout()
+    path = args.out / "partial_testbed.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_exact_means(ax, args, exact: list[dict]) -> None:
+    """(a) measured, predicted (same T) and model mean time to the exact gradient per scheme."""
     x = np.arange(len(exact))
     for offset, key, label in (
         (-0.27, "measured_units", "measured (testbed)"),
@@ -255,51 +288,88 @@ def plot(args, config, folder, rows, time_scale, law) -> Path:
         (0.27, "model_units", "model E[time]"),
     ):
         ax.bar(x + offset, [r[key] for r in exact], width=0.27, label=label)
-    ax.set_xticks(x, [f"{r['scheme']}\n(stor. {r['storage']})" for r in exact], rotation=60,
-                  fontsize=7, ha="right")  # fmt: skip
-    ax.set(ylabel="mean time to the exact gradient (chunk units)",
-           title=f"(a) N = {args.workers}, delta = {args.storage}: exact gradient")  # fmt: skip
+    ax.set_xticks(
+        x,
+        [f"{r['scheme']}\n(stor. {r['storage']})" for r in exact],
+        rotation=60,
+        fontsize=7,
+        ha="right",
+    )
+    ax.set(
+        ylabel="mean time to the exact gradient (chunk units)",
+        title=f"(a) N = {args.workers}, delta = {args.storage}: exact gradient",
+    )
     ax.legend(fontsize=8)
 
-    ax = axes[1]
+
+def plot_measured_distributions(ax, folder: Path, chunk: float) -> None:
+    """(b) the measured runtimes of the exact schemes as step CDFs, in chunk units."""
     with open(folder / "iterations.csv") as handle:
         table = list(csv.DictReader(handle))
     for name in ("original-gc", "bcgc-capped", "bcgc-opt", "partial-gc", "partial-gc/random"):
         values = np.sort([float(r["measured_s"]) / chunk for r in table if r["scheme"] == name])
         if values.size:
             ax.step(values, np.arange(1, values.size + 1) / values.size, where="post", label=name)
-    ax.set(xlabel="time to the exact gradient (chunk units)", ylabel="fraction of iterations",
-           title="(b) measured runtime distribution")  # fmt: skip
+    ax.set(
+        xlabel="time to the exact gradient (chunk units)",
+        ylabel="fraction of iterations",
+        title="(b) measured runtime distribution",
+    )
     ax.legend(fontsize=8)
 
-    ax = axes[2]
+
+def plot_approximate_error(ax, args, config, law, exact: list[dict], approx: list[dict]) -> None:
+    """(c) NMSE against the deadline: the models' curves and the approximate runs' errors."""
     a = Assignment.cyclic(args.workers, args.storage)
     latin = positions(a, a.natural)
-    approx = [r for r in rows if "approx" in r["scheme"]]
     top = max([r["deadline_units"] for r in approx] + [r["model_units"] for r in exact]) * 1.2
     grid = np.linspace(0.05 * top, top, 60)
-    ax.semilogy(grid, np.maximum(expected_nmse(a, latin, law, 1, grid), 1e-6), color="C0",
-                label="partial GC l=1 (model, E[estimated NMSE])")  # fmt: skip
+    ax.semilogy(
+        grid,
+        np.maximum(expected_nmse(a, latin, law, 1, grid), 1e-6),
+        color="C0",
+        label="partial GC l=1 (model, E[estimated NMSE])",
+    )
     t = monte_carlo_cycle_times(law, config.seed, 400, args.workers, STREAM_EVALUATION)
     code = tandon_code(args.workers, args.storage - 1, config.seed)
     original = original_nmse_at(code, speed_finish_times(t, a.loads), a.loads, grid).mean(axis=0)
-    ax.semilogy(grid, np.maximum(original, 1e-6), color="C3", ls="--",
-                label=f"original GC s = {args.storage - 1} (model)")  # fmt: skip
-    ax.scatter([r["deadline_units"] for r in approx], [max(r["nmse"], 1e-6) for r in approx],
-               color="C1", zorder=3, label="testbed: measured ||g_hat-g||^2/||g||^2")  # fmt: skip
-    ax.scatter([r["deadline_units"] for r in approx], [max(r["nmse_estimated"], 1e-6) for r in approx],
-               marker="x", color="k", zorder=3, label="testbed: estimated NMSE (notices)")  # fmt: skip
+    ax.semilogy(
+        grid,
+        np.maximum(original, 1e-6),
+        color="C3",
+        ls="--",
+        label=f"original GC s = {args.storage - 1} (model)",
+    )
+    ax.scatter(
+        [r["deadline_units"] for r in approx],
+        [max(r["nmse"], 1e-6) for r in approx],
+        color="C1",
+        zorder=3,
+        label="testbed: measured ||g_hat-g||^2/||g||^2",
+    )
+    ax.scatter(
+        [r["deadline_units"] for r in approx],
+        [max(r["nmse_estimated"], 1e-6) for r in approx],
+        marker="x",
+        color="k",
+        zorder=3,
+        label="testbed: estimated NMSE (notices)",
+    )
     for r in approx:
-        ax.annotate(r["scheme"].split("/")[-1], (r["deadline_units"], max(r["nmse"], 1e-6)),
-                    fontsize=7, xytext=(3, 3), textcoords="offset points")  # fmt: skip
-    ax.set(xlabel="deadline T (chunk units; 1e-6 = exact)", ylabel="NMSE",
-           title="(c) approximate gradient: error against time", ylim=(1e-6, 2))  # fmt: skip
+        ax.annotate(
+            r["scheme"].split("/")[-1],
+            (r["deadline_units"], max(r["nmse"], 1e-6)),
+            fontsize=7,
+            xytext=(3, 3),
+            textcoords="offset points",
+        )
+    ax.set(
+        xlabel="deadline T (chunk units; 1e-6 = exact)",
+        ylabel="NMSE",
+        title="(c) approximate gradient: error against time",
+        ylim=(1e-6, 2),
+    )
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = args.out / "partial_testbed.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 if __name__ == "__main__":

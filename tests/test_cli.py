@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bcgc_sim.cli import main
-from bcgc_sim.paper import PAPER_FIG3
+from bcgc_sim.entry.cli import main
+from bcgc_sim.paper.numbers import PAPER_FIG3
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_CONFIG = REPO / "configs" / "paper.toml"
@@ -102,7 +102,7 @@ def test_predict_unknown_scheme_flag(capsys):
 
 def _bcgc_command():
     script = Path(sys.executable).with_name("bcgc")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "bcgc_sim.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "bcgc_sim"]
 
 
 def test_console_script_has_no_traceback():

@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from bcgc_sim.codes import CodeBook, cyclic_support, decoding_vector, encoding_matrix
+from bcgc_sim.model.codes import CodeBook, cyclic_support, decoding_vector, encoding_matrix
 
 # --- spec §9 Test A ----------------------------------------------------------------------------
 

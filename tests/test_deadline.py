@@ -8,8 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from bcgc_sim.cli import main
-from bcgc_sim.deadline import (
+from bcgc_sim.entry.cli import main
+from bcgc_sim.errors import UserError
+from bcgc_sim.model.deadline import (
     CompletionModel,
     best_single_level,
     best_tandon,
@@ -22,12 +23,19 @@ from bcgc_sim.deadline import (
     single_level_completion_probability,
     union_bound,
 )
-from bcgc_sim.errors import UserError
-from bcgc_sim.ferdinand import ferdinand_partition
-from bcgc_sim.model import SystemModel
-from bcgc_sim.optimize import SubgradientSettings
-from bcgc_sim.plans import BlockPlan, TandonPlan
-from bcgc_sim.runtime import block_completion_probability, block_raw_runtime
+from bcgc_sim.model.ferdinand import ferdinand_partition
+from bcgc_sim.model.optimize import SubgradientSettings
+from bcgc_sim.model.plans import BlockPlan, TandonPlan
+from bcgc_sim.model.runtime import block_completion_probability, block_raw_runtime
+from bcgc_sim.model.stragglers import (
+    Empirical,
+    FailureMixture,
+    Pareto,
+    ShiftedExponential,
+    monte_carlo_cycle_times,
+)
+from bcgc_sim.model.streams import STREAM_EVALUATION
+from bcgc_sim.model.system import SystemModel
 from bcgc_sim.schemes import (
     PARTIAL_SCHEMES,
     SCHEMES,
@@ -35,14 +43,6 @@ from bcgc_sim.schemes import (
     SchemeOptions,
     build_plan,
     needs_deadline,
-)
-from bcgc_sim.stragglers import (
-    STREAM_EVALUATION,
-    Empirical,
-    FailureMixture,
-    Pareto,
-    ShiftedExponential,
-    monte_carlo_cycle_times,
 )
 
 # spec §9 Test B: N = 3, mu = 1, t0 = 1, L = 12, M = 3, C = 1, so M C / N = 1 and r = t

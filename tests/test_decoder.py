@@ -7,9 +7,9 @@ import itertools
 import numpy as np
 import pytest
 
-from bcgc_sim.codes import CodeBook, cyclic_support
-from bcgc_sim.layout import layout_for
-from bcgc_sim.plans import BlockPlan, TandonPlan
+from bcgc_sim.model.codes import CodeBook, cyclic_support
+from bcgc_sim.model.layout import layout_for
+from bcgc_sim.model.plans import BlockPlan, TandonPlan
 from master.decoder import IterationDecoder, Outcome
 
 N = 5

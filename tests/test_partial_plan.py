@@ -14,25 +14,21 @@ import time
 
 import numpy as np
 import pytest
+from partial_reference import qmax, qmax_lower_bound
 
 from bcgc_sim.config import load_config
 from bcgc_sim.errors import UserError
-from bcgc_sim.model import SystemModel
-from bcgc_sim.partial_gc import Assignment, qmax, qmax_lower_bound
-from bcgc_sim.partial_gc_timing import exact_times, nmse_at, speed_finish_times
-from bcgc_sim.partial_plan import CDF_SAMPLES, PartialPlan
-from bcgc_sim.plans import plan_from_dict, plan_to_dict
-from bcgc_sim.problems import ProblemData, full_gradient, partition_bounds, prepare_data
-from bcgc_sim.protocol import Message, MessageType
+from bcgc_sim.model.layout import partition_bounds
+from bcgc_sim.model.stragglers import ShiftedExponential, monte_carlo_cycle_times, worker_rng
+from bcgc_sim.model.streams import STREAM_EVALUATION, STREAM_TUNING
+from bcgc_sim.model.system import SystemModel
+from bcgc_sim.partial.assignment import Assignment
+from bcgc_sim.partial.plan import CDF_SAMPLES, PartialOptions, PartialPlan
+from bcgc_sim.partial.timing import exact_times, nmse_at, speed_finish_times
+from bcgc_sim.problems import ProblemData, full_gradient, prepare_data
 from bcgc_sim.results import RunRecorder
-from bcgc_sim.schemes import PartialOptions, SchemeOptions, build_plan
-from bcgc_sim.stragglers import (
-    STREAM_EVALUATION,
-    STREAM_TUNING,
-    ShiftedExponential,
-    monte_carlo_cycle_times,
-    worker_rng,
-)
+from bcgc_sim.schemes import SchemeOptions, build_plan, plan_from_dict, plan_to_dict
+from bcgc_sim.wire.protocol import Message, MessageType
 from master.partial_session import PartialSession
 from master.session import RunError, SessionSettings
 from master.transport import Received

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from bcgc_sim.config import load_config
-from bcgc_sim.partial_plan import PartialPlan
+from bcgc_sim.partial.plan import PartialPlan
 from bcgc_sim.results import RunRecorder
 from bcgc_sim.schemes import build_plan
 from bcgc_sim.validation import load_run, validate_run

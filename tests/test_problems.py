@@ -7,8 +7,8 @@ import platform
 import numpy as np
 import pytest
 
-from bcgc_sim import zmq_io
 from bcgc_sim.problems import ProblemData, full_gradient, loss_at, prepare_data, relative_error
+from bcgc_sim.wire import framing
 
 
 @pytest.fixture
@@ -50,4 +50,4 @@ def test_relative_error_scales_by_the_largest_true_entry():
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc only")
 def test_processes_keep_freed_memory_on_glibc():
-    assert zmq_io.keep_freed_memory()
+    assert framing.keep_freed_memory()

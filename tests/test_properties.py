@@ -2,11 +2,12 @@
 
 import numpy as np
 import pytest
+from helpers import coordinate_raw_runtime
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from bcgc_sim.optimize import project_to_simplex, round_r1, round_r2
-from bcgc_sim.runtime import block_loads, block_raw_runtime, coordinate_raw_runtime
+from bcgc_sim.model.optimize import project_to_simplex, round_r1, round_r2
+from bcgc_sim.model.runtime import block_loads, block_raw_runtime
 
 FAST = settings(max_examples=60, deadline=None)
 

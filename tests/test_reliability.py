@@ -17,9 +17,9 @@ import numpy as np
 import psutil
 import pytest
 
-from bcgc_sim.codes import CodeBook
 from bcgc_sim.config import load_config
-from bcgc_sim.layout import layout_for
+from bcgc_sim.model.codes import CodeBook
+from bcgc_sim.model.layout import layout_for
 from bcgc_sim.results import RunRecorder
 from bcgc_sim.schemes import build_plan
 from master.cluster import LocalCluster
@@ -27,7 +27,7 @@ from master.runner import model_for_data, prepare_problem, run_testbed
 from master.session import RunError, SchemeSession, SessionSettings, no_dead_ranks
 
 pytestmark = pytest.mark.slow
-BCGC = [sys.executable, "-m", "bcgc_sim.cli"]
+BCGC = [sys.executable, "-m", "bcgc_sim"]
 
 
 def gone(pids, timeout_s: float) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 
 from bcgc_sim import results
-from bcgc_sim.results import RunRecorder
+from bcgc_sim.results import PartialRow, RunRecorder
 
 
 def _rows(path) -> list[dict]:
@@ -35,9 +35,7 @@ def test_rows_wait_for_the_write_interval(tmp_path, monkeypatch):
 def test_metadata_and_close_write_every_queued_row(tmp_path):
     recorder = RunRecorder(tmp_path)
     recorder.iterations.writerow(_row(0))
-    recorder.table("partial.csv", ("scheme", "iteration")).writerow(
-        {"scheme": "partial-gc", "iteration": 0}
-    )
+    recorder.table("partial.csv", PartialRow).writerow({"scheme": "partial-gc", "iteration": 0})
     recorder.write_metadata({"status": "running"})  # a scheme ended: tables match run.json
     assert len(_rows(tmp_path / "iterations.csv")) == 1
     assert len(_rows(tmp_path / "partial.csv")) == 1

@@ -5,20 +5,20 @@ import math
 
 import numpy as np
 import pytest
+from helpers import coordinate_raw_runtime
 
-from bcgc_sim.plans import BlockPlan, TandonPlan
-from bcgc_sim.runtime import (
+from bcgc_sim.model.plans import BlockPlan, TandonPlan
+from bcgc_sim.model.runtime import (
     Estimate,
     block_completion_probability,
     block_loads,
     block_raw_runtime,
-    coordinate_raw_runtime,
     expected_from_cdf,
     runtime_scale,
     tandon_completion_probability,
     tandon_raw_runtime,
 )
-from bcgc_sim.stragglers import Empirical, FailureMixture, Pareto, ShiftedExponential
+from bcgc_sim.model.stragglers import Empirical, FailureMixture, Pareto, ShiftedExponential
 
 # --- spec §9 Test A: N = 3, M = 6, C = 1, L = 4, s = (0, 1, 1, 2), T = (2, 1, 4) ---------------
 

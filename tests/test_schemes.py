@@ -7,28 +7,22 @@ from functools import cache
 import numpy as np
 import pytest
 
-from bcgc_sim.model import SystemModel
-from bcgc_sim.optimize import SubgradientSettings, round_r1
-from bcgc_sim.paper import PAPER_FIG3
-from bcgc_sim.partial_plan import PartialPlan
-from bcgc_sim.plans import BlockPlan, TandonPlan
-from bcgc_sim.runtime import Estimate, block_loads
+from bcgc_sim.model.optimize import SubgradientSettings, deterministic_optimum, round_r1
+from bcgc_sim.model.plans import BlockPlan, TandonPlan
+from bcgc_sim.model.runtime import Estimate, block_loads
+from bcgc_sim.model.stragglers import Empirical, Pareto, ShiftedExponential, monte_carlo_cycle_times
+from bcgc_sim.model.streams import STREAM_EVALUATION
+from bcgc_sim.model.system import SystemModel
+from bcgc_sim.paper.numbers import PAPER_FIG3
+from bcgc_sim.partial.plan import PartialPlan
 from bcgc_sim.schemes import (
     SCHEMES,
     SYSTEM_SCHEMES,
     SchemeOptions,
     build_plan,
-    deterministic_optimum,
     needs_deadline,
     theorem2_relaxed,
     theorem3_relaxed,
-)
-from bcgc_sim.stragglers import (
-    STREAM_EVALUATION,
-    Empirical,
-    Pareto,
-    ShiftedExponential,
-    monte_carlo_cycle_times,
 )
 
 # --- spec §9 Test B ----------------------------------------------------------------------------

@@ -8,9 +8,7 @@ import pytest
 from scipy import integrate, special
 
 from bcgc_sim.errors import UserError
-from bcgc_sim.stragglers import (
-    STREAM_EVALUATION,
-    STREAM_TUNING,
+from bcgc_sim.model.stragglers import (
     CycleTimeDistribution,
     Empirical,
     FailureMixture,
@@ -20,6 +18,7 @@ from bcgc_sim.stragglers import (
     monte_carlo_cycle_times,
     worker_rng,
 )
+from bcgc_sim.model.streams import STREAM_EVALUATION, STREAM_TUNING
 
 TEST_B = ShiftedExponential(rate=1.0, shift=1.0)
 PAPER = ShiftedExponential(rate=1e-3, shift=50.0)

@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 
-from bcgc_sim.plans import BlockPlan, TandonPlan
-from bcgc_sim.runtime import block_raw_runtime, tandon_raw_runtime
-from bcgc_sim.system_costs import SystemCosts, costs_to_toml, load_costs
-from bcgc_sim.system_runtime import Machine, simulate
-from bcgc_sim.system_work import plan_work
+from bcgc_sim.calibration import costs_to_toml, load_costs
+from bcgc_sim.model.costs import SystemCosts
+from bcgc_sim.model.machine import Machine, simulate
+from bcgc_sim.model.plans import BlockPlan, TandonPlan
+from bcgc_sim.model.runtime import block_raw_runtime, tandon_raw_runtime
+from bcgc_sim.model.work import plan_work
 
 ROWS, COORDS = 8, 100  # two workers: 4 rows each
 
@@ -133,9 +134,9 @@ def test_calibration_file_round_trip(tmp_path):
 
 
 def _sys_opt(costs: SystemCosts, machine: Machine, n: int = 4, rows: int = 400, coords: int = 200):
-    from bcgc_sim.model import SystemModel
+    from bcgc_sim.model.stragglers import ShiftedExponential
+    from bcgc_sim.model.system import SystemModel
     from bcgc_sim.schemes import SchemeOptions, build_plan
-    from bcgc_sim.stragglers import ShiftedExponential
 
     model = SystemModel(n, coords, rows, 1.0, ShiftedExponential(1.0, 1.0))
     return build_plan("bcgc-sys-opt", model, SchemeOptions(system=(costs, machine)))
@@ -143,9 +144,9 @@ def _sys_opt(costs: SystemCosts, machine: Machine, n: int = 4, rows: int = 400, 
 
 def test_bcgc_sys_opt_needs_a_calibration():
     from bcgc_sim.errors import UserError
-    from bcgc_sim.model import SystemModel
+    from bcgc_sim.model.stragglers import ShiftedExponential
+    from bcgc_sim.model.system import SystemModel
     from bcgc_sim.schemes import build_plan
-    from bcgc_sim.stragglers import ShiftedExponential
 
     with pytest.raises(UserError, match="--calibration"):
         build_plan("bcgc-sys-opt", SystemModel(4, 20, 40, 1.0, ShiftedExponential(1.0, 1.0)))

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 from helpers import no_children_left
 
-from bcgc_sim.codes import CodeBook
 from bcgc_sim.config import load_config
 from bcgc_sim.errors import UserError
-from bcgc_sim.layout import layout_for
+from bcgc_sim.model.codes import CodeBook
+from bcgc_sim.model.costs import SystemCosts
+from bcgc_sim.model.layout import layout_for
 from bcgc_sim.results import RunRecorder
 from bcgc_sim.schemes import APPROXIMATE_SCHEMES, SCHEMES, build_plan
-from bcgc_sim.system_costs import SystemCosts
 from master.cluster import LocalCluster
 from master.runner import model_for_data, prepare_problem, run_testbed
 from master.session import SchemeSession, SessionSettings
@@ -143,7 +143,7 @@ def test_a_worker_dying_at_start_up_is_reported_fast(tmp_path):
 def test_an_impossible_number_of_workers_is_refused_before_starting(tmp_path):
     start = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "bcgc_sim.cli", "run", "--set", "cluster.workers=1000000",
+        [sys.executable, "-m", "bcgc_sim", "run", "--set", "cluster.workers=1000000",
          "--set", "model.samples=2000000", "--output", str(tmp_path)],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip

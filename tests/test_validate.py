@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bcgc_sim.cli import main
 from bcgc_sim.config import load_config
+from bcgc_sim.entry.cli import main
+from bcgc_sim.model.stragglers import monte_carlo_cycle_times
 from bcgc_sim.schemes import build_plan
-from bcgc_sim.stragglers import monte_carlo_cycle_times
 from bcgc_sim.validation import (
     RunRecord,
     deadline_check,

@@ -26,13 +26,14 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
 from zmq.utils.monitor import recv_monitor_message
 
-from bcgc_sim import zmq_io
-from bcgc_sim.codes import CodeBook, cyclic_support
 from bcgc_sim.config import load_config
 from bcgc_sim.errors import UserError
-from bcgc_sim.layout import layout_for
-from bcgc_sim.plans import BlockPlan
-from bcgc_sim.protocol import (
+from bcgc_sim.model.codes import CodeBook, cyclic_support
+from bcgc_sim.model.layout import layout_for
+from bcgc_sim.model.plans import BlockPlan
+from bcgc_sim.schemes import build_plan
+from bcgc_sim.wire import framing
+from bcgc_sim.wire.protocol import (
     ALLOWED_DTYPES,
     MAX_HEADER_BYTES,
     MAX_PAYLOAD_BYTES,
@@ -46,7 +47,6 @@ from bcgc_sim.protocol import (
     header_spec,
     parse,
 )
-from bcgc_sim.schemes import build_plan
 from master.cluster import LocalCluster
 from master.decoder import IterationDecoder, Outcome
 from master.runner import max_message_bytes, model_for_data, prepare_problem, run_testbed
@@ -339,27 +339,27 @@ def test_encode_sends_empty_2d_arrays(shape):
     assert message.array.shape == shape
 
 
-@pytest.mark.parametrize("length", [0, 3, zmq_io.COPY_BELOW // 8 + 1])  # copied and zero-copy
+@pytest.mark.parametrize("length", [0, 3, framing.COPY_BELOW // 8 + 1])  # copied and zero-copy
 def test_zmq_io_round_trip_and_shared_broadcast_frames(length):
-    """zmq_io.send/receive carry a message bit-exactly; one shareable message reaches two peers."""
+    """framing.send/receive carry a message bit-exactly; one shareable message reaches two peers."""
     context = zmq.Context()
     try:
-        router = zmq_io.configure(context.socket(zmq.ROUTER))
+        router = framing.configure(context.socket(zmq.ROUTER))
         port = router.bind_to_random_port("tcp://127.0.0.1")
         peers = []
         for _ in range(2):
-            peer = zmq_io.configure(context.socket(zmq.DEALER))
+            peer = framing.configure(context.socket(zmq.DEALER))
             peer.connect(f"tcp://127.0.0.1:{port}")
-            zmq_io.send(peer, encode(MessageType.READY, {"protocol": PROTOCOL_VERSION}))
+            framing.send(peer, encode(MessageType.READY, {"protocol": PROTOCOL_VERSION}))
             peers.append(peer)
-        identities = [zmq_io.receive(router)[0].bytes for _ in peers]
+        identities = [framing.receive(router)[0].bytes for _ in peers]
         array = np.random.default_rng(0).standard_normal(length)
-        frames = zmq_io.shareable(encode(MessageType.ITERATE, {"iteration": 7}, array))
+        frames = framing.shareable(encode(MessageType.ITERATE, {"iteration": 7}, array))
         for identity in identities:
-            zmq_io.send(router, [identity, *frames])
+            framing.send(router, [identity, *frames])
         for peer in peers:
             assert peer.poll(5000)
-            message = parse([f.buffer for f in zmq_io.receive(peer)])
+            message = parse([f.buffer for f in framing.receive(peer)])
             assert message.header["iteration"] == 7
             assert message.array.tobytes() == array.tobytes()
     finally:

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from bcgc_sim.codes import cyclic_support
-from bcgc_sim.layout import Slot
+from bcgc_sim.model.codes import cyclic_support
+from bcgc_sim.model.layout import Slot
 from bcgc_sim.problems import ProblemData, loss_derivative
 
 

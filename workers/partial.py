@@ -1,9 +1,9 @@
-"""The worker's side of the partial-straggler protocol, variant R1 (bcgc_sim.partial_gc design note).
+"""The worker's side of the partial-straggler protocol, variant R1 (bcgc_sim.partial.decoder notes).
 
 Per ITERATE the worker computes the full gradient of each chunk (= data partition) it stores, in
 its order pi_j, keeps them, and after the k-th one sends a NOTICE (header only) at its deadline
     t_start + time_scale * (M C / N) * T_j * k * L
-(one chunk = raw load L, bcgc_sim.partial_plan). A COMBINE for this iteration (chunks, beta) is
+(one chunk = raw load L, bcgc_sim.partial.plan). A COMBINE for this iteration (chunks, beta) is
 answered at once with one UPLOAD z_j = sum_k sum_u beta[k, u] g_{chunks[k]}^(u) (ceil(L / l)
 floats, `r1_upload`), after which the iteration is over for this worker, as it is after an
 ABANDON. COMBINE and ABANDON of another run or iteration are stale and ignored; any other master
@@ -20,9 +20,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from bcgc_sim.partial_gc import Coefficients, r1_upload
+from bcgc_sim.partial.coding import Coefficients, r1_upload
 from bcgc_sim.problems import ProblemData, loss_derivative
-from bcgc_sim.protocol import Message, MessageType
+from bcgc_sim.wire.protocol import Message, MessageType
 
 _DEADLINE = object()  # _wait's result when the deadline passed with no master message
 

@@ -32,10 +32,13 @@ import psutil
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from bcgc_sim import zmq_io
-from bcgc_sim.layout import Slot
+from bcgc_sim.model.layout import Slot
+from bcgc_sim.model.stragglers import distribution_from_spec, worker_rng
 from bcgc_sim.problems import ProblemData
-from bcgc_sim.protocol import (
+from bcgc_sim.wire import framing
+from bcgc_sim.wire.protocol import (
+    DEFAULT_HEARTBEAT_S,
+    DEFAULT_LIVENESS,
     PARTIAL_PROTOCOL,
     PROTOCOL_VERSION,
     Message,
@@ -46,13 +49,10 @@ from bcgc_sim.protocol import (
     parse,
     require,
 )
-from bcgc_sim.stragglers import distribution_from_spec, worker_rng
 
 from .compute import SlotComputer
 
 RANK_VARIABLES = ("SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMI_RANK")  # set by srun, mpirun, ...
-DEFAULT_HEARTBEAT_S = 0.5
-DEFAULT_LIVENESS = 10  # heartbeat intervals the connection may be down before the worker exits
 
 
 class MasterGone(Exception):
@@ -98,9 +98,9 @@ class Worker:
         self.requested_rank = rank
         self.parent_pid = parent_pid
         self.timeout_s = timeout_s
-        zmq_io.keep_freed_memory()  # this process moves large arrays every iteration
+        framing.keep_freed_memory()  # this process moves large arrays every iteration
         self.context = zmq.Context.instance()
-        self.socket = zmq_io.configure(self.context.socket(zmq.DEALER))
+        self.socket = framing.configure(self.context.socket(zmq.DEALER))
         self.socket.setsockopt(zmq.LINGER, 0)
         self.monitor = self.socket.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
         self.down_since: int | None = None  # when the connection to the master was lost
@@ -140,7 +140,7 @@ class Worker:
         """Send without ever blocking: with no connection to the master (not yet up, a refused
         CURVE handshake, gone) the message is dropped and the liveness rules decide."""
         try:
-            zmq_io.send(self.socket, encode(kind, header, array), zmq_io.NOBLOCK)
+            framing.send(self.socket, encode(kind, header, array), framing.NOBLOCK)
         except zmq.Again:
             return
         self.last_sent = time.monotonic_ns()
@@ -153,7 +153,7 @@ class Worker:
         with N workers sharing few cores, every wake-up path costs (scripts/bench_overhead.py).
         """
         try:
-            frames = zmq_io.receive(self.socket)
+            frames = framing.receive(self.socket)
         except zmq.Again:
             frames = None
         self.tick()
@@ -192,7 +192,7 @@ class Worker:
         """Wait up to timeout_ns for a message, ticking at least every heartbeat interval. (The
         serve loop waits in `receive` alone; waits that end at a deadline poll first.)"""
         timeout_ms = max(0, min(timeout_ns, self.heartbeat_ns) // 1_000_000)
-        ready = zmq_io.readable(self.socket, timeout_ms)
+        ready = framing.readable(self.socket, timeout_ms)
         self.tick()
         return ready
 

@@ -1,5 +1,6 @@
 """Predictions of the calibrated system model: `bcgc predict --model system` and the system
-columns of `bcgc validate` for natural-mode runs (seconds; bcgc_sim/system_runtime.py)."""
+columns of `bcgc validate` for natural-mode runs (seconds; model/machine.py). Beside
+predict.py, which does the same for the papers' model."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ from scipy import stats
 
 from .config import Config
 from .errors import UserError
-from .plans import Plan
+from .model.costs import SystemCosts
+from .model.machine import system_runtimes
+from .model.plans import Plan
 from .schemes import build_plan
-from .system_costs import SystemCosts
-from .system_runtime import system_runtimes
 
 SYSTEM_SAMPLES = 400  # simulated iterations per scheme (after the warm-up)
 
@@ -120,9 +121,14 @@ def system_validation(run, costs: SystemCosts) -> dict[str, dict]:
         if measured.size == 0 or plan.__class__.__name__ == "PartialPlan":
             continue
         simulated = system_runtimes(
-            plan, run.model.samples, run.model.coordinates, costs, machine, SYSTEM_SAMPLES,
+            plan,
+            run.model.samples,
+            run.model.coordinates,
+            costs,
+            machine,
+            SYSTEM_SAMPLES,
             run.config.seed,
-        )  # fmt: skip
+        )
         out[name] = {
             "system_predicted_mean_s": float(simulated.mean()),
             "system_ratio": float(measured.mean() / simulated.mean()),

@@ -20,11 +20,11 @@ from scipy import optimize as sp_optimize
 from scipy import special, stats
 
 from .ferdinand import ferdinand_partition
-from .model import SystemModel
 from .optimize import round_r1
 from .plans import BlockPlan, Plan, TandonPlan
 from .runtime import block_loads
 from .stragglers import CycleTimeDistribution
+from .system import SystemModel
 
 
 def raw_deadline(model: SystemModel, deadline: float) -> float:

@@ -4,8 +4,8 @@ Reconstruction of spec/partial-gc.md (the paper's body was not available, spec �
 (spec §1.2, A1): workers process their chunks in a fixed order and send a payload-free NOTICE
 after each; the master stops when every chunk has l processed copies (exact) or at a deadline
 (approximate), sends COMBINE (beta) to the workers whose copies it uses, ABANDON to the others,
-and adds the one UPLOAD each chosen worker sends back. Protocol state machines:
-`bcgc_sim.partial_gc`; timing model: `bcgc_sim.partial_gc_timing`.
+and adds the one UPLOAD each chosen worker sends back. The master's state machine:
+`bcgc_sim.partial.decoder`; timing model: `bcgc_sim.partial.timing`.
 
 Mapping onto the testbed (spec §5.3, the fair comparison):
   * chunk i = data partition i (problems.partition_bounds(M, N)): m = N chunks, cyclic storage of
@@ -44,21 +44,65 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import UserError
-from .model import SystemModel
-from .partial_gc import Assignment, Ordering, block_length, positions, random_ordering
-from .partial_gc_timing import copy_times, speed_finish_times
-from .stragglers import (
-    STREAM_EVALUATION,
-    STREAM_TUNING,
-    CycleTimeDistribution,
-    FailureMixture,
-    monte_carlo_cycle_times,
-)
+from ..errors import UserError
+from ..model.stragglers import CycleTimeDistribution, monte_carlo_cycle_times
+from ..model.streams import ROOT_ORDERING, STREAM_EVALUATION, STREAM_TUNING, generator
+from ..model.system import SystemModel
+from .assignment import Assignment, Ordering, positions, random_ordering
+from .coding import block_length
+from .timing import copy_times, speed_finish_times
 
 ORDERINGS = ("optimal", "random")
 CDF_SAMPLES = 20_000  # Monte-Carlo draws behind completion_probability
-_ORDERING_STREAM = 9  # spawn key of the random ordering's stream
+
+
+@dataclass(frozen=True)
+class PartialOptions:
+    """Knobs of partial-gc and partial-gc-approx (config section `partial`)."""
+
+    storage: int = 0  # delta partitions per worker, cyclic; 0 = the storage bcgc-opt uses
+    parts: int = 1  # l: the gradient is cut into l blocks, every upload has ceil(L / l) floats
+    ordering: str = "optimal"  # "optimal" (Latin) or "random" (drawn once from the seed)
+    approx_time: float = 0.8  # partial-gc-approx stops at this fraction of E[exact time] ...
+    approx_nmse: float = 0.0  # ... or once the estimated NMSE is at most this (0 = off)
+
+    def __post_init__(self) -> None:
+        """The checks that need no model; a UserError names the config key."""
+        if self.storage < 0:
+            raise UserError(f"partial.storage must be >= 0 (0 = as bcgc-opt), got {self.storage}")
+        if self.parts < 1:
+            raise UserError(f"partial.parts (l) must be >= 1, got {self.parts}")
+        if self.ordering not in ORDERINGS:
+            raise UserError(
+                f"partial.ordering must be 'optimal' or 'random', got '{self.ordering}'"
+            )
+        if not (self.approx_time > 0 and math.isfinite(self.approx_time)):
+            raise UserError(f"partial.approx_time must be > 0 (a fraction), got {self.approx_time}")
+        if not 0 <= self.approx_nmse < 1:
+            raise UserError(f"partial.approx_nmse must be in [0, 1), got {self.approx_nmse}")
+
+    def check(self, n_workers: int) -> None:
+        """The checks against N workers, before storage 0 is resolved (config time)."""
+        if self.storage > n_workers:
+            raise UserError(
+                f"partial.storage must be in 0..{n_workers} (cluster.workers; 0 = as "
+                f"bcgc-opt), got {self.storage}"
+            )
+        if self.storage:
+            check_delta(self.storage, self.parts, n_workers)
+
+
+def check_delta(storage: int, parts: int, n_workers: int) -> None:
+    """delta = `storage` partitions per worker in 1..N, and l = `parts` at most delta."""
+    if not 1 <= storage <= n_workers:
+        raise UserError(
+            f"partial.storage (delta) must be in 1..{n_workers} (cluster.workers), got {storage}"
+        )
+    if not 1 <= parts <= storage:
+        raise UserError(
+            f"partial.parts (l) must be in 1..{storage} (partial.storage = delta): every chunk "
+            f"needs l processed copies; got {parts}"
+        )
 
 
 @dataclass(frozen=True)
@@ -127,7 +171,7 @@ class PartialPlan:
     def raw_runtime(self, cycle_times: np.ndarray) -> np.ndarray:
         """R per realisation, shape (K,): the master's stop time (no round trip; see module doc).
 
-        Exact: the time every chunk has l copies (partial_gc_timing.exact_times). Approximate:
+        Exact: the time every chunk has l copies (timing.exact_times). Approximate:
         min(deadline, first time the estimated NMSE <= nmse_target, exact time).
         """
         useful = self.useful_times(cycle_times)
@@ -177,78 +221,69 @@ class PartialPlan:
     # -- run.json -------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         return {
-            "kind": "partial", "scheme": self.scheme, "n_workers": self.n_workers,
-            "coordinates": self.coordinates, "storage": self.storage, "parts": self.parts,
-            "ordering_name": self.ordering_name, "ordering": [list(o) for o in self.ordering],
-            "seed": self.seed, "deadline": self.deadline, "nmse_target": self.nmse_target,
+            "kind": "partial",
+            "scheme": self.scheme,
+            "n_workers": self.n_workers,
+            "coordinates": self.coordinates,
+            "storage": self.storage,
+            "parts": self.parts,
+            "ordering_name": self.ordering_name,
+            "ordering": [list(o) for o in self.ordering],
+            "seed": self.seed,
+            "deadline": self.deadline,
+            "nmse_target": self.nmse_target,
             "approx_time": self.approx_time,
-        }  # fmt: skip
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> PartialPlan:
         deadline, fraction = data.get("deadline"), data.get("approx_time")
         return cls(
-            str(data["scheme"]), int(data["n_workers"]), int(data["coordinates"]),
-            int(data["storage"]), int(data["parts"]), str(data["ordering_name"]),
-            tuple(tuple(int(i) for i in o) for o in data["ordering"]), int(data.get("seed", 1)),
-            None if deadline is None else float(deadline), float(data.get("nmse_target", 0.0)),
+            str(data["scheme"]),
+            int(data["n_workers"]),
+            int(data["coordinates"]),
+            int(data["storage"]),
+            int(data["parts"]),
+            str(data["ordering_name"]),
+            tuple(tuple(int(i) for i in o) for o in data["ordering"]),
+            int(data.get("seed", 1)),
+            None if deadline is None else float(deadline),
+            float(data.get("nmse_target", 0.0)),
             None if fraction is None else float(fraction),
-        )  # fmt: skip
+        )
 
 
-# ------------------------------------------------------------------------------------------------
-# Builders (registered in bcgc_sim.schemes)
-# ------------------------------------------------------------------------------------------------
-def bcgc_storage(model: SystemModel, options) -> int:
-    """1 + the highest redundancy level bcgc-opt uses for `model`: the partitions it stores."""
-    from .schemes import build_plan
-
-    law = model.distribution
-    if isinstance(law, FailureMixture):
-        model = dataclasses.replace(model, distribution=law.base)
-    try:
-        plan = build_plan("bcgc-opt", model, options)
-    except UserError as exc:
-        raise UserError(
-            f"partial.storage = 0 takes the storage of bcgc-opt, which cannot be planned here "
-            f"({exc}); set partial.storage = delta"
-        ) from None
-    return int(np.flatnonzero(np.asarray(plan.x) > 0).max()) + 1
-
-
-def build_partial(model: SystemModel, options, approximate: bool) -> PartialPlan:
-    """The plan of `partial-gc` (exact) or `partial-gc-approx` under options.partial."""
-    opts = options.partial
+def build_partial(
+    model: SystemModel,
+    opts: PartialOptions,
+    storage: int,
+    seed: int,
+    tuning_samples: int,
+    approximate: bool,
+) -> PartialPlan:
+    """The plan of `partial-gc` (exact) or `partial-gc-approx` with `storage` = delta partitions
+    per worker (the registry resolves opts.storage = 0); `tuning_samples` draws of the tuning
+    stream set the approximate plan's deadline."""
     n = model.n_workers
-    storage = opts.storage or bcgc_storage(model, options)
-    if not 1 <= storage <= n:
-        raise UserError(
-            f"partial.storage (delta) must be in 1..{n} (cluster.workers), got {storage}"
-        )
-    if not 1 <= opts.parts <= storage:
-        raise UserError(
-            f"partial.parts (l) must be in 1..{storage} (partial.storage = delta): every chunk "
-            f"needs l processed copies; got {opts.parts}"
-        )
-    if opts.ordering not in ORDERINGS:
-        raise UserError(f"partial.ordering must be 'optimal' or 'random', got '{opts.ordering}'")
+    check_delta(storage, opts.parts, n)
     assignment = Assignment.cyclic(n, storage)
     if opts.ordering == "optimal":
         ordering = assignment.natural  # cyclic natural order = a Latin ordering (spec §2.2)
     else:
-        rng = np.random.default_rng(
-            np.random.SeedSequence(options.seed, spawn_key=(_ORDERING_STREAM, n, storage))
-        )
-        ordering = random_ordering(assignment, rng)
+        ordering = random_ordering(assignment, generator(seed, ROOT_ORDERING, n, storage))
     plan = PartialPlan(
-        "partial-gc", n, model.coordinates, storage, opts.parts, opts.ordering, ordering,
-        options.seed,
-    )  # fmt: skip
+        "partial-gc",
+        n,
+        model.coordinates,
+        storage,
+        opts.parts,
+        opts.ordering,
+        ordering,
+        seed,
+    )
     if not approximate:
         return plan
-    t = monte_carlo_cycle_times(
-        model.distribution, options.seed, options.tuning_samples, n, STREAM_TUNING
-    )
+    t = monte_carlo_cycle_times(model.distribution, seed, tuning_samples, n, STREAM_TUNING)
     exact = plan.raw_runtime(t)
     exact = exact[np.isfinite(exact)]
     if exact.size == 0:

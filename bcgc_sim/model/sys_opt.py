@@ -1,5 +1,7 @@
 """Scheme bcgc-sys-opt: the block partition x minimising the calibrated system model's E[runtime].
 
+Named after the scheme, beside `optimize` (the papers' SPSG, which minimises their model).
+
 The forward pass depends on x only through its highest level s_max (every worker holds the
 s_max + 1 partitions), so candidates are enumerated by s_max: the uncoded plan, every single
 level L e_s, and for each s_max a BCGC partition over levels 0..s_max shaped like Theorem 2
@@ -13,10 +15,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from .costs import SystemCosts
+from .machine import Machine, simulate, system_runtimes
 from .plans import BlockPlan
-from .system_costs import SystemCosts
-from .system_runtime import Machine, simulate, system_runtimes
-from .system_work import plan_work
+from .work import plan_work
 
 SEARCH_SAMPLES = 60  # simulated iterations per candidate
 

@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .streams import ROOT_CODES, generator
+
 DECODING_TOLERANCE = 1e-8  # relative, for N <= 32 (measured; see module docstring)
-_CODE_STREAM = 2
 
 
 def cyclic_support(worker: int, stragglers: int, n_workers: int) -> np.ndarray:
@@ -103,9 +104,7 @@ def well_conditioned_matrix(
     """B(s) for (seed, N, s): the best of `draws` Gaussian constructions by worst probe kappa_F."""
     if stragglers in (0, n_workers - 1):
         return encoding_matrix(n_workers, stragglers)
-    rng = np.random.default_rng(
-        np.random.SeedSequence(seed, spawn_key=(_CODE_STREAM, n_workers, stragglers))
-    )
+    rng = generator(seed, ROOT_CODES, n_workers, stragglers)
     candidates = [encoding_matrix(n_workers, stragglers, rng=rng) for _ in range(draws)]
     probes = probe_sets(n_workers, stragglers, rng)
     scores = [float(np.max(_batched_amplification(c, probes))) for c in candidates]

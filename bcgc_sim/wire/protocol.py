@@ -35,6 +35,11 @@ ALLOWED_DTYPES = ("<f8", "<f4")
 MAX_PAYLOAD_BYTES = 1 << 40  # no dimension may claim more (a zero-size array could otherwise)
 Buffer = Any  # bytes, memoryview, zmq.Frame: anything with the buffer protocol
 PARTIAL_PROTOCOL = "partial-r1"  # SETUP["protocol"] of a partial-gc plan (else: BCGC slots)
+# Liveness (config cluster.heartbeat, cluster.liveness; the master sends both in SETUP): a peer
+# sends a HEARTBEAT after DEFAULT_HEARTBEAT_S seconds without a message and counts the other
+# as dead after DEFAULT_LIVENESS such intervals of silence.
+DEFAULT_HEARTBEAT_S = 0.5
+DEFAULT_LIVENESS = 10
 
 
 class MessageType(bytes, enum.Enum):
@@ -46,7 +51,7 @@ class MessageType(bytes, enum.Enum):
     FAILED = b"FAILED"  # worker -> master: set-up failed (reason)
     STOP = b"STOP"  # master -> worker: exit now
     HEARTBEAT = b"HEARTBEAT"  # both ways: I am alive (sent when nothing else was sent lately)
-    # the partial-straggler protocol, variant R1 (bcgc_sim.partial_gc, workers/partial.py):
+    # the partial-straggler protocol, variant R1 (bcgc_sim.partial.decoder, workers/partial.py):
     NOTICE = b"NOTICE"  # worker -> master: chunk done (header only, no payload)
     COMBINE = b"COMBINE"  # master -> worker: the chunks to combine and their coefficients beta
     UPLOAD = b"UPLOAD"  # worker -> master: z_j = sum beta g_i^(u), ceil(L / l) floats

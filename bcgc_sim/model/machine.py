@@ -1,5 +1,8 @@
 """The system runtime model: every block's arrival at the master on real, shared cores.
 
+Named `machine` beside `runtime` (the papers' tau) and `system` (the papers' N, L, M, C record):
+it runs a plan on a machine, cores, burners, messages and the master's CPU included.
+
 An event simulation of the testbed's own loop (spec/system-model.md), iteration after iteration:
 
 * the master broadcasts theta (one send per worker), then takes the messages in arrival order,
@@ -32,9 +35,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .costs import SystemCosts
 from .plans import Plan
-from .system_costs import SystemCosts
-from .system_work import PlanWork, plan_work
+from .streams import ROOT_SYSTEM, generator
+from .work import PlanWork, plan_work
 
 _SEGMENT, _THETA, _MESSAGE, _HOLD_END = 0, 1, 2, 3  # event kinds
 _RECEIVE, _FORWARD, _DERIVATIVE, _HOLD, _SEND = 0, 1, 2, 3, 4  # worker task kinds
@@ -406,7 +410,6 @@ class _Simulation:
         self.left = len(self.work.slots)
 
 
-SYSTEM_STREAM = 11  # spawn-key root of the system model's random streams
 WARMUP_ITERATIONS = 2  # simulated before the recorded ones: stale work needs a past
 
 
@@ -422,9 +425,9 @@ def system_runtimes(
     """Runtimes (seconds) of `samples` consecutive natural-mode iterations of `plan`, after
     WARMUP_ITERATIONS; the same seed gives every scheme the same compute multipliers."""
     n = plan.n_workers
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(SYSTEM_STREAM, 0)))
+    rng = generator(seed, ROOT_SYSTEM, 0)
     multipliers = costs.cycle_times(rng, (samples + WARMUP_ITERATIONS, n))
-    latency = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(SYSTEM_STREAM, 1)))
+    latency = generator(seed, ROOT_SYSTEM, 1)
     trace = simulate(
         plan_work(plan, rows, coordinates, costs), costs, machine, multipliers, None, latency
     )

@@ -1,4 +1,5 @@
-"""The relaxed optimum of Problem 3 and the rounding to integers (spec/bcgc.md §3, §4, §4.1).
+"""The relaxed optimum of Problem 3, the closed-form optimum for fixed cycle times, and the
+rounding to integers (spec/bcgc.md §3, §4, §4.1, §5).
 
 All objectives are raw (R = E[max_n T_(N-n) S_n(x)], no M C / N factor). Cycle-time samples
 have shape (K, N).
@@ -12,6 +13,7 @@ import numpy as np
 from scipy import optimize as sp_optimize
 from scipy import sparse
 
+from ..errors import UserError
 from .runtime import block_loads
 
 
@@ -165,3 +167,24 @@ def round_r2(x: np.ndarray, total: int, samples: np.ndarray) -> np.ndarray:
         scores = [np.max(desc * row, axis=1).mean() for row in loads]
         out[int(np.argmin(scores))] += 1
     return out
+
+
+def deterministic_optimum(sorted_times: np.ndarray, coordinates: float) -> np.ndarray:
+    """Relaxed x minimising max_n t_{N-n} S_n(x) for fixed sorted t_1 <= ... <= t_N (spec §5).
+
+    x_n = lambda/(n+1) (1/t_{N-n} - 1/t_{N-n+1}) with 1/t_{N+1} = 0 and lambda = L / D(t):
+    every term t_{N-n} S_n equals lambda. Accepts frequencies 1/t with zeros (failed workers).
+    """
+    return optimum_from_frequencies(1.0 / np.asarray(sorted_times, dtype=float), coordinates)
+
+
+def optimum_from_frequencies(frequencies: np.ndarray, coordinates: float) -> np.ndarray:
+    """The same optimum from phi_n = 1/t_n (non-increasing in n), shape (N,)."""
+    phi = np.asarray(frequencies, dtype=float)
+    n = phi.size
+    by_block = phi[::-1]  # block n uses phi_{N-n}
+    previous = np.concatenate([[0.0], by_block[:-1]])  # phi_{N-n+1}, phi_{N+1} = 0
+    weights = (by_block - previous) / np.arange(1, n + 1)
+    if not np.all(np.isfinite(weights)) or weights.sum() <= 0:
+        raise UserError("the closed form needs finite, positive order-statistic moments")
+    return coordinates * weights / weights.sum()

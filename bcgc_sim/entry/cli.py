@@ -1,7 +1,10 @@
-"""The `bcgc` command: plan, predict (and, as they land, run, validate, sweep, ...).
+"""The `bcgc` command: plan, predict, run, validate, sweep, calibrate, master, worker, keygen.
 
-User mistakes end with one line `bcgc: error: ...` on stderr and exit status 2, never a
-traceback.
+Part of the entry layer (bcgc_sim.entry), the one place that composes the model (bcgc_sim), the
+master (master/) and the workers (workers/). Each command imports the process code it runs, so
+`bcgc plan` and `bcgc predict` start without ZeroMQ, master or workers. User mistakes end with
+one line `bcgc: error: ...` on stderr and exit status 2, never a traceback; Ctrl-C exits with
+130, SIGTERM with 143 (results kept).
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Config, load_config
-from .errors import UserError
-from .predict import finite_or_none, predict
-from .schemes import (
+from ..config import Config, load_config
+from ..errors import UserError
+from ..model.system import SystemModel
+from ..predict import Prediction, finite_or_none, predict
+from ..schemes import (
     PARTIAL_SCHEMES,
     SCHEMES,
     build_plan,
@@ -48,16 +52,17 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument(
-        "--calibration", metavar="FILE",
+        "--calibration",
+        metavar="FILE",
         help="system-model costs written by 'bcgc calibrate' (enables bcgc-sys-opt)",
-    )  # fmt: skip
+    )
 
 
 def _costs(args: argparse.Namespace):
     """The SystemCosts of --calibration FILE, or None."""
     if not getattr(args, "calibration", None):
         return None
-    from .system_costs import load_costs
+    from ..calibration import load_costs
 
     return load_costs(args.calibration)
 
@@ -88,8 +93,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
     config = _config(args)
     model = config.system_model()
     plan = build_plan(args.scheme, model, config.scheme_options(_costs(args)))
-    from .predict import Prediction
-
     x = Prediction(args.scheme, plan, None, None, None).partition()
     if args.json:
         print(json.dumps({"scheme": args.scheme, "x": x}))
@@ -123,43 +126,55 @@ def cmd_predict(args: argparse.Namespace) -> int:
             raise missing_deadline(config.predict.schemes[0])
     results = predict(model, schemes, options, config.predict.samples, config.predict.exact)
     if args.json:
-        out = {}
-        for r in results:
-            if r.plan is None:
-                out[r.scheme] = {"error": r.error}
-                continue
-            out[r.scheme] = {
-                "R": finite_or_none(r.raw.mean),
-                "expected_runtime": finite_or_none(r.expected_runtime.mean),
-                "stderr": finite_or_none(r.expected_runtime.stderr),
-                "expected_runtime_exact": finite_or_none(r.exact_expected_runtime),
-                "x": r.partition(),
-            }
-            if options.deadline is not None:
-                out[r.scheme]["completion_probability"] = r.completion_probability
-        print(
-            json.dumps(
-                {
-                    "schemes": out,
-                    "unit": "model time units",
-                    "samples": config.predict.samples,
-                    "deadline": options.deadline,
-                }
+        _print_prediction_json(results, config.predict.samples, options.deadline)
+    else:
+        _print_prediction_table(results, model, config.predict.samples, options.deadline)
+        if any(name in PARTIAL_SCHEMES for name in schemes):
+            print(
+                "partial-gc*: no exact E[tau]; P(tau<=T) by Monte Carlo over 20000 draws "
+                "(bcgc_sim/partial/plan.py); R excludes the COMBINE/UPLOAD round trip"
             )
+    return 0
+
+
+def _print_prediction_json(results: list[Prediction], samples: int, deadline: float | None) -> None:
+    out = {}
+    for r in results:
+        if r.plan is None:
+            out[r.scheme] = {"error": r.error}
+            continue
+        out[r.scheme] = {
+            "R": finite_or_none(r.raw.mean),
+            "expected_runtime": finite_or_none(r.expected_runtime.mean),
+            "stderr": finite_or_none(r.expected_runtime.stderr),
+            "expected_runtime_exact": finite_or_none(r.exact_expected_runtime),
+            "x": r.partition(),
+        }
+        if deadline is not None:
+            out[r.scheme]["completion_probability"] = r.completion_probability
+    print(
+        json.dumps(
+            {
+                "schemes": out,
+                "unit": "model time units",
+                "samples": samples,
+                "deadline": deadline,
+            }
         )
-        return 0
+    )
+
+
+def _print_prediction_table(
+    results: list[Prediction], model: SystemModel, samples: int, deadline: float | None
+) -> None:
     print(
         f"N = {model.n_workers}, L = {model.coordinates}, M = {model.samples}, C = {model.cycles:g}; "
         f"{model.distribution.describe()}"
     )
-    print(
-        f"E[tau] = (M C / N) R in model time units; Monte Carlo over {config.predict.samples} draws of T"
-    )
-    if options.deadline is not None:
-        print(
-            f"P(tau<=T): exact completion probability at T = {options.deadline:g} model time units"
-        )
-    column = f" {'P(tau<=T)':>10}" if options.deadline is not None else ""
+    print(f"E[tau] = (M C / N) R in model time units; Monte Carlo over {samples} draws of T")
+    if deadline is not None:
+        print(f"P(tau<=T): exact completion probability at T = {deadline:g} model time units")
+    column = f" {'P(tau<=T)':>10}" if deadline is not None else ""
     w = max([14, *(len(r.scheme) for r in results)])
     header = (
         f"{'scheme':<{w}} {'R':>12} {'E[tau]':>12} {'+- stderr':>10} {'E[tau] exact':>13}{column}"
@@ -183,18 +198,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
             f"{r.scheme:<{w}} {r.raw.mean:>12.5g} {r.expected_runtime.mean:>12.5g} "
             f"{r.expected_runtime.stderr:>10.3g} {exact}{probability}  {_short(r.plan.describe())}"
         )
-    if any(name in PARTIAL_SCHEMES for name in schemes):
-        print(
-            "partial-gc*: no exact E[tau]; P(tau<=T) by Monte Carlo over 20000 draws "
-            "(bcgc_sim/partial_plan.py); R excludes the COMBINE/UPLOAD round trip"
-        )
-    return 0
 
 
 def _predict_system(args: argparse.Namespace) -> int:
     """`bcgc predict --model system`: every scheme's runtime on the calibrated system model
     (natural mode: real compute on this machine's cores), in seconds."""
-    from .system_predict import format_system_predictions, predict_system, system_json
+    from ..predict_system import format_system_predictions, predict_system, system_json
 
     costs = _costs(args)
     if costs is None:
@@ -229,7 +238,7 @@ def _report_run(summaries, folder: Path, as_json: bool) -> int:
 
     from master.runner import print_summaries
 
-    from .results import json_safe
+    from ..results import json_safe
 
     if as_json:
         schemes = {
@@ -257,9 +266,13 @@ def cmd_master(args: argparse.Namespace) -> int:
 
     def cluster():
         return RemoteCluster(
-            config.cluster.workers, args.bind, config.run.startup_timeout,
-            max_message_bytes(data), curve, log=lambda text: print(text, file=sys.stderr),
-        )  # fmt: skip
+            config.cluster.workers,
+            args.bind,
+            config.run.startup_timeout,
+            max_message_bytes(data),
+            curve,
+            log=lambda text: print(text, file=sys.stderr),
+        )
 
     summaries = run_testbed(
         config, folder, log=lambda text: print(text, file=sys.stderr), cluster_factory=cluster
@@ -282,8 +295,8 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from . import plots
-    from .validation import format_table, load_run, to_json, validate_run
+    from .. import plots
+    from ..validation import format_table, load_run, to_json, validate_run
 
     if args.source:
         folder = Path(args.source)
@@ -313,7 +326,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     costs = _costs(args)
     system = None
     if costs is not None and run.config.run.mode == "natural":
-        from .system_predict import system_validation
+        from ..predict_system import system_validation
 
         system = system_validation(run, costs)
     if args.json:
@@ -325,7 +338,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return 0
     print(format_table(results))
     if system is not None:
-        from .system_predict import format_system_validation
+        from ..predict_system import format_system_validation
 
         print(format_system_validation(system))
     print(f"figures: {', '.join(str(f) for f in figures)}")
@@ -339,7 +352,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     from master.sweep import DEFAULT_VALUES, SweepSpec, parse_values, reductions, run_sweep
 
-    from . import plots
+    from .. import plots
 
     if args.values:
         values = parse_values(args.values)
@@ -352,9 +365,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     folder = Path(args.output or Path(base.run.output) / f"sweep-{args.param}-{stamp}")
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} points"),
-        TimeElapsedColumn(), transient=True,
-    ) as bar:  # fmt: skip
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} points"),
+        TimeElapsedColumn(),
+        transient=True,
+    ) as bar:
         task = bar.add_task("sweep", total=len(values))
 
         def progress(index, value, state):
@@ -365,12 +381,26 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     measured, predicted = reductions(rows, "measured_mean_s"), reductions(rows, "predicted_mean_s")
     figure = plots.plot_sweep(rows, (measured, predicted), folder / "sweep.png")
     if args.json:
-        print(json.dumps({"rows": rows, "reduction_measured_pct": measured, "reduction_predicted_pct": predicted,
-                          "output": str(folder)}))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "rows": rows,
+                    "reduction_measured_pct": measured,
+                    "reduction_predicted_pct": predicted,
+                    "output": str(folder),
+                }
+            )
+        )
         return 0
+    _print_sweep_table(args.param, rows, measured, predicted)
+    print(f"results: {folder / 'sweep.csv'}, figure: {figure}")
+    return 0
+
+
+def _print_sweep_table(param: str, rows: list[dict], measured: dict, predicted: dict) -> None:
     w = max([14, *(len(r["scheme"]) for r in rows)])
     print(
-        f"{args.param:>18} {'scheme':<{w}} {'measured s':>11} {'predicted s':>12} {'model s':>9} {'ratio':>6}"
+        f"{param:>18} {'scheme':<{w}} {'measured s':>11} {'predicted s':>12} {'model s':>9} {'ratio':>6}"
     )
     for r in rows:
         print(
@@ -381,9 +411,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         "reduction of bcgc-opt over the best baseline (%), measured vs predicted (same cycle times):"
     )
     for value in measured:
-        print(f"  {args.param} = {value}: {measured[value]:.1f} vs {predicted[value]:.1f}")
-    print(f"results: {folder / 'sweep.csv'}, figure: {figure}")
-    return 0
+        print(f"  {param} = {value}: {measured[value]:.1f} vs {predicted[value]:.1f}")
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -426,10 +454,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_deadline_argument(pred)
     pred.add_argument("--scheme", action="append", help="only this scheme (repeatable)")
     pred.add_argument(
-        "--model", choices=("paper", "system"), default="paper",
+        "--model",
+        choices=("paper", "system"),
+        default="paper",
         help="paper: the papers' runtime model (model time units); system: the calibrated "
         "system model of natural runs on this machine (seconds; needs --calibration)",
-    )  # fmt: skip
+    )
     pred.set_defaults(func=cmd_predict)
 
     run = sub.add_parser("run", help="run the schemes on a local cluster: measured vs predicted")

@@ -3,7 +3,9 @@
 A `BlockPlan` is a BCGC partition x (spec §3 eq. 6-7): the first x_0 coordinates tolerate no
 straggler, the next x_1 tolerate one, ..., the last x_{N-1} tolerate N - 1. Single-BCGC, uncoded
 and Ferdinand-Draper are block plans too. A `TandonPlan` is Tandon et al.'s partial-straggler
-scheme (spec §7.2), whose runtime is not that of a block partition.
+scheme (spec §7.2), whose runtime is not that of a block partition. The partial-straggler
+protocol's plan is `bcgc_sim.partial.plan.PartialPlan`; the registry (`bcgc_sim.schemes`) builds
+every kind and turns each into run.json's plain dict and back.
 """
 
 from __future__ import annotations
@@ -113,28 +115,3 @@ class TandonPlan:
 
 
 Plan = BlockPlan | TandonPlan
-
-
-def plan_to_dict(plan: Plan) -> dict:
-    """A plain dict (run.json) from which `plan_from_dict` rebuilds the plan."""
-    if isinstance(plan, BlockPlan):
-        return {"kind": "block", "scheme": plan.scheme, "x": [int(v) for v in plan.x]}
-    if not isinstance(plan, TandonPlan):
-        return plan.to_dict()  # a PartialPlan (bcgc_sim.partial_plan)
-    return {
-        "kind": "tandon", "scheme": plan.scheme, "n_workers": plan.n_workers,
-        "coordinates": plan.coordinates, "stragglers": plan.stragglers, "alpha": plan.alpha,
-    }  # fmt: skip
-
-
-def plan_from_dict(data: dict) -> Plan:
-    if data["kind"] == "block":
-        return BlockPlan(data["scheme"], tuple(int(v) for v in data["x"]))
-    if data["kind"] == "partial":
-        from .partial_plan import PartialPlan  # imports this module's users: loaded on use
-
-        return PartialPlan.from_dict(data)
-    return TandonPlan(
-        data["scheme"], int(data["n_workers"]), int(data["coordinates"]),
-        int(data["stragglers"]), float(data["alpha"]),
-    )  # fmt: skip

@@ -7,7 +7,8 @@ cumulative model load `load` (raw units, spec §3) is done:
 The master decodes the slot from its first N - s arrivals and adds the result to
 gradient[start:stop].
 
-BCGC-style plans: one slot per non-empty block, one partition into N equal subsets.
+BCGC-style plans: one slot per non-empty block, one partition into N equal subsets
+(`partition_bounds`: contiguous row ranges whose sizes differ by at most one).
 Tandon's partial-straggler scheme (spec §7.2): two slots over all coordinates: first the
 worker's unique rows (plain sum, all N needed), then its s + 1 shared parts coded with B(s).
 With p = alpha (s+1)/(alpha-1) parts per worker, the unique parts are a fraction 1/alpha of
@@ -18,8 +19,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from .plans import BlockPlan, Plan, TandonPlan
-from .problems import partition_bounds
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,13 @@ class Slot:
 class Layout:
     slots: tuple[Slot, ...]
     partitions: dict[str, tuple[int, ...]]  # name -> N + 1 row boundaries
+
+
+def partition_bounds(rows: int, parts: int, start: int = 0) -> tuple[int, ...]:
+    """Boundaries of `parts` contiguous row ranges of [start, start + rows), sizes within 1."""
+    sizes = np.full(parts, rows // parts)
+    sizes[: rows % parts] += 1
+    return tuple(int(v) for v in start + np.concatenate([[0], np.cumsum(sizes)]))
 
 
 def layout_for(plan: Plan, rows: int) -> Layout:

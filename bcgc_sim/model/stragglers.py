@@ -1,9 +1,10 @@
-"""Cycle-time distributions, their order statistics, and seeded per-worker streams.
+"""Cycle-time distributions, their order statistics, and the seeded cycle-time draws.
 
 A cycle time T_n is the time worker n needs per CPU cycle, in model time units (spec/bcgc.md §1).
 T_(n) denotes the n-th smallest of N i.i.d. draws, n = 1..N. Failed workers (full stragglers)
-have T = +inf. Streams are keyed by (seed, iteration, worker) so that the testbed, the master and
-the predictions draw the same cycle times on any machine (DESIGN.md, Conventions).
+have T = +inf. The testbed's draws are keyed by (seed, iteration, worker) so that the workers,
+the master and the predictions draw the same cycle times on any machine (DESIGN.md,
+Conventions); every stream root is named in `bcgc_sim.model.streams`.
 
 scipy is imported inside the functions that need it: worker processes load this module (for
 the plan layout and their cycle-time stream) but never call them, and importing scipy would
@@ -21,17 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
-
-_TESTBED_STREAM = 0
-_MONTE_CARLO_STREAM = 1
-
-# Monte-Carlo streams (the `stream` argument of monte_carlo_cycle_times): schemes tune on
-# TUNING (and the optimiser on batches 1, 2, ...), round on ROUNDING; predictions evaluate on
-# EVALUATION, which no scheme ever sees (out-of-sample, common to all schemes).
-STREAM_TUNING = 0
-STREAM_ROUNDING = 1_000_000
-STREAM_EVALUATION = 2_000_000
+from ..errors import UserError
+from .streams import ROOT_MONTE_CARLO, ROOT_TESTBED, generator
 
 
 class CycleTimeDistribution(ABC):
@@ -397,9 +389,7 @@ def distribution_from_spec(spec: dict) -> CycleTimeDistribution:
 
 def worker_rng(seed: int, iteration: int, worker: int) -> np.random.Generator:
     """The generator of worker `worker` (0-based) in testbed iteration `iteration`."""
-    return np.random.default_rng(
-        np.random.SeedSequence(seed, spawn_key=(_TESTBED_STREAM, iteration, worker))
-    )
+    return generator(seed, ROOT_TESTBED, iteration, worker)
 
 
 def iteration_cycle_times(
@@ -419,7 +409,4 @@ def monte_carlo_cycle_times(
     This stream is separate from the testbed's (seed, iteration, worker) streams, so that
     out-of-sample evaluation (stream 1) never reuses the samples an optimiser saw (stream 0).
     """
-    rng = np.random.default_rng(
-        np.random.SeedSequence(seed, spawn_key=(_MONTE_CARLO_STREAM, stream))
-    )
-    return dist.sample(rng, (n_samples, n_workers))
+    return dist.sample(generator(seed, ROOT_MONTE_CARLO, stream), (n_samples, n_workers))

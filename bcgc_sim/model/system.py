@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import UserError
+from ..errors import UserError
 from .runtime import runtime_scale
 from .stragglers import CycleTimeDistribution
 

@@ -1,5 +1,7 @@
 """What every worker computes and sends in one iteration of a plan, priced by SystemCosts.
 
+Named `work` (the CPU seconds a plan asks of each worker) beside `layout` (the slots it sends).
+
 The testbed's worker (workers/compute.py) first runs the forward pass z = X theta, l'(z) over
 every row it holds (for each row partition, the parts of its highest redundancy level), then,
 slot by slot, the coded partial derivatives over the s + 1 parts of the slot and its
@@ -15,9 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .codes import cyclic_support
+from .costs import FLOAT_BYTES, SystemCosts
 from .layout import Slot, layout_for
 from .plans import Plan
-from .system_costs import FLOAT_BYTES, SystemCosts
 
 
 @dataclass(frozen=True)

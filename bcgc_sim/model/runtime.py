@@ -43,17 +43,6 @@ def block_raw_runtime(x: np.ndarray, cycle_times: np.ndarray) -> np.ndarray:
     return np.max(descending[:, used] * block_loads(x)[used], axis=1)
 
 
-def coordinate_raw_runtime(redundancy: np.ndarray, cycle_times: np.ndarray) -> np.ndarray:
-    """R of per-coordinate redundancies s_1..s_L (spec eq. 2), shape (K,); any order of s.
-
-    Coordinate l is recovered at T_(N-s_l) sum_{i<=l} (s_i + 1); R is the latest recovery.
-    """
-    s = np.asarray(redundancy, dtype=int)
-    t = np.sort(np.atleast_2d(cycle_times), axis=1)
-    loads = np.cumsum(s + 1)
-    return np.max(t[:, t.shape[1] - 1 - s] * loads, axis=1)
-
-
 def tandon_raw_runtime(
     stragglers: int, alpha: float, coordinates: int, cycle_times: np.ndarray
 ) -> np.ndarray:
