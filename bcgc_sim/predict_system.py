@@ -13,11 +13,12 @@ from scipy import stats
 from .config import Config
 from .errors import UserError
 from .model.costs import SystemCosts
-from .model.machine import system_runtimes
+from .model.machine import SYSTEM_SAMPLES, system_runtimes
 from .model.plans import Plan
+from .partial.plan import PartialPlan
 from .schemes import build_plan
 
-SYSTEM_SAMPLES = 400  # simulated iterations per scheme (after the warm-up)
+PARTIAL_NOTE = "the system model covers block plans and Tandon's scheme, not partial-gc"
 
 
 @dataclass(frozen=True)
@@ -55,11 +56,11 @@ def predict_system(
         except UserError as exc:
             out.append(SystemPrediction(name, None, None, str(exc)))
             continue
-        if not hasattr(plan, "x") and plan.__class__.__name__ == "PartialPlan":
-            out.append(SystemPrediction(name, plan, None, "no system model for partial-gc yet"))
+        if isinstance(plan, PartialPlan):
+            out.append(SystemPrediction(name, plan, None, PARTIAL_NOTE))
             continue
         runtimes = system_runtimes(
-            plan, model.samples, model.coordinates, costs, machine, SYSTEM_SAMPLES, config.seed
+            plan, model.samples, model.coordinates, costs, machine, None, config.seed
         )
         out.append(SystemPrediction(name, plan, runtimes))
     return out
@@ -73,7 +74,8 @@ def format_system_predictions(
     lines = [
         f"system model: N = {config.cluster.workers} workers on {costs.cores or 'dedicated'} cores, "
         f"M = {m.samples}, L = {m.coordinates}, burners {burners}, slowdown "
-        f"{list(config.natural.slowdown) or 'none'}; {SYSTEM_SAMPLES} simulated iterations",
+        f"{list(config.natural.slowdown) or 'none'}; consecutive simulated iterations per "
+        f"scheme until the standard error is 2% of the mean (at most {SYSTEM_SAMPLES})",
     ]
     deadline = config.predict.deadline
     column = f" {'P(t<=T)':>8}" if deadline else ""
@@ -104,12 +106,17 @@ def system_json(results: list[SystemPrediction], config: Config) -> dict:
             out[r.scheme] = {"error": r.error}
             continue
         x = list(getattr(r.plan, "x", []))
-        out[r.scheme] = {"expected_runtime_s": r.mean, "stderr_s": r.stderr, "x": x}
+        out[r.scheme] = {
+            "expected_runtime_s": r.mean,
+            "stderr_s": r.stderr,
+            "iterations": int(r.runtimes.size),
+            "x": x,
+        }
         if config.predict.deadline:
             out[r.scheme]["completion_probability"] = r.completion_probability(
                 config.predict.deadline
             )
-    return {"schemes": out, "unit": "seconds", "model": "system", "samples": SYSTEM_SAMPLES}
+    return {"schemes": out, "unit": "seconds", "model": "system", "most_samples": SYSTEM_SAMPLES}
 
 
 def system_validation(run, costs: SystemCosts) -> dict[str, dict]:
@@ -118,7 +125,7 @@ def system_validation(run, costs: SystemCosts) -> dict[str, dict]:
     out = {}
     for name, plan in run.plans.items():
         measured = np.array([float(r["measured_s"]) for r in run.iterations if r["scheme"] == name])
-        if measured.size == 0 or plan.__class__.__name__ == "PartialPlan":
+        if measured.size == 0 or isinstance(plan, PartialPlan):
             continue
         simulated = system_runtimes(
             plan,

@@ -1,19 +1,20 @@
-"""`bcgc calibrate`: measure natural cycle times, fit a shifted exponential, predict, validate.
+"""`bcgc calibrate`: measure the machine, fit the papers' law, predict with both models, validate.
 
-1. Measure: the uncoded scheme runs in natural mode (no injected delay; real compute under real
-   load, e.g. natural.burners, natural.slowdown). Worker n's message of iteration i arrives
-   after its work of raw load L, so its cycle time is T_n = send time / ((M C / N) L), in
-   seconds per unit of raw load (time scale 1).
-2. Fit: the shifted exponential by the unbiased MLE (t0 = min - theta / n, 1/mu = theta =
-   n (mean - min) / (n - 1)); fit quality as the Kolmogorov-Smirnov distance of the sample to the
-   fitted law (its p-value is optimistic: the parameters come from the same sample).
-3. Measure the system (master/system_calibrate.py): the same natural run also runs a probe plan
-   (one block per level); kernel and decode costs are timed, per-message costs and latency
-   fitted to both plans' per-block times, per-worker compute laws fitted to the uncoded run;
-   written to calibration.toml (load it with --calibration FILE).
-4. Predict and validate: the schemes (and bcgc-sys-opt, planned on the system model) are planned
-   for the fitted law, run in natural mode, and their measured runtimes compared with the paper
-   model's E[runtime] and exact distribution and with the system model's (Monte Carlo).
+1. Measure (master/system_calibrate.py): three probe plans (uncoded among them) run in natural
+   mode (no injected delay; real compute under real load, e.g. natural.burners,
+   natural.slowdown) on an instrumented cluster that reads every thread's CPU; with the timed
+   numpy kernels and a transport ping-pong they give every cost of the system model, written
+   to calibration.toml (load it with --calibration FILE).
+2. Fit the papers' law: worker n's uncoded message of iteration i arrives after its work of raw
+   load L, so its cycle time is T_n = send time / ((M C / N) L), in seconds per unit of raw load
+   (time scale 1); the shifted exponential by the unbiased MLE (t0 = min - theta / n, 1/mu =
+   theta = n (mean - min) / (n - 1)); fit quality as the Kolmogorov-Smirnov distance of the
+   sample to the fitted law (its p-value is optimistic: the parameters come from the same
+   sample).
+3. Validate: the schemes, planned for the fitted law, and bcgc-sys-opt, planned on the system
+   model, run side by side in alternating rounds (master/rounds.py); their measured runtimes
+   are compared with the papers' E[runtime] and exact distribution and with the system model's
+   simulated iterations (mean, KS distance).
 """
 
 from __future__ import annotations
@@ -29,20 +30,27 @@ from scipy import stats
 from bcgc_sim.calibration import save_costs
 from bcgc_sim.config import Config, load_config
 from bcgc_sim.errors import UserError
-from bcgc_sim.model.costs import SystemCosts
 from bcgc_sim.model.machine import system_runtimes
-from bcgc_sim.model.plans import BlockPlan
 from bcgc_sim.model.stragglers import ShiftedExponential
 from bcgc_sim.predict import evaluation_samples
 from bcgc_sim.results import json_safe
-from bcgc_sim.validation import load_run, model_cdf
+from bcgc_sim.schemes import build_plan
+from bcgc_sim.validation import load_run
 
-from . import system_calibrate
-from .runner import run_testbed
+from .rounds import SEPARATOR, run_rounds
+from .system_calibrate import (
+    PROBE_UNCODED,
+    fit_costs,
+    machine_costs,
+    measure_plans,
+    plan_costs,
+    probe_plans,
+    write_measurements,
+)
 
 SYSTEM_SAMPLES = 400  # simulated iterations per scheme for the system model's prediction
-QUANTUM_S = 0.004  # the scheduler's time slice on the development VM (HZ = 250)
-ITERATION_S = 200e-6  # the master's book-keeping between iterations (an estimate)
+ROUND_ITERATIONS = 10  # iterations per scheme and round of the validation (schemes alternate)
+SYS_OPT = "bcgc-sys-opt"
 
 
 @dataclass(frozen=True)
@@ -81,7 +89,7 @@ def measured_cycle_times(
         rows = [
             r
             for r in csv.DictReader(handle)
-            if r["status"] in ("used", "late") and scheme in (None, r["scheme"])
+            if r["status"] in ("used", "late") and scheme in (None, r["scheme"].split(SEPARATOR)[0])
         ]
     workers = sorted({int(r["worker"]) for r in rows})
     times = {
@@ -93,90 +101,78 @@ def measured_cycle_times(
     ]
 
 
-def probe_plan(n_workers: int, coordinates: int) -> BlockPlan:
-    """One block per redundancy level, equal widths: many messages, every forward pass."""
-    x = [coordinates // n_workers] * n_workers
-    x[0] += coordinates - sum(x)
-    return BlockPlan("probe", tuple(x))
+def paper_cdf(plan, model):
+    """t (seconds, time scale 1) -> P(runtime <= t) under the papers' model, vectorised."""
+
+    def cdf(t):
+        t = np.atleast_1d(np.asarray(t, dtype=float))
+        return np.array(
+            [
+                plan.completion_probability(v / model.scale, model.distribution) if v > 0 else 0.0
+                for v in t
+            ]
+        )
+
+    return cdf
 
 
-def measure_system(config: Config, folder: Path, log=print) -> SystemCosts:
-    """The costs of this machine (master/system_calibrate.py) from the measure run in `folder`."""
+def fitted_law(folder: Path) -> Fit:
+    """The shifted exponential of the uncoded probe's natural cycle times in `folder`."""
     run = load_run(folder)
-    rows, coordinates, n = run.model.samples, run.model.coordinates, run.model.n_workers
-    log("timing kernels and decoding; fitting message costs to the measured blocks")
-    costs = SystemCosts(
-        **system_calibrate.measure_kernels(rows, coordinates, n, config.seed),
-        **system_calibrate.measure_decode(n, coordinates, config.seed),
-        cores=system_calibrate.machine_cores(),
-        quantum_s=QUANTUM_S,
-        iteration_s=ITERATION_S,
+    values, worker_means = measured_cycle_times(
+        folder, run.model.scale, run.model.coordinates, PROBE_UNCODED
     )
-    machine = config.machine(costs)
-    runs = [(run.plans["uncoded"], folder, "uncoded"), (run.plans["probe"], folder, "probe")]
-    costs = system_calibrate.fit_messages(runs, rows, coordinates, costs, machine)
-    return system_calibrate.fit_worker_laws(
-        run.plans["uncoded"], folder, rows, coordinates, costs, machine
-    )
+    return fit_shifted_exponential(values, worker_means)
 
 
 def calibrate(config_path: str | None, overrides: list[str], folder: Path, log=print) -> dict:
     natural = [*overrides, "run.mode='natural'", "run.time_scale=1.0"]
-    first = load_config(config_path, [*natural, "run.schemes=['uncoded']"])
-    log(f"measuring: uncoded and a probe plan, {first.run.iterations} iterations, natural mode")
-    run_testbed(
-        first,
-        folder / "measure",
-        log=lambda text: None,
-        plans=lambda model: {
-            "uncoded": BlockPlan("uncoded", (model.coordinates,) + (0,) * (model.n_workers - 1)),
-            "probe": probe_plan(model.n_workers, model.coordinates),
-        },
-    )
-    measured = load_run(folder / "measure")
-    values, worker_means = measured_cycle_times(
-        folder / "measure", measured.model.scale, measured.model.coordinates, "uncoded"
-    )
-    fit = fit_shifted_exponential(values, worker_means)
-    costs = measure_system(first, folder / "measure", log)
-    calibration = save_costs(
-        costs,
-        folder / "calibration.toml",
-        {"setting": " ".join(overrides) or "defaults", "unit": "seconds"},
-    )
+    first = load_config(config_path, natural)
+    rounds = max(2, first.run.iterations // ROUND_ITERATIONS)
+    log("timing the numpy kernels, the decoder's sum and the transport")
+    base = machine_costs(first)
+    probes = probe_plans(first.cluster.workers, first.model.coordinates)
+    quick = max(2, rounds // 3)
+    log(f"measuring the probe plans: {quick} rounds of {ROUND_ITERATIONS} iterations")
+    first_costs = fit_costs(base, measure_plans(first, folder / "measure", probes, quick,
+                                                ROUND_ITERATIONS), first)  # fmt: skip
+    fit = fitted_law(folder / "measure")
     law = [
         "straggler.distribution='shifted-exponential'",
         f"straggler.rate={fit.rate!r}",
         f"straggler.shift={fit.shift!r}",
     ]
     second: Config = load_config(config_path, [*natural, *law])
-    schemes = [
-        *second.run.schemes,
-        *(["bcgc-sys-opt"] if "bcgc-sys-opt" not in second.run.schemes else []),
-    ]
-    second = load_config(config_path, [*natural, *law, f"run.schemes={schemes!r}"])
+    names = [*second.run.schemes, *([] if SYS_OPT in second.run.schemes else [SYS_OPT])]
+    model = second.system_model()
+    options = second.scheme_options(first_costs)
+    plans = {name: build_plan(name, model, options) for name in names}
     log(
-        f"fitted mu = {fit.rate:.4g}, t0 = {fit.shift:.4g}; running {', '.join(second.run.schemes)}"
+        f"fitted mu = {fit.rate:.4g}, t0 = {fit.shift:.4g}; running {', '.join(names)} and the "
+        f"probe plans in {rounds} alternating rounds of {ROUND_ITERATIONS} iterations"
     )
-    run_testbed(second, folder / "validate", log=lambda text: None, costs=costs)
-    run = load_run(folder / "validate")
-    samples = evaluation_samples(run.model, second.seed, 50_000)
+    measured = run_rounds(
+        second, folder / "validate", {**plans, **probes}, rounds, ROUND_ITERATIONS
+    )
+    probe_runs = {name: measured.pop(name) for name in probes}
+    probe_costs = {name: plan_costs(m) for name, m in probe_runs.items()}
+    write_measurements(probe_costs, folder / "validate" / "cpu.json")
+    costs = fit_costs(base, probe_costs, second)
+    calibration = save_costs(
+        costs,
+        folder / "calibration.toml",
+        {"setting": " ".join(overrides) or "defaults", "unit": "seconds"},
+    )
+    samples = evaluation_samples(model, second.seed, 50_000)
     machine = second.machine(costs)
+    unit = model.scale  # seconds per raw unit at time scale 1
     schemes = {}
-    for name, plan in run.plans.items():
-        measured_s = np.array(
-            [float(r["measured_s"]) for r in run.iterations if r["scheme"] == name]
-        )
-        predicted = float(np.mean(plan.raw_runtime(samples))) * run.seconds_per_raw_unit()
-        ks = stats.kstest(measured_s, model_cdf(run, plan))
+    for name, m in measured.items():
+        plan, measured_s = m.plan, m.runtimes
+        predicted = float(np.mean(plan.raw_runtime(samples))) * unit
+        ks = stats.kstest(measured_s, paper_cdf(plan, model))
         system = system_runtimes(
-            plan,
-            run.model.samples,
-            run.model.coordinates,
-            costs,
-            machine,
-            SYSTEM_SAMPLES,
-            second.seed,
+            plan, model.samples, model.coordinates, costs, machine, SYSTEM_SAMPLES, second.seed
         )
         schemes[name] = {
             "iterations": int(measured_s.size),
@@ -188,9 +184,24 @@ def calibrate(config_path: str | None, overrides: list[str], folder: Path, log=p
             "system_predicted_mean_s": float(system.mean()),
             "system_ratio": float(measured_s.mean()) / float(system.mean()),
             "system_ks_distance": float(stats.ks_2samp(measured_s, system).statistic),
+            "rounds_kept": int(m.kept.sum()),
+            "rounds": int(m.kept.size),
+            "foreign_load_max": float(m.foreign.max()),
             "plan": plan.describe(),
         }
+    machine = second.machine(costs)
+    probes_out = {
+        name: {
+            "measured_mean_s": m.mean,
+            "system_predicted_mean_s": float(
+                system_runtimes(m.plan, model.samples, model.coordinates, costs, machine,
+                                SYSTEM_SAMPLES, second.seed).mean()
+            ),
+        }
+        for name, m in probe_runs.items()
+    }  # fmt: skip
     result = {
+        "probes": probes_out,
         "fit": {
             "rate": fit.rate,
             "shift": fit.shift,

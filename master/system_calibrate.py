@@ -1,41 +1,78 @@
 """Measure the system model's costs on this machine (the `bcgc calibrate` steps behind
-bcgc_sim/model/costs.py).
+bcgc_sim/model/costs.py). Every figure is measured, none fitted to runtimes:
 
 1. Kernels: the worker's own numpy calls (forward pass z = X theta with the loss derivative,
-   and a block's X[rows, block]^T r) timed on one BLAS thread at the configured M x L, for
+   and a slot's X[rows, block]^T r) timed on one BLAS thread at the configured M x L, for
    several row counts and widths; a least-squares line per kernel gives the cost per row x
-   coordinate and per call. Data larger than the last-level cache is timed cold (a buffer is
-   streamed between calls), as it is when N workers take turns on a core.
-2. Decoding: the master's decoder (a_F by least squares, then the weighted sum) timed on the
-   CodeBook of this N.
-3. Messages and cores: the per-message CPU of a worker and of the master, and the latency, are
-   fitted so that the model reproduces two natural runs of the testbed (uncoded, and a probe plan
-   with one block per level), taken per block from messages.csv (Nelder-Mead on log errors).
-4. Per-worker laws: each worker's compute multiplier per iteration in the uncoded run,
-   (measured send - modelled send) / modelled compute + 1, fitted per worker by a shifted
-   exponential (unbiased MLE).
+   coordinate and per call. Data larger than the last-level cache is timed cold.
+2. The decoder (master/decoder.py): its weighted sum per coordinate x message, and the fixed
+   cost of decoding a slot with s > 0 once its decoding vector is cached.
+3. The transport: a ping-pong of messages of several sizes with an echo process, on the
+   transport the testbed uses (ZeroMQ over TCP loopback), both ends idle between messages:
+   the CPU per byte (the slope of both processes' CPU per round trip over the size, per end;
+   both on one core) and the wake-up of an idle core (half the difference of the round trips
+   with the echo on another core and on the same one).
+4. Messages, master and cores: three plans (uncoded; one block per level; full replication)
+   run in natural mode on an instrumented cluster (master/instrumented.py) that reads every
+   thread's CPU per iteration; least squares over the three plans give the worker's CPU to
+   take theta and per message sent (its process and I/O thread, and the master's I/O thread
+   that the kernel wakes on the sender's core), the master's CPU per theta sent, per message
+   taken and per coded decode during an iteration, and per message and per iteration after
+   the last decode. The cores are the CPUs this process may run on; the scheduler's tick is
+   the kernel's HZ and its base slice the kernel default (0.7 ms x (1 + log2 cores)).
+5. Per-worker speed: each worker's CPU per iteration relative to the others' in the uncoded
+   run gives its compute multiplier (heterogeneity the config does not explain).
 """
 
 from __future__ import annotations
 
-import csv
+import dataclasses
+import math
 import os
+import subprocess
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy import optimize
 
+from bcgc_sim.config import Config
 from bcgc_sim.model.codes import CodeBook
-from bcgc_sim.model.costs import SystemCosts
-from bcgc_sim.model.machine import Machine, simulate
-from bcgc_sim.model.plans import Plan
+from bcgc_sim.model.costs import FLOAT_BYTES, SystemCosts
+from bcgc_sim.model.layout import layout_for
+from bcgc_sim.model.plans import BlockPlan, Plan
 from bcgc_sim.model.work import plan_work
 from bcgc_sim.problems import loss_derivative
 
+from .rounds import Measured, run_rounds
+
 CACHE_BYTES = 16 << 20  # data above this is timed cold (measured: the per-element cost triples)
+BASE_SLICE_S = 0.0007  # EEVDF's sysctl_sched_base_slice before scaling by 1 + log2(cores)
+DEFAULT_HZ = 250
+PROBE_UNCODED = "probe-uncoded"
+WAKE_ROUNDS = 2  # refits of the message costs with the idle wake-ups taken off
+MASTER_LAGS_S = (0.0, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3)  # the master's lag: candidate values
+LAG_ITERATIONS = 40  # simulated iterations per probe plan and candidate
 
 
+def probe_plans(n_workers: int, coordinates: int) -> dict[str, Plan]:
+    """Uncoded (one message, 1/N of the rows); one block per level (N messages, every row);
+    full replication (one message, every row): they separate per-message from per-row costs."""
+    x = [coordinates // n_workers] * n_workers
+    x[0] += coordinates - sum(x)
+    uncoded = (coordinates,) + (0,) * (n_workers - 1)
+    full = (0,) * (n_workers - 1) + (coordinates,)
+    plans = {
+        PROBE_UNCODED: BlockPlan(PROBE_UNCODED, uncoded),
+        "probe-levels": BlockPlan("probe-levels", tuple(x)),
+    }
+    if n_workers > 1:
+        plans["probe-full"] = BlockPlan("probe-full", full)
+    return plans
+
+
+# -- 1, 2: kernels and the decoder's sum ------------------------------------------------------
 def _median_time(call, reps: int, flush: np.ndarray | None) -> float:
     times = []
     for _ in range(reps):
@@ -47,8 +84,15 @@ def _median_time(call, reps: int, flush: np.ndarray | None) -> float:
     return float(np.median(times))
 
 
+def _line(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """(slope, intercept >= 0) of a least-squares line through (x, seconds) points."""
+    p = np.array(points)
+    (a, c), *_ = np.linalg.lstsq(np.column_stack([p[:, 0], np.ones(len(p))]), p[:, 1], rcond=None)
+    return max(float(a), 0.0), max(float(c), 0.0)
+
+
 def measure_kernels(rows: int, coordinates: int, n_workers: int, seed: int = 0) -> dict[str, float]:
-    """Per-element and per-call seconds of the forward pass and of a block's derivatives."""
+    """Per-element and per-call seconds of the forward pass and of a slot's derivatives."""
     from threadpoolctl import threadpool_limits
 
     rng = np.random.default_rng(seed)
@@ -64,154 +108,318 @@ def measure_kernels(rows: int, coordinates: int, n_workers: int, seed: int = 0) 
             t = _median_time(
                 lambda r=r: loss_derivative("least-squares", x[:r] @ theta, y[:r]), 15, flush
             )
-            forward.append((r * coordinates, r, t))
+            forward.append((r * coordinates, t))
             residual = x[:r] @ theta - y[:r]
             for w in widths:
                 t = _median_time(lambda r=r, w=w, res=residual: x[:r, :w].T @ res, 15, flush)
                 derivative.append((r * w, t))
-    f = np.array(forward)
-    (a_f, c_f), *_ = np.linalg.lstsq(
-        np.column_stack([f[:, 0], np.ones(len(f))]), f[:, 2], rcond=None
-    )
-    d = np.array(derivative)
-    (a_d, c_d), *_ = np.linalg.lstsq(
-        np.column_stack([d[:, 0], np.ones(len(d))]), d[:, 1], rcond=None
-    )
+    a_f, c_f = _line(forward)
+    a_d, c_d = _line(derivative)
     return {
-        "forward_element_s": max(float(a_f), 0.0),
-        "forward_call_s": max(float(c_f), 0.0),
-        "derivative_element_s": max(float(a_d), 0.0),
-        "derivative_call_s": max(float(c_d), 0.0),
+        "forward_element_s": a_f,
+        "forward_call_s": c_f,
+        "derivative_element_s": a_d,
+        "derivative_call_s": c_d,
     }
 
 
-def measure_decode(n_workers: int, coordinates: int, seed: int = 1) -> dict[str, float]:
-    """Seconds of one coded block's decode (a_F, uncached) and per coordinate x message."""
+def measure_decode_element(n_workers: int, coordinates: int, seed: int = 1) -> float:
+    """Seconds per coordinate x message of the decoder's weighted sum (weights @ rows)."""
     rng = np.random.default_rng(seed)
-    codes = CodeBook(n_workers, seed)
-    codes.decoder(1, list(range(n_workers - 1)))  # first call: library set-up, not counted
-    fixed = []
-    for _ in range(5):
-        for s in range(1, n_workers):
-            fastest = sorted(rng.choice(n_workers, n_workers - s, replace=False).tolist())
-            fresh = CodeBook(n_workers, seed) if (s, tuple(fastest)) in codes._decoders else codes
-            fresh.matrix(s)
-            start = time.perf_counter()
-            fresh.decoder(s, fastest)
-            fixed.append(time.perf_counter() - start)
     rows = rng.standard_normal((n_workers, coordinates))
     weights = rng.standard_normal(n_workers)
-    start = time.perf_counter()
+    return _median_time(lambda: weights @ rows, 30, None) / (n_workers * coordinates)
+
+
+def measure_decode_fixed(n_workers: int, coordinates: int, seed: int = 1) -> float:
+    """Seconds of the fixed part of decoding a slot with s > 0 (its a_F cached, as in the
+    steady state): the completing offer minus a plain one, minus the weighted sum."""
+    from .decoder import IterationDecoder
+
+    if n_workers < 2:
+        return 0.0
+    plan = probe_plans(n_workers, coordinates)["probe-levels"]
+    slots = layout_for(plan, n_workers).slots
+    decoder = IterationDecoder(slots, n_workers, coordinates, CodeBook(n_workers, seed))
+    rng = np.random.default_rng(seed)
+    values = [rng.standard_normal(s.stop - s.start) for s in slots]
+    extra = []
     for _ in range(20):
-        weights @ rows
-    per_element = (time.perf_counter() - start) / 20 / (n_workers * coordinates)
-    return {"decode_s": float(np.median(fixed)), "decode_element_s": float(per_element)}
-
-
-def measured_blocks(folder: Path, scheme: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(runtime per iteration, mean send time per (worker, slot), mean taken time per (worker,
-    slot)) of one scheme of a natural run: seconds from the broadcast."""
-    with open(folder / "iterations.csv") as handle:
-        runtime = np.array(
-            [float(r["measured_s"]) for r in csv.DictReader(handle) if r["scheme"] == scheme]
-        )
-    sent: dict[tuple[int, int], list[float]] = {}
-    taken: dict[tuple[int, int], list[float]] = {}
-    with open(folder / "messages.csv") as handle:
-        for r in csv.DictReader(handle):
-            if r["scheme"] != scheme or r["status"] not in ("used", "late"):
+        decoder.reset()
+        for k, slot in enumerate(slots):
+            if slot.stragglers == 0:
                 continue
-            key = (int(r["worker"]), int(r["slot"]))
-            sent.setdefault(key, []).append(float(r["send_s"]))
-            taken.setdefault(key, []).append(float(r["arrival_s"]))
-    workers = 1 + max(k[0] for k in sent)
-    slots = 1 + max(k[1] for k in sent)
-    mean_sent = np.full((workers, slots), np.nan)
-    mean_taken = np.full((workers, slots), np.nan)
-    for (w, k), values in sent.items():
-        mean_sent[w, k] = np.mean(values)
-        mean_taken[w, k] = np.mean(taken[(w, k)])
-    return runtime, mean_sent, mean_taken
+            needed = n_workers - slot.stragglers
+            for w in range(needed - 1):
+                decoder.offer(w, k, values[k])
+            start = time.perf_counter()
+            decoder.offer(needed - 1, k, values[k])
+            last = time.perf_counter() - start
+            plain = _median_time(lambda k=k: decoder.offer(n_workers - 1, k, values[k]), 1, None)
+            extra.append(last - plain)
+    return max(float(np.median(extra[len(slots) :])), 0.0)
 
 
-def _model_trace(
-    plan: Plan, rows: int, coordinates: int, costs: SystemCosts, machine: Machine, n_iter: int
-):
-    work = plan_work(plan, rows, coordinates, costs)
-    rng = np.random.default_rng(7)
-    multipliers = costs.cycle_times(rng, (n_iter, plan.n_workers))
-    return simulate(work, costs, machine, multipliers, None, rng)
+# -- 3: the transport -------------------------------------------------------------------------
+ECHO = """
+import os, sys, zmq
+if hasattr(os, "sched_setaffinity"):
+    os.sched_setaffinity(0, {int(sys.argv[2])})
+socket = zmq.Context().socket(zmq.DEALER)
+socket.connect(sys.argv[1])
+socket.send(b"ready")
+while True:
+    frame = socket.recv(copy=False)
+    if len(frame) == 0:
+        break
+    socket.send(frame, copy=False)
+"""
+
+PING = """
+import json, os, subprocess, sys, time
+core, other, rounds = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+if hasattr(os, "sched_setaffinity"):
+    os.sched_setaffinity(0, {core})  # before ZeroMQ starts its I/O thread
+import zmq
+
+def cpu(pid):
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            total += int(open(f"/proc/{pid}/task/{tid}/schedstat").read().split()[0])
+        except (OSError, ValueError):
+            pass
+    return total
+
+socket = zmq.Context().socket(zmq.ROUTER)
+port = socket.bind_to_random_port("tcp://127.0.0.1")
+echo = subprocess.Popen([sys.executable, "-c", sys.argv[4], f"tcp://127.0.0.1:{port}", str(other)])
+try:
+    if not socket.poll(20_000):
+        raise SystemExit("the echo process did not connect")
+    peer = socket.recv_multipart()[0]
+    out = []
+    for size in json.loads(sys.argv[5]):
+        payload = bytes(size)
+        trips = []
+        before = cpu(os.getpid()) + cpu(echo.pid)
+        for _ in range(rounds):
+            time.sleep(0.0003)  # both ends go idle, as between the testbed's messages
+            start = time.monotonic_ns()
+            socket.send_multipart([peer, payload])
+            socket.recv_multipart()
+            trips.append(time.monotonic_ns() - start)
+        used = (cpu(os.getpid()) + cpu(echo.pid) - before) / rounds
+        trips.sort()
+        out.append([size, trips[len(trips) // 2] / 1e9, used / 1e9])
+    socket.send_multipart([peer, b""])
+    echo.wait(timeout=10)
+finally:
+    if echo.poll() is None:
+        echo.kill()
+print(json.dumps(out))
+"""
+
+TRANSPORT_SIZES = (16, 8 << 10, 64 << 10, 256 << 10)  # bytes per message of the ping-pong
+
+
+def _ping_pong(core: int, other: int, rounds: int) -> list[tuple[int, float, float]]:
+    """(bytes, median round trip s, CPU s per round trip of both processes) per size, ZeroMQ
+    over TCP loopback between a process on `core` and an echo on `other`."""
+    import json
+
+    result = subprocess.run(
+        [sys.executable, "-c", PING, str(core), str(other), str(rounds), ECHO,
+         json.dumps(list(TRANSPORT_SIZES))],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    return [tuple(row) for row in json.loads(result.stdout)]
+
+
+def measure_transport(rounds: int = 300) -> dict[str, float]:
+    """The transport's cost per byte (CPU seconds per byte per end: the slope of both
+    processes' CPU per round trip over the size, on one core, over 4) and the wake-up of an
+    idle core (the one-way time to an echo on another, idle core minus that on the same
+    core), for ZeroMQ over TCP loopback, the testbed's transport."""
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
+    same = _ping_pong(cores[0], cores[0], rounds)
+    slope, _ = _line([(size, cpu) for size, _, cpu in same])
+    wake = 0.0
+    if len(cores) > 1:
+        across = _ping_pong(cores[0], cores[-1], rounds)
+        wake = (across[0][1] - same[0][1]) / 2  # per direction, smallest message
+    return {"byte_s": slope / 4, "wake_s": max(wake, 0.0), "latency_s": 0.0}
+
+
+# -- 4: messages, master, cores from instrumented natural runs -------------------------------
+@dataclass(frozen=True)
+class PlanCosts:
+    """One probe plan's measured CPU seconds per iteration (means over its iterations)."""
+
+    plan: Plan
+    worker: np.ndarray  # (N,): each worker's main + I/O threads
+    master_io: float
+    broadcast: float  # the master loop's CPU inside the broadcast
+    taking: float  # ... from the broadcast to the last message taken
+    after: float  # ... after the last decode, until the next broadcast
+    messages: float  # messages the master took per iteration
+    waits: float  # ... for which its receive slept first (it woke for them)
+    foreign: float  # other processes' CPU per wall second meanwhile
+    runtime: float  # measured mean runtime (s) of the kept iterations
+
+
+def plan_costs(measured: Measured) -> PlanCosts:
+    """A probe plan's CPU per iteration, averaged over its kept rounds; each round's window is
+    its iterations 0 .. k - 2, between the two load readings (master/rounds.py)."""
+    plan = measured.plan
+    n = plan.n_workers
+    keep = [k for k, kept in enumerate(measured.kept) if kept and measured.cpu[k]]
+
+    def mean(values) -> float:
+        return float(np.mean(values)) if len(values) else 0.0
+
+    worker = np.array(
+        [
+            mean(
+                [
+                    measured.cpu[k].get(("worker", r), 0.0)
+                    + measured.cpu[k].get(("worker-io", r), 0.0)
+                    for k in keep
+                ]
+            )
+            for r in range(n)
+        ]
+    )
+    io = mean([measured.cpu[k].get(("master-io", -1), 0.0) for k in keep])
+    loops = [measured.loops[k] for k in keep]
+    window = [slice(0, len(loop.after)) for loop in loops]
+
+    def loop_mean(field: str) -> float:
+        return mean(
+            np.concatenate(
+                [np.asarray(getattr(lp, field))[w] for lp, w in zip(loops, window, strict=True)]
+            )
+        )
+
+    return PlanCosts(
+        plan,
+        worker,
+        io,
+        loop_mean("broadcast") / 1e9,
+        loop_mean("taking") / 1e9,
+        loop_mean("after") / 1e9,
+        loop_mean("messages"),
+        loop_mean("waits"),
+        float(measured.foreign[keep].mean()) if keep else 0.0,
+        measured.mean,
+    )
+
+
+def measure_plans(
+    config: Config, folder: Path, plans: dict[str, Plan], rounds: int, per_round: int
+) -> dict[str, PlanCosts]:
+    """Run `plans` in alternating natural-mode rounds on an instrumented cluster; their CPU
+    per iteration."""
+    measured = run_rounds(config, folder, plans, rounds, per_round)
+    return {name: plan_costs(m) for name, m in measured.items()}
+
+
+def _lsq(columns: list[np.ndarray], target: np.ndarray) -> np.ndarray:
+    """Non-negative least squares of target on the columns."""
+    from scipy.optimize import nnls
+
+    solution, _ = nnls(np.column_stack(columns), np.asarray(target, dtype=float))
+    return solution
 
 
 def fit_messages(
-    runs: list[tuple[Plan, Path, str]],
+    measured: dict[str, PlanCosts],
+    base: SystemCosts,
     rows: int,
     coordinates: int,
-    base: SystemCosts,
-    machine: Machine,
-    iterations: int = 60,
+    check: bool,
 ) -> SystemCosts:
-    """Worker per-message CPU, master per-message CPU and latency that make the model fit the
-    natural runs (plan, folder, scheme): log errors of the mean runtime and of every block's
-    mean taken time."""
-    targets = [measured_blocks(folder, scheme) for _, folder, scheme in runs]
-
-    def costs_of(p: np.ndarray) -> SystemCosts:
-        worker, master, latency = np.exp(p)
-        return base.with_updates(
-            send_s=worker,
-            receive_s=worker,
-            master_receive_s=master,
-            latency_s=latency / 2,
-            latency_spread_s=latency / 2,
-        )
-
-    def loss(p: np.ndarray) -> float:
-        costs = costs_of(p)
-        total = 0.0
-        for (plan, _, _), (runtime, _, taken) in zip(runs, targets, strict=True):
-            trace = _model_trace(plan, rows, coordinates, costs, machine, iterations)
-            model_runtime = np.mean(trace.runtime[2:])
-            model_taken = np.nanmean(trace.taken[2:], axis=0)
-            total += 4 * np.log(model_runtime / runtime.mean()) ** 2
-            ok = np.isfinite(taken) & np.isfinite(model_taken) & (taken > 0) & (model_taken > 0)
-            total += float(np.mean(np.log(model_taken[ok] / taken[ok]) ** 2)) if ok.any() else 0.0
-        return total
-
-    start = np.log([40e-6, 30e-6, 100e-6])
-    result = optimize.minimize(
-        loss, start, method="Nelder-Mead", options={"maxfev": 90, "xatol": 0.02, "fatol": 1e-4}
+    """Per-message, per-theta and master costs from the probe plans' CPU per iteration
+    (base holds the kernel, byte and decode costs already measured). The workers' compute is
+    the kernels' times a factor fitted with the message costs: on cores shared by several
+    processes the data are colder in the caches than in the kernels' timing."""
+    names = list(measured)
+    n = measured[names[0]].plan.n_workers
+    theta_bytes = FLOAT_BYTES * coordinates
+    worker_target, computes, sends, master_io = [], [], [], []
+    taken, wakes, after = [], [], []
+    for name in names:
+        m = measured[name]
+        work = plan_work(m.plan, rows, coordinates, base)
+        slots = layout_for(m.plan, rows).slots
+        sent = m.messages / n  # messages each worker sent per iteration (abandoned ones not)
+        compute = float(np.mean(work.forward_s + work.derivative_s.sum(axis=1)))
+        widths = np.array([s.stop - s.start for s in slots])
+        byte_cost = base.byte_s * FLOAT_BYTES * float(widths.mean())
+        worker_target.append(float(m.worker.mean()) - base.byte_s * theta_bytes - sent * byte_cost)
+        computes.append(compute)
+        sends.append(sent)
+        master_io.append(m.master_io)
+        decode = sum(
+            base.decode_s + base.decode_element_s * (n - s.stragglers) * (s.stop - s.start)
+            for s in slots
+            if s.stragglers > 0
+        ) + sum(base.decode_element_s * n * (s.stop - s.start) for s in slots if not s.stragglers)
+        taken.append(m.taking - decode - m.messages * byte_cost)
+        wakes.append(m.waits)
+        after.append(m.after)
+    ones = np.ones(len(names))
+    theta_receive, send, factor = _lsq(
+        [ones, np.array(sends), np.array(computes)], np.array(worker_target)
     )
-    return costs_of(result.x)
+    factor = factor if factor > 0 else 1.0
+    scaled = base.with_updates(
+        forward_element_s=factor * base.forward_element_s,
+        forward_row_s=factor * base.forward_row_s,
+        forward_call_s=factor * base.forward_call_s,
+        derivative_element_s=factor * base.derivative_element_s,
+        derivative_call_s=factor * base.derivative_call_s,
+    )
+    # the master's loss (or check gradient) after the last decode, at the workers' speed
+    gradient = (
+        scaled.gradient_s(rows, coordinates) if check else scaled.forward_s(rows, coordinates, 1)
+    )
+    io_theta, io_message = _lsq([ones * n, np.array(sends) * n], np.array(master_io))
+    message, master_wake = _lsq([np.array(sends) * n, np.array(wakes)], np.array(taken))
+    iteration, after_message = _lsq([ones, np.array(sends) * n], np.array(after) - gradient)
+    broadcast = float(np.mean([measured[k].broadcast for k in names]))
+    return scaled.with_updates(
+        theta_receive_s=theta_receive,
+        send_s=send,
+        relay_s=io_message,
+        theta_send_s=io_theta,
+        broadcast_s=broadcast / n,
+        master_message_s=message,
+        master_wake_s=master_wake,
+        master_after_message_s=after_message,
+        iteration_s=iteration,
+    )
 
 
-def fit_worker_laws(
-    plan: Plan, folder: Path, rows: int, coordinates: int, costs: SystemCosts, machine: Machine
-) -> SystemCosts:
-    """Per-worker shifted-exponential compute multipliers from an uncoded natural run: each
-    iteration's measured send over the modelled mean send (T = 1), per worker."""
-    _, mean_sent, _ = measured_blocks(folder, plan.scheme)
-    trace = _model_trace(plan, rows, coordinates, costs, machine, 40)
-    model_sent = np.nanmean(trace.sent[2:, :, 0], axis=0)
-    with open(folder / "messages.csv") as handle:
-        rows_ = [
-            r
-            for r in csv.DictReader(handle)
-            if r["scheme"] == plan.scheme and r["status"] in ("used", "late")
-        ]
-    shifts, rates = [], []
-    for w in range(plan.n_workers):
-        sends = np.array([float(r["send_s"]) for r in rows_ if int(r["worker"]) == w])
-        factor = sends / model_sent[w]
-        n = factor.size
-        if n < 3 or np.ptp(factor) == 0:
-            shifts.append(1.0)
-            rates.append(1e6)
-            continue
-        theta = n * (factor.mean() - factor.min()) / (n - 1)
-        shifts.append(float(max(factor.min() - theta / n, 0.0)))
-        rates.append(float(1.0 / max(theta, 1e-9)))
-    return costs.with_updates(law_shift=tuple(shifts), law_rate=tuple(rates))
+def write_measurements(measured: dict[str, PlanCosts], path: Path) -> None:
+    """The probe plans' CPU per iteration (microseconds), for the record."""
+    import json
+
+    out = {
+        name: {
+            "plan": m.plan.describe(),
+            "worker_cpu_us": [round(1e6 * v, 1) for v in m.worker],
+            "master_io_cpu_us": round(1e6 * m.master_io, 1),
+            "master_broadcast_cpu_us": round(1e6 * m.broadcast, 1),
+            "master_taking_cpu_us": round(1e6 * m.taking, 1),
+            "master_after_cpu_us": round(1e6 * m.after, 1),
+            "messages_per_iteration": round(m.messages, 2),
+            "foreign_load_cores": round(m.foreign, 4),
+            "runtime_ms": round(1e3 * m.runtime, 4),
+        }
+        for name, m in measured.items()
+    }
+    path.write_text(json.dumps(out, indent=1))
 
 
 def machine_cores() -> int:
@@ -219,3 +427,113 @@ def machine_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
+
+
+def scheduler_tick_s() -> float:
+    """1 / CONFIG_HZ of the running kernel (its config file), else 1 / 250."""
+    for path in (f"/boot/config-{os.uname().release}",):
+        try:
+            for line in Path(path).read_text().splitlines():
+                if line.startswith("CONFIG_HZ="):
+                    return 1.0 / int(line.split("=", 1)[1])
+        except (OSError, ValueError):
+            continue
+    return 1.0 / DEFAULT_HZ
+
+
+def base_slice_s(cores: int) -> float:
+    """EEVDF's default slice on `cores` CPUs: 0.7 ms x (1 + log2 min(cores, 8))."""
+    return BASE_SLICE_S * (1 + int(math.log2(max(1, min(cores, 8)))))
+
+
+def machine_costs(config: Config) -> SystemCosts:
+    """What is timed without the testbed: kernels, the decoder's sum, the transport, cores."""
+    rows, coordinates, n = config.model.samples, config.model.coordinates, config.cluster.workers
+    cores = machine_cores()
+    return SystemCosts(
+        **measure_kernels(rows, coordinates, n, config.seed),
+        decode_element_s=measure_decode_element(n, coordinates, config.seed),
+        decode_s=measure_decode_fixed(n, coordinates, config.seed),
+        **measure_transport(),
+        cores=cores,
+        slice_s=base_slice_s(cores),
+        tick_s=scheduler_tick_s(),
+    )
+
+
+def fit_costs(base: SystemCosts, measured: dict[str, PlanCosts], config: Config) -> SystemCosts:
+    """Every cost: `base` (machine_costs) and the probe plans' CPU per iteration.
+
+    The CPU a thread is charged includes its wake-ups on idle cores (wake_s each); how many
+    there are depends on the costs, so the fit is repeated: simulate the probe plans, take
+    their idle wake-ups off the measured CPU, fit again."""
+    m = config.model
+    costs = fit_messages(measured, base, m.samples, m.coordinates, config.run.check)
+    for _ in range(WAKE_ROUNDS):
+        costs = _fit_master_lag(measured, costs, config)
+        adjusted = {
+            name: _without(p, costs, _simulated_idle_wakes(p, costs, config))
+            for name, p in measured.items()
+        }
+        lag = costs.master_lag_s
+        costs = fit_messages(adjusted, base, m.samples, m.coordinates, config.run.check)
+        costs = costs.with_updates(master_lag_s=lag)
+    return _fit_master_lag(measured, costs, config)
+
+
+def _fit_master_lag(
+    measured: dict[str, PlanCosts], costs: SystemCosts, config: Config
+) -> SystemCosts:
+    """The scheduler's one free parameter: the master's lag (model/costs.py), the value of
+    MASTER_LAGS_S under which the probe plans' simulated mean runtimes are closest (squared
+    log error) to their measured ones. The schemes being validated play no part."""
+    from bcgc_sim.model.machine import simulate
+
+    def error(lag: float) -> float:
+        trial = costs.with_updates(master_lag_s=lag)
+        total = 0.0
+        for p in measured.values():
+            n = p.plan.n_workers
+            work = plan_work(p.plan, config.model.samples, config.model.coordinates, trial)
+            trace = simulate(work, trial, config.machine(trial), np.ones((LAG_ITERATIONS, n)))
+            total += math.log(np.mean(trace.runtime[5:]) / p.runtime) ** 2
+        return total
+
+    return costs.with_updates(master_lag_s=min(MASTER_LAGS_S, key=error))
+
+
+def _simulated_idle_wakes(measured: PlanCosts, costs: SystemCosts, config: Config) -> np.ndarray:
+    """Per iteration of `measured`'s plan under `costs`: every thread's idle-core wake-ups
+    (workers, burners, master, I/O thread)."""
+    from bcgc_sim.model.machine import simulate
+
+    n = measured.plan.n_workers
+    work = plan_work(measured.plan, config.model.samples, config.model.coordinates, costs)
+    iterations = 40
+    trace = simulate(work, costs, config.machine(costs), np.ones((iterations, n)))
+    return trace.idle_wakes / iterations
+
+
+def _without(measured: PlanCosts, costs: SystemCosts, idle_wakes: np.ndarray) -> PlanCosts:
+    """`measured` less the CPU its idle-core wake-ups took (wake_s each), per iteration."""
+    n = measured.plan.n_workers
+    per = idle_wakes * costs.wake_s
+    return dataclasses.replace(
+        measured,
+        worker=np.maximum(measured.worker - per[:n], 0.0),
+        taking=max(measured.taking - per[-2], 0.0),
+        master_io=max(measured.master_io - per[-1], 0.0),
+    )
+
+
+def measure_system(
+    config: Config, folder: Path, rounds: int, per_round: int, log=print
+) -> tuple[SystemCosts, dict[str, PlanCosts]]:
+    """Every cost of this machine at config's M x L and N; the probe plans' measurements."""
+    log("timing the numpy kernels, the decoder's sum and the transport")
+    base = machine_costs(config)
+    log("running the probe plans on an instrumented cluster")
+    plans = probe_plans(config.cluster.workers, config.model.coordinates)
+    measured = measure_plans(config, folder, plans, rounds, per_round)
+    write_measurements(measured, folder / "cpu.json")
+    return fit_costs(base, measured, config), measured

@@ -14,42 +14,55 @@ ROWS, COORDS = 8, 100  # two workers: 4 rows each
 
 
 def _one_core(**changes) -> SystemCosts:
-    return SystemCosts(cores=1, **changes)
+    return SystemCosts(cores=1, forward_element_s=1e-6, derivative_element_s=1e-6, **changes)
+
+
+UNCODED = BlockPlan("uncoded", (COORDS, 0))  # each worker: 4 rows, forward and derivative
+# over 4 x 100 elements at 1 us: 0.4 ms + 0.4 ms = a 0.8 ms chain
 
 
 def test_two_workers_sharing_one_core_run_one_after_the_other():
-    """Slices longer than the work: worker 0 (theta first) runs to its end, then worker 1.
-    Forward 4 rows x 100 x 1e-6 = 0.4 ms, derivatives 0.4 ms: each chain 0.8 ms."""
-    costs = _one_core(forward_element_s=1e-6, derivative_element_s=1e-6, quantum_s=1.0)
-    work = plan_work(BlockPlan("uncoded", (COORDS, 0)), ROWS, COORDS, costs)
-    trace = simulate(work, costs, Machine(cores=1), np.ones((3, 2)))
+    """Slices longer than the work: worker 0 (theta first) runs to its end, then worker 1."""
+    costs = _one_core()
+    trace = simulate(
+        plan_work(UNCODED, ROWS, COORDS, costs), costs, Machine(cores=1), np.ones((3, 2))
+    )
     np.testing.assert_allclose(trace.sent[:, :, 0], [[0.8e-3, 1.6e-3]] * 3, rtol=1e-12)
     np.testing.assert_allclose(trace.runtime, 1.6e-3, rtol=1e-12)
 
 
-def test_two_workers_sharing_one_core_round_robin():
-    """A 0.1 ms slice: the two 0.8 ms chains alternate; worker 0 ends one slice before worker 1."""
-    costs = _one_core(forward_element_s=1e-6, derivative_element_s=1e-6, quantum_s=1e-4)
-    work = plan_work(BlockPlan("uncoded", (COORDS, 0)), ROWS, COORDS, costs)
-    trace = simulate(work, costs, Machine(cores=1), np.ones((2, 2)))
-    np.testing.assert_allclose(trace.sent[0, :, 0], [1.5e-3, 1.6e-3], rtol=1e-9)
+def test_two_workers_sharing_one_core_take_turns_at_the_ticks():
+    """A 0.1 ms slice and a 0.25 ms tick: worker 0 is preempted at the first tick after its
+    slice is used (0.25 ms), and from then on they alternate tick by tick; worker 0 has its
+    0.8 ms after 0.25 + 0.25 + 0.25 + 0.05 of its turns: at 1.55 ms, worker 1 at 1.6 ms."""
+    costs = _one_core(slice_s=1e-4, tick_s=2.5e-4)
+    trace = simulate(
+        plan_work(UNCODED, ROWS, COORDS, costs), costs, Machine(cores=1), np.ones((2, 2))
+    )
+    np.testing.assert_allclose(trace.sent[0, :, 0], [1.55e-3, 1.6e-3], rtol=1e-9)
 
 
 def test_message_costs_and_latency_add_up_on_dedicated_cores():
-    """One core per worker: theta send 10 us + latency 50 us + receive 20 us + compute 0.8 ms
-    + send 10 us + latency 50 us + master 30 us."""
+    """One core each: theta after 50 us latency, receive 30 us, compute 0.8 ms, send 20 us:
+    both send at 0.9 ms; both messages reach the master at 0.95 ms, which takes them 30 us
+    each, one after the other: at 0.98 and 1.01 ms."""
     costs = SystemCosts(
-        forward_element_s=1e-6, derivative_element_s=1e-6, send_s=10e-6, receive_s=20e-6,
-        master_receive_s=30e-6, latency_s=50e-6,
+        forward_element_s=1e-6, derivative_element_s=1e-6, theta_receive_s=30e-6, send_s=20e-6,
+        latency_s=50e-6, master_message_s=30e-6,
     )  # fmt: skip
-    work = plan_work(BlockPlan("uncoded", (COORDS, 0)), ROWS, COORDS, costs)
-    trace = simulate(work, costs, Machine(), np.ones((2, 2)))
-    # the master sends theta to worker 0 (10 us), then to worker 1 (20 us)
-    np.testing.assert_allclose(trace.sent[0, :, 0], [0.89e-3, 0.9e-3], rtol=1e-12)
-    # worker 0's message is taken at 0.89 + 0.05 + 0.03 ms; worker 1's arrives at 0.95 ms and
-    # waits for the master until 0.97 ms: taken at 1.00 ms
-    np.testing.assert_allclose(trace.taken[0, :, 0], [0.97e-3, 1.0e-3], rtol=1e-12)
-    assert trace.runtime[0] == pytest.approx(1.0e-3, rel=1e-12)
+    trace = simulate(plan_work(UNCODED, ROWS, COORDS, costs), costs, Machine(), np.ones((2, 2)))
+    np.testing.assert_allclose(trace.sent[0, :, 0], [0.9e-3, 0.9e-3], rtol=1e-12)
+    np.testing.assert_allclose(np.sort(trace.taken[0, :, 0]), [0.98e-3, 1.01e-3], rtol=1e-12)
+    assert trace.runtime[0] == pytest.approx(1.01e-3, rel=1e-12)
+
+
+def test_a_thread_woken_on_an_idle_core_starts_late():
+    """Dedicated idle cores, wake_s = 40 us: each worker starts its 0.8 ms chain 40 us after
+    theta; the master's pieces cost nothing, so it never waits to be woken."""
+    costs = SystemCosts(forward_element_s=1e-6, derivative_element_s=1e-6, wake_s=40e-6)
+    trace = simulate(plan_work(UNCODED, ROWS, COORDS, costs), costs, Machine(), np.ones((2, 2)))
+    np.testing.assert_allclose(trace.sent[0, :, 0], [0.84e-3, 0.84e-3], rtol=1e-12)
+    assert trace.idle_wakes[:2].tolist() == [2, 2]
 
 
 def test_a_forward_pass_shifts_every_block_by_its_cost():
@@ -68,12 +81,12 @@ def test_a_forward_pass_shifts_every_block_by_its_cost():
 
 
 def test_slowdown_and_multipliers_scale_compute_only():
-    costs = SystemCosts(derivative_element_s=1e-6, send_s=5e-6)
+    """Dedicated cores; the master's I/O thread sends theta at 5 us each (worker 1's leaves at
+    10 us); derivatives 0.4 ms: worker 0 three times (slowdown 3), worker 1 at T = 2; each
+    send costs 5 us, which neither multiplies."""
+    costs = SystemCosts(derivative_element_s=1e-6, send_s=5e-6, theta_send_s=5e-6)
     work = plan_work(BlockPlan("uncoded", (COORDS, 0)), ROWS, COORDS, costs)
-    t = np.array([[1.0, 2.0]])
-    trace = simulate(work, costs, Machine(repeat=(3, 1)), t)
-    # derivatives 0.4 ms: worker 0 three times, worker 1 at T = 2; sends 5 us after the
-    # theta sends (5 us, 10 us)
+    trace = simulate(work, costs, Machine(repeat=(3, 1)), np.array([[1.0, 2.0]]))
     np.testing.assert_allclose(trace.sent[0, :, 0], [5e-6 + 1.2e-3 + 5e-6, 10e-6 + 0.8e-3 + 5e-6])
 
 
@@ -102,16 +115,27 @@ def test_zero_costs_reduce_to_tandons_runtime():
     np.testing.assert_allclose(trace.runtime, tandon_raw_runtime(2, 6.0, 300, t), rtol=1e-12)
 
 
-def test_stale_work_carries_over_on_a_shared_core():
-    """Single level s = 1 on one core: the master needs one of two workers, but the other keeps
-    the core busy with its stale slot, so the next iteration starts behind it."""
-    costs = _one_core(derivative_element_s=1e-6, quantum_s=1e-5)
+def test_stale_work_delays_the_next_broadcast_on_a_shared_core():
+    """Single level s = 1, both workers on the master's core: each holds both parts (8 rows:
+    forward 0.8 ms, derivative 0.8 ms). Worker 0's message at 1.6 ms decodes the iteration;
+    worker 1's stale chain (ahead of the master, which has run more than its share) keeps
+    the core until 3.2 ms; then the master's loss (8 x 100 at 1 us: 0.8 ms): the next
+    broadcast is at 4.0 ms."""
+    costs = _one_core()
     work = plan_work(BlockPlan("single", (0, COORDS)), ROWS, COORDS, costs)
     trace = simulate(work, costs, Machine(cores=1), np.ones((4, 2)))
-    # each chain is 0.8 ms of derivatives (8 rows x 100); sharing the core, the first of the
-    # two finishes after 1.6 ms less one slice; later iterations inherit the stale remainder
-    assert trace.runtime[0] == pytest.approx(1.6e-3 - 1e-5, rel=1e-9)
-    assert np.all(trace.runtime[1:] > trace.runtime[0])
+    np.testing.assert_allclose(trace.runtime, 1.6e-3, rtol=1e-9)
+    np.testing.assert_allclose(np.diff(trace.broadcast), 4.0e-3, rtol=1e-9)
+    np.testing.assert_allclose(trace.sent[:, 1, 0], 3.2e-3, rtol=1e-9)
+
+
+def test_adaptive_sample_count_stops_early_for_a_steady_plan():
+    from bcgc_sim.model.machine import SYSTEM_MIN_SAMPLES, system_runtimes
+
+    costs = _one_core()
+    runtimes = system_runtimes(UNCODED, ROWS, COORDS, costs, Machine(cores=1), None, 1)
+    assert runtimes.size == SYSTEM_MIN_SAMPLES
+    np.testing.assert_allclose(runtimes, 1.6e-3, rtol=1e-9)
 
 
 def test_failed_worker_gives_an_infinite_runtime_only_where_needed():

@@ -1,26 +1,43 @@
 """The calibrated constants of the system runtime model (spec/system-model.md), one record.
 
 Named `costs` beside `system` (the papers' N, L, M, C record): these are what the papers leave
-out, the prices of compute, messages and cores on one machine. Their file is
-bcgc_sim/calibration.py.
+out, the prices of compute, messages, the master and the cores of one machine. Their file is
+bcgc_sim/calibration.py; `bcgc calibrate` measures them (master/system_calibrate.py).
+`SystemCosts()` (every cost zero) is the papers' model.
 
-Every time is in seconds of one core's wall time at full speed. `bcgc calibrate` measures them
-(master/system_calibrate.py) and writes the file that every command loads with
-`--calibration FILE`; `SystemCosts()` (all zero, one quantum) is the papers' model.
-
-Compute (linear models, workers/compute.py): a forward pass z = X theta over `rows` rows costs
-  forward_element_s * rows * L + forward_row_s * rows + forward_call_s   (per contiguous range),
-a block's coded partial derivatives over `rows` rows and `width` coordinates cost
-  derivative_element_s * rows * width + derivative_call_s               (per contiguous range).
-Messages: the sender spends send_s + byte_s * bytes of CPU, the message reaches the receiver
-latency_s + Exp(latency_spread_s) later (wall time, no CPU: wake-up of a peer), and the receiver spends receive_s +
-byte_s * bytes (a worker, for theta) or master_receive_s + byte_s * bytes + decode_element_s *
-width (the master, per block) plus decode_s for the block's decode when s > 0. Between iterations the master spends iteration_s plus the loss or
-check gradient (compute costs over all M rows) before it broadcasts the next theta.
-Cores: `cores` cores, each shared round-robin with a time slice `quantum_s` by the workers
-pinned to it, the burners on it and (wherever it runs) the master.
-Stragglers: worker n's compute is multiplied by a random T_n = shift_n + Exp(1) / rate_n per
-iteration (relative units, 1 = as calibrated); empty lists mean T_n = 1.
+Every time is CPU seconds of one core (or wall seconds where said). With L coordinates and
+8-byte floats:
+- compute (linear models, workers/compute.py): a forward pass z = X theta, l'(z) over `rows`
+  rows costs forward_element_s * rows * L + forward_row_s * rows + forward_call_s per
+  contiguous row range; a slot's coded partial derivatives over `rows` rows and `width`
+  coordinates cost derivative_element_s * rows * width + derivative_call_s per range;
+- the worker, per iteration: theta_receive_s + byte_s * 8 L to take theta (its process and its
+  I/O thread); per message sent: send_s + byte_s * 8 width on its core (its process and its
+  I/O thread);
+- the master, per broadcast: broadcast_s per worker (its main thread hands theta over), and
+  theta_send_s + byte_s * 8 L per worker on its I/O thread, one after the other (worker n's
+  theta leaves when the n-th is done); per message received, relay_s + byte_s * 8 width on
+  the same I/O thread, in one queue with the theta sends, before the master sees it; each time
+  the master's receive sleeps and wakes, master_wake_s; per message taken during
+  an iteration: master_message_s + byte_s * 8 width, plus decode_element_s * width for a
+  message of an s = 0 slot (added on arrival), or decode_s + decode_element_s * (N - s) * width
+  when it completes a slot with s > 0; after the last decode (outside the measured runtime):
+  iteration_s + master_after_message_s per message taken in the iteration, plus the loss (or,
+  with run.check, the full gradient) over all M rows at the compute costs above;
+- latency_s: wall time from a send to the peer's wake-up (no CPU); wake_s: a thread woken on
+  an idle core starts wake_s late, and the core counts that time as the thread's (a virtual
+  machine's halted CPU has to be resumed: measured as the one-way latency to a process on
+  another, idle core minus that to one on the same core);
+- cores: `cores` cores (0 = one per worker and one for the master: N machines); the
+  master's two threads wake master_lag_s of virtual time behind the core's average (they use
+  far more than a fair share: EEVDF keeps them behind the workers they wake); A core's
+  runnable threads are picked as the kernel's EEVDF scheduler does (model/machine.py): equal
+  weights, each placed at the core's average virtual time when it wakes, with a virtual
+  deadline `slice_s` later; at every wake-up and every send the eligible thread with the
+  earliest deadline runs; a thread past its deadline is preempted at the next tick
+  (`tick_s`);
+- stragglers: worker n's compute is multiplied by a random T_n = shift_n + Exp(1) / rate_n per
+  iteration (relative units, 1 = as calibrated); empty lists mean T_n = 1.
 """
 
 from __future__ import annotations
@@ -34,6 +51,7 @@ import numpy as np
 from ..errors import UserError
 
 FLOAT_BYTES = 8
+LAW_FIELDS = ("law_shift", "law_rate")
 
 
 @dataclass(frozen=True)
@@ -45,31 +63,39 @@ class SystemCosts:
     forward_call_s: float = 0.0
     derivative_element_s: float = 0.0
     derivative_call_s: float = 0.0
+    theta_receive_s: float = 0.0
     send_s: float = 0.0
-    receive_s: float = 0.0
-    master_receive_s: float = 0.0
     byte_s: float = 0.0
     latency_s: float = 0.0
-    latency_spread_s: float = 0.0  # mean of an exponential extra latency (random wake-ups)
+    wake_s: float = 0.0  # an idle core's wake-up (a VM's halted vCPU), before the thread runs
+    broadcast_s: float = 0.0
+    theta_send_s: float = 0.0
+    relay_s: float = 0.0  # the master's I/O thread per message it takes in
+    master_lag_s: float = 0.0  # the master's threads wake this far behind (virtual time)
+    master_message_s: float = 0.0
+    master_wake_s: float = 0.0  # the master's CPU each time its receive sleeps and wakes
     decode_element_s: float = 0.0
-    decode_s: float = 0.0  # master: fixed cost of decoding one coded block (s > 0)
+    decode_s: float = 0.0
+    master_after_message_s: float = 0.0
     iteration_s: float = 0.0
-    cores: int = 0  # 0 = one core per worker (N machines)
-    quantum_s: float = 0.004
+    cores: int = 0  # 0 = one core per worker and one for the master (N machines)
+    slice_s: float = 0.0028  # the scheduler's base slice (EEVDF's virtual deadline)
+    tick_s: float = 0.004  # the scheduler tick (HZ = 250)
     law_shift: tuple[float, ...] = ()  # per worker (or one for all), relative units
     law_rate: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name in ("law_shift", "law_rate"):
+            if f.name in LAW_FIELDS:
                 if any(not (math.isfinite(v) and v >= 0) for v in value):
                     raise UserError(f"calibration: {f.name} must hold finite numbers >= 0")
                 continue
             if not (math.isfinite(value) and value >= 0):
                 raise UserError(f"calibration: {f.name} must be a finite number >= 0, got {value}")
-        if self.quantum_s <= 0:
-            raise UserError(f"calibration: quantum_s must be > 0, got {self.quantum_s}")
+        for name in ("slice_s", "tick_s"):
+            if getattr(self, name) <= 0:
+                raise UserError(f"calibration: {name} must be > 0, got {getattr(self, name)}")
         if len(self.law_shift) != len(self.law_rate):
             raise UserError("calibration: law_shift and law_rate need the same length")
         if any(r <= 0 for r in self.law_rate):
@@ -94,10 +120,14 @@ class SystemCosts:
         """CPU seconds of a full gradient X^T l'(X theta) over `rows` rows (one range)."""
         return self.forward_s(rows, coordinates, 1) + self.derivative_s(rows, coordinates, 1)
 
+    def message_s(self, width: int) -> float:
+        """CPU seconds on the sender's core of one message of `width` floats."""
+        return self.send_s + self.byte_s * FLOAT_BYTES * width
+
     # -- stragglers ---------------------------------------------------------------------------
     def cycle_times(self, rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
         """Random compute multipliers T, shape (K, N) = size; ones without a law."""
-        k, n = size
+        _, n = size
         if not self.law_rate:
             return np.ones(size)
         shift, rate = self._per_worker(self.law_shift, n), self._per_worker(self.law_rate, n)

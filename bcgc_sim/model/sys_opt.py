@@ -2,13 +2,16 @@
 
 Named after the scheme, beside `optimize` (the papers' SPSG, which minimises their model).
 
-The forward pass depends on x only through its highest level s_max (every worker holds the
-s_max + 1 partitions), so candidates are enumerated by s_max: the uncoded plan, every single
-level L e_s, and for each s_max a BCGC partition over levels 0..s_max shaped like Theorem 2
-(spec/bcgc.md §5) for the workers' modelled finish times of the uncoded plan. Each is priced by
-the system model on common random numbers; the best is refined by moving coordinate shares
-between neighbouring levels while that lowers the estimate. Where coding does not pay on the
-machine, the answer is the uncoded or a single-level plan.
+The objective is what the testbed measures: the mean time from the broadcast of theta to the
+last decode, over consecutive simulated iterations (model/machine.py), stale work and the
+master's CPU included. The forward pass depends on x only through its highest level s_max
+(every worker holds the s_max + 1 partitions), so candidates are enumerated by s_max: the
+uncoded plan, single levels L e_s, and for each s_max a BCGC partition over levels 0..s_max
+shaped like Theorem 2 (spec/bcgc.md §5) for the workers' mean cycle times. Up to N = 10 every
+s_max is tried, above that a geometric grid of them. The best candidate is refined by moving
+shares of coordinates between neighbouring levels while that lowers the estimate (at most
+REFINE_EVALUATIONS more). Where coding does not pay on the machine, the answer is the uncoded
+or a single-level plan.
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ from __future__ import annotations
 import numpy as np
 
 from .costs import SystemCosts
-from .machine import Machine, simulate, system_runtimes
+from .machine import Machine, system_runtimes
 from .plans import BlockPlan
-from .work import plan_work
 
-SEARCH_SAMPLES = 60  # simulated iterations per candidate
+SEARCH_PRECISION = 0.03  # standard error of each candidate's simulated mean, relative
+EVERY_LEVEL_UP_TO = 10  # N up to which every s_max is a candidate
+REFINE_EVALUATIONS = 40  # most extra plans priced while refining
+IMPROVEMENT = 0.995  # a move is taken if it lowers the estimate by 0.5% at least
 
 
 def _rounded(shares: np.ndarray, coordinates: int) -> tuple[int, ...]:
@@ -32,17 +37,29 @@ def _rounded(shares: np.ndarray, coordinates: int) -> tuple[int, ...]:
     return tuple(int(v) for v in x)
 
 
-def _truncated_theorem2(finish: np.ndarray, top: int) -> np.ndarray:
-    """x over levels 0..top: every level's (N - s)-th finish time times its cumulative load
-    equal (Theorem 2's structure), the finish times sorted ascending, shape (N,)."""
-    t = np.sort(np.asarray(finish, dtype=float))
+def truncated_theorem2(mean_times: np.ndarray, top: int) -> np.ndarray:
+    """x over levels 0..top, shape (N,): every level's (N - s)-th fastest mean cycle time
+    times its cumulative load equal (Theorem 2's structure), the rest zero."""
+    t = np.sort(np.asarray(mean_times, dtype=float))
     n = t.size
-    phi = 1.0 / t[::-1][: top + 1]  # level s uses the (N - s)-th fastest
+    phi = 1.0 / t[::-1][: top + 1]  # level s waits for the (N - s)-th fastest
     previous = np.concatenate([[0.0], phi[:-1]])
     weights = np.maximum(phi - previous, 0.0) / np.arange(1, top + 2)
     x = np.zeros(n)
     x[: top + 1] = weights if weights.sum() > 0 else np.eye(top + 1)[top]
     return x
+
+
+def candidate_levels(n_workers: int) -> list[int]:
+    """The highest levels tried: all of them up to EVERY_LEVEL_UP_TO, else a geometric grid."""
+    if n_workers <= EVERY_LEVEL_UP_TO:
+        return list(range(n_workers))
+    grid = {0, 1, n_workers - 1}
+    level = 2
+    while level < n_workers - 1:
+        grid.add(level)
+        level *= 2
+    return sorted(grid)
 
 
 def bcgc_sys_opt(
@@ -53,10 +70,10 @@ def bcgc_sys_opt(
 
     def price(x: tuple[int, ...]) -> float:
         if x not in cache:
-            plan = BlockPlan("bcgc-sys-opt", x)
             runtimes = system_runtimes(
-                plan, rows, coordinates, costs, machine, SEARCH_SAMPLES, seed
-            )
+                BlockPlan("bcgc-sys-opt", x), rows, coordinates, costs, machine, None, seed,
+                precision=SEARCH_PRECISION,
+            )  # fmt: skip
             cache[x] = float(np.mean(runtimes))
         return cache[x]
 
@@ -65,41 +82,34 @@ def bcgc_sys_opt(
         x[level] = coordinates
         return tuple(x)
 
-    candidates = [single(s) for s in range(n_workers)]
-    finish = _uncoded_finish_times(n_workers, rows, coordinates, costs, machine, seed)
-    for top in range(1, n_workers):
-        candidates.append(_rounded(_truncated_theorem2(finish, top), coordinates))
+    repeat = np.asarray(machine.repeat, dtype=float) if machine.repeat else 1.0
+    means = costs.mean_cycle_times(n_workers) * repeat
+    candidates = []
+    for top in candidate_levels(n_workers):
+        candidates.append(single(top))
+        if top > 0:
+            candidates.append(_rounded(truncated_theorem2(means, top), coordinates))
     best = min(candidates, key=price)
-    return _refine(best, price, coordinates)
+    return _refine(best, price, len(cache) + REFINE_EVALUATIONS, cache)
 
 
-def _uncoded_finish_times(n_workers, rows, coordinates, costs, machine, seed) -> np.ndarray:
-    """Mean time at which each worker's uncoded message is taken by the master (seconds)."""
-    plan = BlockPlan("uncoded", (coordinates,) + (0,) * (n_workers - 1))
-    rng = np.random.default_rng(seed)
-    multipliers = costs.cycle_times(rng, (SEARCH_SAMPLES, n_workers))
-    trace = simulate(
-        plan_work(plan, rows, coordinates, costs), costs, machine, multipliers, None, rng
-    )
-    return np.nanmean(trace.taken[2:, :, 0], axis=0)
-
-
-def _refine(x: tuple[int, ...], price, coordinates: int, rounds: int = 3) -> tuple[int, ...]:
-    """Move a share of coordinates between neighbouring levels while the estimate improves."""
+def _refine(x: tuple[int, ...], price, budget: int, cache: dict) -> tuple[int, ...]:
+    """Move a share of coordinates between neighbouring levels while the estimate improves,
+    until `budget` plans in all have been priced."""
     best = x
-    for fraction in (0.25, 0.1)[:rounds]:
+    for fraction in (0.25, 0.1):
         improved = True
-        while improved:
+        while improved and len(cache) < budget:
             improved = False
             for a in range(len(best)):
                 for b in (a - 1, a + 1):
-                    if not 0 <= b < len(best) or best[a] == 0:
+                    if not 0 <= b < len(best) or best[a] == 0 or len(cache) >= budget:
                         continue
                     step = max(1, int(round(fraction * best[a])))
                     trial = list(best)
                     trial[a] -= step
                     trial[b] += step
                     trial = tuple(trial)
-                    if price(trial) < price(best) * 0.995:
+                    if price(trial) < price(best) * IMPROVEMENT:
                         best, improved = trial, True
     return best

@@ -1,0 +1,97 @@
+"""Calibration of the system model on a synthetic trace: the probe plans' CPU per iteration
+and runtimes made by the model itself from known costs must give those costs back.
+
+The synthetic machine has no idle-core wake-up cost (wake_s = 0): how many of those a run has
+depends on the costs themselves, which the calibration handles by refitting; that loop is
+not exact, the regression it repeats is."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from bcgc_sim.config import load_config
+from bcgc_sim.model.costs import FLOAT_BYTES, SystemCosts
+from bcgc_sim.model.layout import layout_for
+from bcgc_sim.model.machine import simulate
+from bcgc_sim.model.work import plan_work
+from master.system_calibrate import PlanCosts, fit_costs, probe_plans
+
+N, ROWS, COORDS = 4, 2000, 1000  # compute large enough to tell from the message costs
+KNOWN = SystemCosts(
+    forward_element_s=2e-10, derivative_element_s=3e-10, derivative_call_s=1e-6,
+    theta_receive_s=150e-6, send_s=60e-6, byte_s=1e-10, broadcast_s=12e-6,
+    theta_send_s=20e-6, relay_s=5e-6, master_message_s=22e-6,
+    master_wake_s=30e-6, decode_element_s=5e-10, decode_s=5e-6,
+    master_after_message_s=6e-6, iteration_s=200e-6, cores=2,
+)  # fmt: skip
+# what the calibration times directly (kernels at a factor 1.5 colder than in the testbed,
+# bytes, decoder, wake-up, cores) and must not change
+FACTOR = 1.5
+BASE = SystemCosts(
+    forward_element_s=KNOWN.forward_element_s / FACTOR,
+    derivative_element_s=KNOWN.derivative_element_s / FACTOR,
+    derivative_call_s=KNOWN.derivative_call_s / FACTOR,
+    byte_s=KNOWN.byte_s, decode_element_s=KNOWN.decode_element_s,
+    decode_s=KNOWN.decode_s, cores=2,
+)  # fmt: skip
+
+
+def synthetic(config) -> dict[str, PlanCosts]:
+    """What the instrumented cluster would read if the machine were the model with KNOWN."""
+    machine = config.machine(KNOWN)
+    out = {}
+    for name, plan in probe_plans(N, COORDS).items():
+        work = plan_work(plan, ROWS, COORDS, KNOWN)
+        iterations = 40
+        trace = simulate(work, KNOWN, machine, np.ones((iterations, N)))
+        idle = trace.idle_wakes / iterations * KNOWN.wake_s
+        slots = layout_for(plan, ROWS).slots
+        sent = len(slots)  # every worker sends every slot: the trace's messages per iteration
+        received = N * sent
+        width = np.mean([s.stop - s.start for s in slots])
+        message_bytes = KNOWN.byte_s * FLOAT_BYTES * width
+        worker = (
+            KNOWN.theta_receive_s + KNOWN.byte_s * FLOAT_BYTES * COORDS
+            + work.forward_s + work.derivative_s.sum(axis=1) + sent * (KNOWN.send_s + message_bytes)
+        ) + idle[:N]  # fmt: skip
+        decode = sum(
+            KNOWN.decode_s + KNOWN.decode_element_s * (N - s.stragglers) * (s.stop - s.start)
+            if s.stragglers
+            else KNOWN.decode_element_s * N * (s.stop - s.start)
+            for s in slots
+        )
+        taking = (
+            received * (KNOWN.master_message_s + message_bytes) + decode
+            + trace.wakes[-2] / iterations * KNOWN.master_wake_s + idle[-2]
+        )  # fmt: skip
+        after = (
+            KNOWN.iteration_s + KNOWN.gradient_s(ROWS, COORDS)
+            + received * KNOWN.master_after_message_s
+        )  # fmt: skip
+        io = N * KNOWN.theta_send_s + received * KNOWN.relay_s + idle[-1]
+        out[name] = PlanCosts(
+            plan, worker, io, N * KNOWN.broadcast_s, taking, after, float(received),
+            float(trace.wakes[-2] / iterations), 0.0, float(np.mean(trace.runtime[5:])),
+        )  # fmt: skip
+    return out
+
+
+def test_calibration_recovers_the_costs_of_a_synthetic_trace():
+    config = load_config(
+        None,
+        [f"cluster.workers={N}", f"model.samples={ROWS}", f"model.coordinates={COORDS}",
+         "run.mode='natural'"],
+    )  # fmt: skip
+    measured = synthetic(config)
+    fitted = fit_costs(BASE, measured, config)
+    for field in dataclasses.fields(SystemCosts):
+        if field.name in ("law_shift", "law_rate", "master_lag_s"):
+            continue
+        expected, got = getattr(KNOWN, field.name), getattr(fitted, field.name)
+        assert got == pytest.approx(expected, rel=1e-6, abs=1e-12), field.name
+    # the lag is read off the runtimes: the fitted one reproduces them
+    for p in measured.values():
+        work = plan_work(p.plan, ROWS, COORDS, fitted)
+        trace = simulate(work, fitted, config.machine(fitted), np.ones((40, N)))
+        assert np.mean(trace.runtime[5:]) == pytest.approx(p.runtime, rel=0.02)
