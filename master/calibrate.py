@@ -134,8 +134,9 @@ def calibrate(config_path: str | None, overrides: list[str], folder: Path, log=p
     probes = probe_plans(first.cluster.workers, first.model.coordinates)
     quick = max(2, rounds // 3)
     log(f"measuring the probe plans: {quick} rounds of {ROUND_ITERATIONS} iterations")
-    first_costs = fit_costs(base, measure_plans(first, folder / "measure", probes, quick,
-                                                ROUND_ITERATIONS), first)  # fmt: skip
+    first_costs = fit_costs(
+        base, measure_plans(first, folder / "measure", probes, quick, ROUND_ITERATIONS), first
+    )
     fit = fitted_law(folder / "measure")
     law = [
         "straggler.distribution='shifted-exponential'",
@@ -194,12 +195,19 @@ def calibrate(config_path: str | None, overrides: list[str], folder: Path, log=p
         name: {
             "measured_mean_s": m.mean,
             "system_predicted_mean_s": float(
-                system_runtimes(m.plan, model.samples, model.coordinates, costs, machine,
-                                SYSTEM_SAMPLES, second.seed).mean()
+                system_runtimes(
+                    m.plan,
+                    model.samples,
+                    model.coordinates,
+                    costs,
+                    machine,
+                    SYSTEM_SAMPLES,
+                    second.seed,
+                ).mean()
             ),
         }
         for name, m in probe_runs.items()
-    }  # fmt: skip
+    }
     result = {
         "probes": probes_out,
         "fit": {

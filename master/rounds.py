@@ -60,8 +60,13 @@ def run_rounds(
         return holder["cluster"]
 
     named = {f"{name}{SEPARATOR}{r}": plan for r in range(rounds) for name, plan in plans.items()}
-    run_testbed(config, folder, log=lambda text: None, plans=lambda model: named,
-                cluster_factory=instrumented)  # fmt: skip
+    run_testbed(
+        config,
+        folder,
+        log=lambda text: None,
+        plans=lambda model: named,
+        cluster_factory=instrumented,
+    )
     foreign, cpu, loops = {}, {}, {}
     for run_id, snaps in holder["cluster"].snapshots.items():
         label = run_id.rsplit("-", 1)[0]

@@ -229,10 +229,21 @@ def _ping_pong(core: int, other: int, rounds: int) -> list[tuple[int, float, flo
     import json
 
     result = subprocess.run(
-        [sys.executable, "-c", PING, str(core), str(other), str(rounds), ECHO,
-         json.dumps(list(TRANSPORT_SIZES))],
-        capture_output=True, text=True, timeout=120, check=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            PING,
+            str(core),
+            str(other),
+            str(rounds),
+            ECHO,
+            json.dumps(list(TRANSPORT_SIZES)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     return [tuple(row) for row in json.loads(result.stdout)]
 
 

@@ -52,8 +52,10 @@ def checks(schemes: dict[str, dict]) -> list[str]:
         opt = schemes.get("bcgc-opt")
         if opt and opt["measured_mean_s"] > 1.2 * best:
             gain = schemes["bcgc-sys-opt"]["measured_mean_s"] / opt["measured_mean_s"]
-            out.append(f"bcgc-opt is {opt['measured_mean_s'] / best:.2f}x the best; "
-                       f"bcgc-sys-opt / bcgc-opt = {gain:.3f}")  # fmt: skip
+            out.append(
+                f"bcgc-opt is {opt['measured_mean_s'] / best:.2f}x the best; "
+                f"bcgc-sys-opt / bcgc-opt = {gain:.3f}"
+            )
     return out
 
 

@@ -19,12 +19,23 @@ from master.system_calibrate import PlanCosts, fit_costs, probe_plans
 
 N, ROWS, COORDS = 4, 2000, 1000  # compute large enough to tell from the message costs
 KNOWN = SystemCosts(
-    forward_element_s=2e-10, derivative_element_s=3e-10, derivative_call_s=1e-6,
-    theta_receive_s=150e-6, send_s=60e-6, byte_s=1e-10, broadcast_s=12e-6,
-    theta_send_s=20e-6, relay_s=5e-6, master_message_s=22e-6,
-    master_wake_s=30e-6, decode_element_s=5e-10, decode_s=5e-6,
-    master_after_message_s=6e-6, iteration_s=200e-6, cores=2,
-)  # fmt: skip
+    forward_element_s=2e-10,
+    derivative_element_s=3e-10,
+    derivative_call_s=1e-6,
+    theta_receive_s=150e-6,
+    send_s=60e-6,
+    byte_s=1e-10,
+    broadcast_s=12e-6,
+    theta_send_s=20e-6,
+    relay_s=5e-6,
+    master_message_s=22e-6,
+    master_wake_s=30e-6,
+    decode_element_s=5e-10,
+    decode_s=5e-6,
+    master_after_message_s=6e-6,
+    iteration_s=200e-6,
+    cores=2,
+)
 # what the calibration times directly (kernels at a factor 1.5 colder than in the testbed,
 # bytes, decoder, wake-up, cores) and must not change
 FACTOR = 1.5
@@ -32,9 +43,11 @@ BASE = SystemCosts(
     forward_element_s=KNOWN.forward_element_s / FACTOR,
     derivative_element_s=KNOWN.derivative_element_s / FACTOR,
     derivative_call_s=KNOWN.derivative_call_s / FACTOR,
-    byte_s=KNOWN.byte_s, decode_element_s=KNOWN.decode_element_s,
-    decode_s=KNOWN.decode_s, cores=2,
-)  # fmt: skip
+    byte_s=KNOWN.byte_s,
+    decode_element_s=KNOWN.decode_element_s,
+    decode_s=KNOWN.decode_s,
+    cores=2,
+)
 
 
 def synthetic(config) -> dict[str, PlanCosts]:
@@ -52,9 +65,12 @@ def synthetic(config) -> dict[str, PlanCosts]:
         width = np.mean([s.stop - s.start for s in slots])
         message_bytes = KNOWN.byte_s * FLOAT_BYTES * width
         worker = (
-            KNOWN.theta_receive_s + KNOWN.byte_s * FLOAT_BYTES * COORDS
-            + work.forward_s + work.derivative_s.sum(axis=1) + sent * (KNOWN.send_s + message_bytes)
-        ) + idle[:N]  # fmt: skip
+            KNOWN.theta_receive_s
+            + KNOWN.byte_s * FLOAT_BYTES * COORDS
+            + work.forward_s
+            + work.derivative_s.sum(axis=1)
+            + sent * (KNOWN.send_s + message_bytes)
+        ) + idle[:N]
         decode = sum(
             KNOWN.decode_s + KNOWN.decode_element_s * (N - s.stragglers) * (s.stop - s.start)
             if s.stragglers
@@ -62,27 +78,42 @@ def synthetic(config) -> dict[str, PlanCosts]:
             for s in slots
         )
         taking = (
-            received * (KNOWN.master_message_s + message_bytes) + decode
-            + trace.wakes[-2] / iterations * KNOWN.master_wake_s + idle[-2]
-        )  # fmt: skip
+            received * (KNOWN.master_message_s + message_bytes)
+            + decode
+            + trace.wakes[-2] / iterations * KNOWN.master_wake_s
+            + idle[-2]
+        )
         after = (
-            KNOWN.iteration_s + KNOWN.gradient_s(ROWS, COORDS)
+            KNOWN.iteration_s
+            + KNOWN.gradient_s(ROWS, COORDS)
             + received * KNOWN.master_after_message_s
-        )  # fmt: skip
+        )
         io = N * KNOWN.theta_send_s + received * KNOWN.relay_s + idle[-1]
         out[name] = PlanCosts(
-            plan, worker, io, N * KNOWN.broadcast_s, taking, after, float(received),
-            float(trace.wakes[-2] / iterations), 0.0, float(np.mean(trace.runtime[5:])),
-        )  # fmt: skip
+            plan,
+            worker,
+            io,
+            N * KNOWN.broadcast_s,
+            taking,
+            after,
+            float(received),
+            float(trace.wakes[-2] / iterations),
+            0.0,
+            float(np.mean(trace.runtime[5:])),
+        )
     return out
 
 
 def test_calibration_recovers_the_costs_of_a_synthetic_trace():
     config = load_config(
         None,
-        [f"cluster.workers={N}", f"model.samples={ROWS}", f"model.coordinates={COORDS}",
-         "run.mode='natural'"],
-    )  # fmt: skip
+        [
+            f"cluster.workers={N}",
+            f"model.samples={ROWS}",
+            f"model.coordinates={COORDS}",
+            "run.mode='natural'",
+        ],
+    )
     measured = synthetic(config)
     fitted = fit_costs(BASE, measured, config)
     for field in dataclasses.fields(SystemCosts):

@@ -71,9 +71,15 @@ def bcgc_sys_opt(
     def price(x: tuple[int, ...]) -> float:
         if x not in cache:
             runtimes = system_runtimes(
-                BlockPlan("bcgc-sys-opt", x), rows, coordinates, costs, machine, None, seed,
+                BlockPlan("bcgc-sys-opt", x),
+                rows,
+                coordinates,
+                costs,
+                machine,
+                None,
+                seed,
                 precision=SEARCH_PRECISION,
-            )  # fmt: skip
+            )
             cache[x] = float(np.mean(runtimes))
         return cache[x]
 
