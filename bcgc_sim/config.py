@@ -93,6 +93,8 @@ class RunConfig:
     check: bool = True  # compare every decoded gradient with the uncoded one
     startup_timeout: float = 60.0  # seconds for workers to start and confirm set-up
     mode: str = "injected"  # or "natural": no injected delay, real compute under real load
+    cost_model: str = "paper"  # injected deadlines: the papers' C per partial derivative, or
+    # "system": the calibrated costs of each block (model/emulation.py; needs --calibration)
 
 
 @dataclass(frozen=True)
@@ -232,6 +234,12 @@ def _check_run(r: RunConfig) -> None:
         raise UserError("run.startup_timeout must be > 0")
     if r.mode not in ("injected", "natural"):
         raise UserError(f"run.mode must be 'injected' or 'natural', got '{r.mode}'")
+    if r.cost_model not in ("paper", "system"):
+        raise UserError(f"run.cost_model must be 'paper' or 'system', got '{r.cost_model}'")
+    if r.cost_model == "system" and r.mode != "injected":
+        raise UserError(
+            "run.cost_model = 'system' sets injected deadlines: use it with run.mode = 'injected'"
+        )
 
 
 def _check_cluster(c: ClusterConfig) -> None:

@@ -185,3 +185,29 @@ def plot_calibration(schemes: dict[str, dict], path: Path) -> Path:
     ax.set(ylabel="mean runtime per iteration (ms)", title="Natural mode: predicted and measured")
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def plot_system_model(settings: dict[str, dict[str, dict]], path: Path) -> Path:
+    """One panel per setting: per scheme the papers' prediction, the system model's and the
+    measured mean runtime (calibrate's scheme dicts, seconds)."""
+    fig, axes = plt.subplots(
+        1, len(settings), figsize=(3.3 * len(settings) + 1, 3.8), squeeze=False
+    )
+    bars = (
+        ("predicted_mean_s", "papers' model (fitted law)", "#bbbbbb"),
+        ("system_predicted_mean_s", "system model (calibrated)", "#4477aa"),
+        ("measured_mean_s", "measured", "#ee6677"),
+    )
+    for ax, (title, schemes) in zip(axes[0], settings.items(), strict=True):
+        names = list(schemes)
+        x = np.arange(len(names))
+        for i, (key, label, colour) in enumerate(bars):
+            values = [1e3 * schemes[n][key] for n in names]
+            ax.bar(x + (i - 1) * 0.27, values, 0.27, label=label, color=colour)
+        ax.set_xticks(x, names, rotation=60, fontsize=7)
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(axis="y", labelsize=7)
+    axes[0][0].set_ylabel("mean runtime per iteration (ms)")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle("Natural mode on 2 cores: predicted and measured runtime", fontsize=10)
+    return _save(fig, path)

@@ -65,6 +65,12 @@ def load_run(folder: str | Path) -> RunRecord:
     data = meta["data"]
     model = config.system_model(int(data["coordinates"]), int(data["rows"]))
     plans = {name: plan_from_dict(p) for name, p in meta["plans"].items()}
+    for name, loads in meta.get("slot_loads", {}).items():  # run.cost_model = "system"
+        from .model.emulation import EmulatedPlan
+        from .model.layout import layout_for
+
+        stragglers = tuple(s.stragglers for s in layout_for(plans[name], int(data["rows"])).slots)
+        plans[name] = EmulatedPlan(plans[name], tuple(loads), stragglers)
     return RunRecord(
         folder, meta, config, model, plans, float(meta["time_scale_s_per_unit"]), iterations
     )

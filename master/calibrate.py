@@ -248,9 +248,16 @@ def format_calibration(result: dict) -> str:
             f"{s['ratio']:>6.3f} {s['ks_distance']:>5.2f} {s['system_predicted_mean_s']:>9.4f} "
             f"{s['system_ratio']:>6.3f} {s['system_ks_distance']:>5.2f}"
         )
+    probes = ", ".join(
+        f"{k} {1e3 * v['measured_mean_s']:.3f}/{1e3 * v['system_predicted_mean_s']:.3f} ms"
+        for k, v in result["probes"].items()
+    )
+    lines.append(f"probe plans, measured/system: {probes}")
     lines.append(
         "paper = the papers' model with the fitted law; system = the calibrated system model "
-        "(ratio = measured / predicted; KS distance of the measured runtimes to each model)"
+        "(ratio = measured / predicted; KS distance of the measured runtimes to each model); "
+        "schemes and probe plans measured side by side in alternating rounds, each round's "
+        "first and last iterations left out"
     )
     lines.append(f"calibration: {result['calibration_file']}  (use it with --calibration FILE)")
     lines.append(f"results: {result['output']}, figure: {result['figure']}")

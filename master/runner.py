@@ -112,6 +112,30 @@ def max_message_bytes(data: ProblemData) -> int:
     return 8 * data.coordinates + (1 << 20)
 
 
+def emulated_plans(config: Config, plans: dict, data: ProblemData, costs) -> dict:
+    """run.cost_model = "system": {name: (EmulatedPlan, Layout)} whose deadlines follow the
+    calibrated costs (bcgc_sim/model/emulation.py); empty for the papers' cost model."""
+    if config.run.cost_model != "system":
+        return {}
+    if costs is None:
+        raise UserError(
+            "run.cost_model = 'system' needs the machine's costs: pass --calibration FILE "
+            "(written by 'bcgc calibrate')"
+        )
+    from bcgc_sim.model.emulation import emulate
+
+    scale = model_for_data(config, data).scale
+    out = {}
+    for name, plan in plans.items():
+        if isinstance(plan, PartialPlan):
+            raise UserError(
+                f"{name}: run.cost_model = 'system' covers block plans and Tandon's scheme, "
+                "not the partial-straggler protocol"
+            )
+        out[name] = emulate(plan, data.rows, data.coordinates, costs, scale)
+    return out
+
+
 def _master_log(folder: Path) -> logging.Handler:
     (folder / "logs").mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(folder / "logs" / "master.log")
@@ -144,7 +168,10 @@ def run_testbed(
         }
     else:
         plans = dict(plans(model))
-    time_scale = choose_time_scale(config, model, plans)
+    emulated = emulated_plans(config, plans, data, costs)
+    time_scale = choose_time_scale(
+        config, model, {name: emulated.get(name, (plan,))[0] for name, plan in plans.items()}
+    )
     rate = config.problem.learning_rate or step_size(data)
     settings = SessionSettings(
         config.seed, time_scale, config.run.check, rate, config.cluster.pin,
@@ -168,6 +195,8 @@ def run_testbed(
         "worker_events": [],
         "rejected_messages": {},
     }
+    if emulated:  # the system model's slot loads (raw units), for validation
+        meta["slot_loads"] = {name: list(e.loads) for name, (e, _) in emulated.items()}
     recorder.write_metadata(meta)
     summaries: list[SchemeSummary] = []
     handler = _master_log(folder)
@@ -188,8 +217,9 @@ def run_testbed(
                         cluster.dead_ranks, cluster.respawn,
                     )  # fmt: skip
                 else:
+                    run_plan, layout = emulated.get(name, (plan, layout_for(plan, data.rows)))
                     session = SchemeSession(
-                        cluster.link, name, plan, layout_for(plan, data.rows), model, data, codes,
+                        cluster.link, name, run_plan, layout, model, data, codes,
                         settings, recorder, cluster.dead_ranks, cluster.respawn,
                     )  # fmt: skip
                 session.setup(config.run.startup_timeout)

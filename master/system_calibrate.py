@@ -221,6 +221,7 @@ print(json.dumps(out))
 """
 
 TRANSPORT_SIZES = (16, 8 << 10, 64 << 10, 256 << 10)  # bytes per message of the ping-pong
+TRANSPORT_REPEATS = 3  # ping-pongs per configuration (their medians are kept)
 
 
 def _ping_pong(core: int, other: int, rounds: int) -> list[tuple[int, float, float]]:
@@ -253,13 +254,14 @@ def measure_transport(rounds: int = 300) -> dict[str, float]:
     idle core (the one-way time to an echo on another, idle core minus that on the same
     core), for ZeroMQ over TCP loopback, the testbed's transport."""
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
-    same = _ping_pong(cores[0], cores[0], rounds)
-    slope, _ = _line([(size, cpu) for size, _, cpu in same])
+    same = [_ping_pong(cores[0], cores[0], rounds) for _ in range(TRANSPORT_REPEATS)]
+    slope = float(np.median([_line([(b, cpu) for b, _, cpu in run])[0] for run in same]))
     wake = 0.0
     if len(cores) > 1:
-        across = _ping_pong(cores[0], cores[-1], rounds)
-        wake = (across[0][1] - same[0][1]) / 2  # per direction, smallest message
-    return {"byte_s": slope / 4, "wake_s": max(wake, 0.0), "latency_s": 0.0}
+        across = [_ping_pong(cores[0], cores[-1], rounds) for _ in range(TRANSPORT_REPEATS)]
+        # per direction, smallest message; medians of the repeats (the VM's timing wanders)
+        wake = (np.median([r[0][1] for r in across]) - np.median([r[0][1] for r in same])) / 2
+    return {"byte_s": slope / 4, "wake_s": max(float(wake), 0.0), "latency_s": 0.0}
 
 
 # -- 4: messages, master, cores from instrumented natural runs -------------------------------

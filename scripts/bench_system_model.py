@@ -9,16 +9,21 @@ runtimes to the system model's simulated ones; then the checks of issue 16: ever
 10% of the system prediction, the model's order where measured means differ by more than 10%,
 bcgc-sys-opt within 3% of the best scheme.
 
-    python scripts/bench_system_model.py [--iterations 60] [--settings n8 burner ...]
+    python scripts/bench_system_model.py [--iterations 120] [--settings n8 burner ...]
+        [--json results.json] [--figure docs/system_model.png]
+    python scripts/bench_system_model.py --replot results.json --figure docs/system_model.png
 
-Run it under the heavy lock, alone on the machine.
+Run it under the heavy lock, alone on the machine. The README's figure is this script's
+--figure output (its --json beside it in docs/).
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -59,36 +64,62 @@ def checks(schemes: dict[str, dict]) -> list[str]:
     return out
 
 
+def print_setting(name: str, result: dict, load: float) -> None:
+    print(f"\n## {name}: {' '.join(SETTINGS[name]) or 'defaults (N = 8, M = 800, L = 400)'}")
+    print(f"load average before: {load:.2f}")
+    print(
+        f"{'scheme':<14} {'measured ms':>11} {'paper ms':>9} {'system ms':>9} "
+        f"{'meas/sys':>8} {'KS sys':>6} {'rounds':>6}  plan"
+    )
+    for scheme, s in result["schemes"].items():
+        print(
+            f"{scheme:<14} {1e3 * s['measured_mean_s']:>11.3f} {1e3 * s['predicted_mean_s']:>9.3f} "
+            f"{1e3 * s['system_predicted_mean_s']:>9.3f} {s['system_ratio']:>8.3f} "
+            f"{s['system_ks_distance']:>6.2f} {s['rounds_kept']:>3}/{s['rounds']:<2}  {s['plan'][:40]}"
+        )
+    probes = ", ".join(
+        f"{k} {1e3 * v['measured_mean_s']:.3f}/{1e3 * v['system_predicted_mean_s']:.3f}"
+        for k, v in result["probes"].items()
+    )
+    print(f"probe plans (measured/system ms): {probes}")
+    for line in checks(result["schemes"]):
+        print("  " + line)
+    sys.stdout.flush()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iterations", type=int, default=60)
+    parser.add_argument("--iterations", type=int, default=120)
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--json", help="write every setting's results here")
+    parser.add_argument("--figure", help="plot measured, paper and system means per setting")
+    parser.add_argument("--replot", help="no runs: plot the results of an earlier --json")
     args = parser.parse_args()
+    if args.replot:
+        results = json.loads(Path(args.replot).read_text())
+    else:
+        results = measure(args)
+    if args.figure:
+        from bcgc_sim.plots import plot_system_model
+
+        panels = {name: r["schemes"] for name, r in results.items()}
+        print(f"figure: {plot_system_model(panels, Path(args.figure))}")
+
+
+def measure(args) -> dict:
     root = Path(tempfile.mkdtemp(prefix="bench-system-"))
+    results = {}
     for name in args.settings:
         overrides = [*SETTINGS[name], f"run.iterations={args.iterations}", f"run.output='{root}'"]
         load = os.getloadavg()[0]
         result = calibrate(None, overrides, root / name, log=lambda text: None)
-        print(f"\n## {name}: {' '.join(SETTINGS[name]) or 'defaults (N = 8, M = 800, L = 400)'}")
-        print(f"load average before: {load:.2f}")
-        print(
-            f"{'scheme':<14} {'measured ms':>11} {'paper ms':>9} {'system ms':>9} "
-            f"{'meas/sys':>8} {'KS sys':>6} {'rounds':>6}  plan"
-        )
-        for scheme, s in result["schemes"].items():
-            print(
-                f"{scheme:<14} {1e3 * s['measured_mean_s']:>11.3f} {1e3 * s['predicted_mean_s']:>9.3f} "
-                f"{1e3 * s['system_predicted_mean_s']:>9.3f} {s['system_ratio']:>8.3f} "
-                f"{s['system_ks_distance']:>6.2f} {s['rounds_kept']:>3}/{s['rounds']:<2}  {s['plan'][:40]}"
-            )
-        probes = ", ".join(
-            f"{k} {1e3 * v['measured_mean_s']:.3f}/{1e3 * v['system_predicted_mean_s']:.3f}"
-            for k, v in result["probes"].items()
-        )
-        print(f"probe plans (measured/system ms): {probes}")
-        for line in checks(result["schemes"]):
-            print("  " + line)
+        result["load_average_before"] = load
+        results[name] = result
+        print_setting(name, result, load)
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=1, default=str))
     print(f"\nruns: {root}")
+    return results
 
 
 if __name__ == "__main__":

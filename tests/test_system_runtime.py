@@ -202,3 +202,62 @@ def test_bcgc_sys_opt_codes_around_a_slow_dedicated_worker():
         for name, w in work.items()
     }
     assert means["sys"] < 0.7 * means["uncoded"]
+
+
+def test_emulated_deadlines_with_paper_like_costs_are_the_papers_model():
+    """Derivatives at c seconds per row x coordinate and nothing else: D_k = c (M / N) S_k,
+    so the emulated plan's runtime is the papers' R times c (C = 1 cycle)."""
+    from bcgc_sim.model.emulation import emulate
+
+    x = (189, 36, 24, 19, 18, 19, 23, 72)
+    plan = BlockPlan("p", x)
+    rows, c = 800, 1e-6
+    costs = SystemCosts(derivative_element_s=c)
+    scale = rows / plan.n_workers  # M C / N with C = 1
+    emulated, layout = emulate(plan, rows, sum(x), costs, scale)
+    t = 50 + np.random.default_rng(5).standard_exponential((100, plan.n_workers)) / 1e-3
+    np.testing.assert_allclose(emulated.raw_runtime(t), c * block_raw_runtime(np.array(x), t))
+    np.testing.assert_allclose(
+        [s.load for s in layout.slots],
+        [c * s.load for s in plan_work(plan, rows, sum(x), costs).slots],
+    )
+
+
+def test_emulated_deadlines_add_each_slots_message_and_the_forward_pass():
+    """Uncoded on 2 workers (4 rows each, 100 coordinates): receive 30 us, forward 0.4 ms,
+    derivative 0.4 ms, send 20 us: the one slot is due at 0.85 ms (at T = 1)."""
+    from bcgc_sim.model.emulation import system_loads
+
+    costs = SystemCosts(
+        forward_element_s=1e-6, derivative_element_s=1e-6, theta_receive_s=30e-6, send_s=20e-6
+    )
+    assert system_loads(UNCODED, ROWS, COORDS, costs) == pytest.approx((0.85e-3,), rel=1e-12)
+
+
+@pytest.mark.slow
+def test_a_run_under_the_system_cost_model_has_its_exact_prediction(tmp_path):
+    """run.cost_model = 'system' on the testbed: deadlines from a calibration file; every
+    iteration's prediction is max_k T_(N-s_k) D_k and the measurement follows it."""
+    import csv
+    import json
+
+    from bcgc_sim.calibration import save_costs
+    from bcgc_sim.entry.cli import main
+
+    calibration = save_costs(
+        SystemCosts(forward_element_s=2e-8, derivative_element_s=2e-8, send_s=1e-3),
+        tmp_path / "calibration.toml",
+    )
+    args = [
+        "run", "--calibration", str(calibration), "--json", "-o", str(tmp_path / "run"),
+        "--set", "cluster.workers=4", "--set", "run.iterations=4", "--set", "run.cost_model='system'",
+        "--set", "run.iteration_seconds=0.03", "--set", "run.schemes=['bcgc-t', 'uncoded']",
+        "--set", f"run.output='{tmp_path}'",
+    ]  # fmt: skip
+    assert main(args) == 0
+    meta = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert set(meta["slot_loads"]) == {"bcgc-t", "uncoded"}
+    with open(tmp_path / "run" / "iterations.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    ratios = [float(r["measured_s"]) / float(r["predicted_s"]) for r in rows]
+    assert all(0.95 < r < 1.5 for r in ratios), ratios

@@ -47,7 +47,7 @@ def test_every_scheme_runs_exactly_on_a_local_cluster(tmp_path):
     config = small_config(tmp_path, f"run.schemes=[{schemes}]", "predict.deadline=5e6")
     folder = tmp_path / "run"
     # bcgc-sys-opt is planned on a calibration: here a synthetic one of a 2-core machine
-    costs = SystemCosts(derivative_element_s=1e-9, send_s=20e-6, master_receive_s=20e-6, cores=2)
+    costs = SystemCosts(derivative_element_s=1e-9, send_s=20e-6, master_message_s=20e-6, cores=2)
     summaries = run_testbed(config, folder, log=lambda text: None, costs=costs)
     assert [s.scheme for s in summaries] == exact
     for s in summaries:
