@@ -46,6 +46,8 @@ class ClusterConfig:
         "error"  # a block can no longer be decoded: "error" ends the run, "replace" waits
     )
     replace_timeout: float = 60.0  # seconds to wait for a replacement worker
+    stall_timeout: float = 0.0  # seconds without a usable message before an iteration gives up;
+    # 0 = derived: liveness x heartbeat + 2 x the predicted iteration + 1 s (master/session.py)
 
 
 @dataclass(frozen=True)
@@ -186,6 +188,8 @@ def _check(config: Config) -> Config:
     """Range checks of every section; the model checks N, L, M, C and the law."""
     if config.seed < 0:
         raise UserError(f"seed must be >= 0, got {config.seed}")
+    if config.cluster.workers < 2:  # before the checks that count on it
+        raise UserError(f"cluster.workers (N) must be >= 2, got {config.cluster.workers}")
     _check_straggler(config.straggler)
     _check_optimize(config.optimize)
     _check_predict(config.predict)
@@ -221,10 +225,14 @@ def _check_predict(p: PredictConfig) -> None:
         raise UserError(
             f"predict.deadline must be >= 0 model time units (0 = none), got {p.deadline}"
         )
+    if not p.schemes:
+        raise UserError("predict.schemes is empty: name at least one scheme")
     check_scheme_names(list(p.schemes))
 
 
 def _check_run(r: RunConfig) -> None:
+    if not r.schemes:
+        raise UserError("run.schemes is empty: name at least one scheme")
     check_scheme_names(list(r.schemes))
     if r.iterations < 1:
         raise UserError(f"run.iterations must be >= 1, got {r.iterations}")
@@ -246,6 +254,10 @@ def _check_cluster(c: ClusterConfig) -> None:
     if not (c.heartbeat > 0 and c.liveness >= 2 and c.replace_timeout > 0):
         raise UserError(
             "cluster.heartbeat and cluster.replace_timeout must be > 0, cluster.liveness >= 2"
+        )
+    if not (c.stall_timeout >= 0 and math.isfinite(c.stall_timeout)):
+        raise UserError(
+            f"cluster.stall_timeout must be >= 0 seconds (0 = derived), got {c.stall_timeout}"
         )
     if c.on_failure not in ("error", "replace"):
         raise UserError(f"cluster.on_failure must be 'error' or 'replace', got '{c.on_failure}'")
@@ -341,6 +353,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise UserError(f"config file not found: {path}") from None
         except OSError as exc:
             raise UserError(f"cannot read config file {path}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise UserError(f"config file {path} is not UTF-8 text (TOML): {exc}") from None
         except tomllib.TOMLDecodeError as exc:
             raise UserError(f"config file {path} is not valid TOML: {exc}") from None
     for text in overrides or []:

@@ -13,7 +13,8 @@ from .model.runtime import Estimate
 from .model.stragglers import monte_carlo_cycle_times
 from .model.streams import STREAM_EVALUATION
 from .model.system import SystemModel
-from .schemes import SchemeOptions, build_plan
+from .problems import MemoryNeed
+from .schemes import PARTIAL_SCHEMES, SchemeOptions, build_plan
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,26 @@ def evaluation_samples(model: SystemModel, seed: int, n_samples: int) -> np.ndar
     return monte_carlo_cycle_times(
         model.distribution, seed, n_samples, model.n_workers, STREAM_EVALUATION
     )
+
+
+def monte_carlo_need(
+    n_workers: int, samples: int, schemes: list[str], storage: int = 0
+) -> MemoryNeed:
+    """Memory to plan and evaluate `schemes` on `samples` draws of the N cycle times.
+
+    Peaks measured with `bcgc predict` (maximum resident size less that of a tiny run): about
+    3.1 to 3.9 arrays of samples x N float64 for the block schemes, 3 arrays of samples x N x
+    delta for the partial-gc schemes (delta = partial.storage, at most N; 0 counts as N).
+    """
+    partial = any(name in PARTIAL_SCHEMES for name in schemes)
+    depth = (storage or n_workers) if partial else 1
+    arrays = 3 if partial else 4
+    what = f"the Monte Carlo draws ({samples} x {n_workers} cycle times"
+    what += f" x {depth} chunks, for partial-gc)" if partial else ")"
+    fix = "lower cluster.workers or predict.samples / optimize.tuning_samples"
+    if partial:
+        fix += ", or leave the partial-gc schemes out"
+    return MemoryNeed(what, arrays * 8 * samples * n_workers * depth, fix)
 
 
 def predict(

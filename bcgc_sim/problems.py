@@ -11,19 +11,80 @@ and are memory-mapped by the master and every worker: the page cache holds one c
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 from .errors import UserError
 
 PROBLEMS = ("least-squares", "logistic")
 DATASETS = ("synthetic", "breast-cancer", "diabetes")
+BUNDLED_SHAPES = {"breast-cancer": (569, 30), "diabetes": (442, 10)}  # (M, L)
+MEMORY_FRACTION = 0.8  # of the memory available now that one step of a command may plan to use
+
+
+@dataclass(frozen=True)
+class MemoryNeed:
+    """Memory that one part of a command will allocate, and what makes it smaller."""
+
+    what: str  # e.g. "the data set (800 x 4000000 float64 values)"
+    nbytes: int
+    fix: str  # e.g. "lower model.samples or model.coordinates"
+
+
+def size_text(nbytes: float) -> str:
+    """A size in bytes as text: '23.8 GiB', '640.0 KiB'."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes / 2**10:.1f} KiB"
+
+
+def check_memory(needs: list[MemoryNeed], step: str) -> None:
+    """Refuse (UserError), before anything is allocated, a `step` whose needs add up to more
+    than MEMORY_FRACTION of the memory available now; the message names the largest need and
+    its fix."""
+    total = sum(need.nbytes for need in needs)
+    available = psutil.virtual_memory().available
+    if not needs or total <= MEMORY_FRACTION * available:
+        return
+    top = max(needs, key=lambda need: need.nbytes)
+    need, free = size_text(total), size_text(available)
+    if len(needs) == 1:
+        raise UserError(
+            f"{step} needs about {need} of memory for {top.what} but {free} is available: {top.fix}"
+        )
+    raise UserError(
+        f"{step} needs about {need} of memory but {free} is available; the largest part is "
+        f"{top.what} ({size_text(top.nbytes)}): {top.fix}"
+    )
+
+
+def data_shape(dataset: str, rows: int, coordinates: int) -> tuple[int, int]:
+    """(M, L) of a data set: those asked for (synthetic), or the bundled set's own."""
+    return BUNDLED_SHAPES.get(dataset, (rows, coordinates))
+
+
+def generation_need(dataset: str, rows: int, coordinates: int) -> MemoryNeed:
+    """Memory to generate a data set before it is saved: X (rows x coordinates float64) and
+    y; the bundled sets are small."""
+    if dataset != "synthetic":
+        return MemoryNeed(f"the {dataset} data set", 1 << 20, "")
+    return MemoryNeed(
+        f"the synthetic data set (model.samples x model.coordinates = {rows} x {coordinates} "
+        "float64 values)",
+        8 * rows * (coordinates + 2),
+        "lower model.samples or model.coordinates",
+    )
 
 
 @dataclass(frozen=True)
@@ -124,28 +185,61 @@ def prepare_data(
     """Write the data set once under `folder` (reused when it exists) and describe it.
 
     `synthetic` draws X ~ N(0, 1) of shape (rows, coordinates) and a planted theta*; the two
-    bundled scikit-learn sets fix rows and coordinates themselves (breast-cancer: 569 x 30,
-    diabetes: 442 x 10), with standardised features.
+    bundled scikit-learn sets fix rows and coordinates themselves (BUNDLED_SHAPES), with
+    standardised features. Generating is refused when memory is short (check_memory); a
+    failed save leaves no file behind (UserError).
     """
     if kind not in PROBLEMS:
         raise UserError(f"problem.kind must be one of {', '.join(PROBLEMS)}, got '{kind}'")
     if dataset not in DATASETS:
         raise UserError(f"problem.dataset must be one of {', '.join(DATASETS)}, got '{dataset}'")
+    where = data_folder(kind, dataset, rows, coordinates, noise, seed, folder)
+    features, targets = where / "X.npy", where / "y.npy"
+    if not (features.exists() and targets.exists()):
+        check_memory([generation_need(dataset, rows, coordinates)], "generating the data set")
+        x, y = _make(kind, dataset, rows, coordinates, noise, seed)
+        try:
+            where.mkdir(parents=True, exist_ok=True)
+            _save_atomically(features, x)
+            _save_atomically(targets, y)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                where.rmdir()  # if empty
+            needs = f"it needs {size_text(x.nbytes + y.nbytes)}"
+            if exc.errno in (None, errno.ENOSPC, errno.EDQUOT, errno.EFBIG):  # None: numpy's
+                needs += f", {_free_space(where)} (free space, or set problem.data_dir)"
+            else:
+                needs += " (set problem.data_dir to a folder you can write)"
+            raise UserError(
+                f"cannot write the data set to {where}: {exc.strerror or exc}; {needs}"
+            ) from None
+    try:
+        x = np.load(features, mmap_mode="r")
+    except (OSError, ValueError) as exc:
+        raise UserError(
+            f"cannot read the data set {features}: {exc}; remove its folder to have it made again"
+        ) from None
+    return ProblemData(
+        kind, str(features.resolve()), str(targets.resolve()), x.shape[0], x.shape[1]
+    )
+
+
+def _free_space(folder: Path) -> str:
+    for place in (folder, *folder.parents):
+        with contextlib.suppress(OSError):
+            return f"{size_text(shutil.disk_usage(place).free)} is free there"
+    return "the free space is unknown"
+
+
+def data_folder(
+    kind: str, dataset: str, rows: int, coordinates: int, noise: float, seed: int, folder
+) -> Path:
+    """Where prepare_data keeps this data set: one subfolder of `folder` per generating spec."""
     spec = {"kind": kind, "dataset": dataset, "seed": seed, "noise": noise}
     if dataset == "synthetic":
         spec.update(rows=rows, coordinates=coordinates)
     key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
-    where = Path(folder) / f"{dataset}-{kind}-{key}"
-    features, targets = where / "X.npy", where / "y.npy"
-    if not (features.exists() and targets.exists()):
-        x, y = _make(kind, dataset, rows, coordinates, noise, seed)
-        where.mkdir(parents=True, exist_ok=True)
-        _save_atomically(features, x)
-        _save_atomically(targets, y)
-    x = np.load(features, mmap_mode="r")
-    return ProblemData(
-        kind, str(features.resolve()), str(targets.resolve()), x.shape[0], x.shape[1]
-    )
+    return Path(folder) / f"{dataset}-{kind}-{key}"
 
 
 def _make(kind: str, dataset: str, rows: int, coordinates: int, noise: float, seed: int):
@@ -177,6 +271,11 @@ def _make(kind: str, dataset: str, rows: int, coordinates: int, noise: float, se
 
 
 def _save_atomically(path: Path, array: np.ndarray) -> None:
+    """Save to a temporary file, then rename: `path` is whole or absent; the temporary file is
+    removed when the save fails or is interrupted."""
     tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
-    np.save(tmp, np.ascontiguousarray(array, dtype=np.float64))
-    os.replace(tmp, path)
+    try:
+        np.save(tmp, np.ascontiguousarray(array, dtype=np.float64))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

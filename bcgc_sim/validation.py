@@ -24,6 +24,7 @@ from scipy import stats
 
 from .config import Config, config_from_dict
 from .errors import UserError
+from .intervals import CONFIDENCE, wilson_interval
 from .model.plans import Plan
 from .model.system import SystemModel
 from .schemes import plan_from_dict
@@ -49,54 +50,44 @@ class RunRecord:
             return [r for r in csv.DictReader(handle) if r["scheme"] == name]
 
 
+def read_folder(folder: Path, meta: str, table: str, kind: str) -> tuple[dict, list[dict]]:
+    """The JSON file `meta` and the CSV rows of `table` in `folder`, a `kind` folder ("run",
+    "sweep"). Raises UserError naming a missing file or what could not be read."""
+    try:
+        data = json.loads((folder / meta).read_text())
+        with open(folder / table) as handle:
+            return data, list(csv.DictReader(handle))
+    except FileNotFoundError as exc:
+        missing = Path(exc.filename).name
+        raise UserError(f"{folder} is not a {kind} folder: {missing} is missing") from None
+    except json.JSONDecodeError:
+        raise UserError(f"{folder}/{meta} is not valid JSON") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read the {kind} in {folder}: {exc}") from None
+
+
 def load_run(folder: str | Path) -> RunRecord:
     folder = Path(folder)
+    meta, iterations = read_folder(folder, "run.json", "iterations.csv", "run")
     try:
-        meta = json.loads((folder / "run.json").read_text())
-        with open(folder / "iterations.csv") as handle:
-            iterations = list(csv.DictReader(handle))
-    except FileNotFoundError as exc:
+        config = config_from_dict(meta["config"])
+        data = meta["data"]
+        model = config.system_model(int(data["coordinates"]), int(data["rows"]))
+        plans = {name: plan_from_dict(p) for name, p in meta["plans"].items()}
+        time_scale = float(meta["time_scale_s_per_unit"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        status = meta.get("status", "?") if isinstance(meta, dict) else "?"
         raise UserError(
-            f"{folder} is not a run folder: {Path(exc.filename).name} is missing"
+            f"{folder}/run.json does not describe a run that started (status: {status}; "
+            f"{type(exc).__name__}: {exc})"
         ) from None
-    except json.JSONDecodeError:
-        raise UserError(f"{folder}/run.json is not valid JSON") from None
-    config = config_from_dict(meta["config"])
-    data = meta["data"]
-    model = config.system_model(int(data["coordinates"]), int(data["rows"]))
-    plans = {name: plan_from_dict(p) for name, p in meta["plans"].items()}
     for name, loads in meta.get("slot_loads", {}).items():  # run.cost_model = "system"
         from .model.emulation import EmulatedPlan
         from .model.layout import layout_for
 
         stragglers = tuple(s.stragglers for s in layout_for(plans[name], int(data["rows"])).slots)
         plans[name] = EmulatedPlan(plans[name], tuple(loads), stragglers)
-    return RunRecord(
-        folder, meta, config, model, plans, float(meta["time_scale_s_per_unit"]), iterations
-    )
-
-
-CONFIDENCE = 0.95  # of the interval for the measured fraction of iterations done by the deadline
-
-
-def wilson_interval(
-    successes: int, trials: int, confidence: float = CONFIDENCE
-) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion: (lo, hi) within [0, 1].
-
-    Unlike the normal (Wald) interval it stays inside [0, 1] and does not collapse to a point at
-    0 or n successes; its coverage is close to nominal already for small n.
-    """
-    if trials <= 0 or not 0 <= successes <= trials:
-        raise ValueError(f"need 0 <= successes <= trials, trials > 0; got {successes}/{trials}")
-    z = float(stats.norm.ppf(0.5 + confidence / 2))
-    p = successes / trials
-    shrink = 1 + z * z / trials
-    centre = (p + z * z / (2 * trials)) / shrink
-    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / shrink
-    lo = 0.0 if successes == 0 else max(0.0, centre - half)  # exact ends at 0 and n successes
-    hi = 1.0 if successes == trials else min(1.0, centre + half)
-    return lo, hi
+    return RunRecord(folder, meta, config, model, plans, time_scale, iterations)
 
 
 @dataclass(frozen=True)
@@ -169,6 +160,16 @@ class SchemeValidation:
     @property
     def median_ratio(self) -> float:
         return float(np.median(self.measured / self.predicted))
+
+    def typical_iteration(self) -> int:
+        """The iteration (index) whose measured / predicted ratio is nearest the median ratio;
+        with nothing predicted (natural mode), whose measured runtime is nearest the median."""
+        ratio = self.measured / self.predicted
+        if np.isfinite(ratio).all():
+            values, centre = ratio, self.median_ratio
+        else:
+            values, centre = self.measured, float(np.median(self.measured))
+        return int(np.argmin(np.abs(values - centre)))
 
     def quantiles(self, q: float) -> tuple[float, float]:
         return float(np.quantile(self.measured, q)), float(np.quantile(self.predicted, q))

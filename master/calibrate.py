@@ -33,7 +33,7 @@ from bcgc_sim.errors import UserError
 from bcgc_sim.model.machine import system_runtimes
 from bcgc_sim.model.stragglers import ShiftedExponential
 from bcgc_sim.predict import evaluation_samples
-from bcgc_sim.results import json_safe
+from bcgc_sim.results import json_safe, write_atomically
 from bcgc_sim.schemes import build_plan
 from bcgc_sim.validation import load_run
 
@@ -226,7 +226,7 @@ def calibrate(config_path: str | None, overrides: list[str], folder: Path, log=p
     from bcgc_sim.plots import plot_calibration
 
     result["figure"] = str(plot_calibration(schemes, folder / "calibration.png"))
-    (folder / "calibration.json").write_text(json.dumps(json_safe(result), indent=2))
+    write_atomically(folder / "calibration.json", json.dumps(json_safe(result), indent=2))
     return result
 
 

@@ -2,8 +2,9 @@
 
 Start-up refuses an N the machine cannot hold (memory, processes, file descriptors) before
 spawning anything, and fails within seconds, naming the worker and its last error line, when
-a worker dies at start-up. `close()` (also on Ctrl-C and on errors: use `with`) stops every
-worker: STOP, then SIGTERM, then SIGKILL; no process outlives it.
+a worker dies at start-up (or a replacement does before it registered). `close()` (also on
+Ctrl-C and on errors: use `with`) stops every worker: STOP, then SIGTERM, then SIGKILL; no
+process outlives it.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from pathlib import Path
 import psutil
 
 from bcgc_sim.errors import UserError
-from bcgc_sim.wire.protocol import MessageType
+from bcgc_sim.wire.protocol import DEFAULT_HEARTBEAT_S, DEFAULT_LIVENESS, MessageType
 
-from .transport import WorkerLink
+from .transport import PeerState, WorkerLink
 
 WORKER_MEMORY_BYTES = 150 * 2**20  # resident size of one idle worker process, with margin
 SINGLE_THREADED = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+QUIET_MS = 100  # at the end of a remote run: no message for this long, the workers are gone
 
 
 def check_capacity(n_workers: int) -> None:
@@ -57,8 +59,11 @@ class LocalCluster:
         log_dir: str | Path | None = None,
         burners: tuple[int, ...] = (),
         max_message_bytes: int = -1,
+        heartbeat_s: float = DEFAULT_HEARTBEAT_S,
+        liveness: int = DEFAULT_LIVENESS,
     ) -> None:
         self.n_workers = n_workers
+        self.heartbeat_s, self.liveness = heartbeat_s, liveness  # the workers' from the start
         self.startup_timeout_s = startup_timeout_s
         self.log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="bcgc-workers-"))
         self.processes: list[subprocess.Popen] = []
@@ -87,6 +92,7 @@ class LocalCluster:
         return [
             sys.executable, "-m", "workers", "--connect", self.link.endpoint,
             "--rank", str(rank), "--parent-pid", str(os.getpid()),
+            "--heartbeat", repr(self.heartbeat_s), "--liveness", str(self.liveness),
         ]  # fmt: skip
 
     def _spawn(self) -> None:
@@ -102,8 +108,17 @@ class LocalCluster:
             )  # fmt: skip
 
     def dead_ranks(self) -> set[int]:
-        """Ranks whose process has exited."""
-        return {rank for rank, process in enumerate(self.processes) if process.poll() is not None}
+        """Ranks whose process has exited; a UserError if a replacement exited before it
+        registered (starting another one would fail alike)."""
+        exited = {rank for rank, process in enumerate(self.processes) if process.poll() is not None}
+        peers = self.link.peers.by_rank if self.link is not None else {}
+        for rank in sorted(exited):
+            if rank in peers and peers[rank].state is PeerState.AWAITING:
+                raise UserError(
+                    f"the replacement for worker {rank} exited at start-up with status "
+                    f"{self.processes[rank].returncode}: {self.last_error(rank)}"
+                )
+        return exited
 
     def respawn(self, rank: int) -> None:
         """Start a replacement process for `rank` (the old one is killed if still there)."""
@@ -146,6 +161,7 @@ class LocalCluster:
     def close(self, grace_s: float = 0.5) -> None:
         """Stop every worker within about grace_s + 0.5 s (STOP, then SIGTERM, then SIGKILL)."""
         if self.link is not None:
+            # every rank, live or not: one declared dead may still be alive
             for rank in list(self.link.identities):
                 self.link.send(rank, MessageType.STOP, {})
         for burner in self.burners:
@@ -217,10 +233,16 @@ class RemoteCluster:
             f"worker {rank} is gone: start a replacement with 'bcgc worker --connect {self.link.endpoint}'"
         )
 
-    def close(self) -> None:
+    def close(self, grace_s: float = 0.5) -> None:
+        """STOP every worker, then read until they fell quiet (at most grace_s): a socket
+        closed with unread bytes resets its connections, and a reset can discard the STOP
+        before the worker read it."""
         if self.link is not None:
+            # every rank, live or not: one declared dead may still be alive
             for rank in list(self.link.identities):
-                if rank not in self.link.dead:
-                    self.link.send(rank, MessageType.STOP, {})
+                self.link.send(rank, MessageType.STOP, {})
+            end = time.monotonic() + grace_s
+            while time.monotonic() < end and self.link.drain(QUIET_MS):
+                pass
             self.link.close(linger_ms=500)
             self.link = None

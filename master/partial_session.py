@@ -12,11 +12,16 @@ UPLOAD; the prediction (PartialPlan.raw_runtime for the same regenerated T) is t
 alone, so their difference is the COMBINE / UPLOAD round trip, which is recorded per iteration
 (partial.csv: round_trip_s) and never hidden.
 
-Worker failure (spec/partial-gc.md A10): before the stop a dead worker's copies are dropped (its
-notices are replayed away) and the iteration goes on while every chunk can still get l copies
-from live, answering workers; otherwise, and whenever a worker dies between the stop and its
-upload (R1 keeps the processed chunks only in the worker's memory), the run ends with a RunError.
-No replacement workers (cluster.on_failure = "replace" is a BCGC feature).
+Worker failure (spec/partial-gc.md A10; the liveness rules are the BCGC session's RankWatch): a
+rank known dead stays dead for every later iteration and scheme. Before the stop a dead worker's
+copies are dropped (its notices are replayed away) and the iteration goes on while every chunk
+can still get l copies from live, answering workers; otherwise, and whenever a worker dies
+between the stop and its upload (R1 keeps the processed chunks only in the worker's memory), the
+run ends with a RunError. An UPLOAD with non-finite values ends it too (rejected and counted).
+No replacement workers (cluster.on_failure = "replace" is a BCGC feature); a worker that
+registers for a dead rank is set up and takes part from the next iteration. A worker that
+reconnected after a dropped connection gets this iteration's theta again (before the stop) or its
+COMBINE again (after it).
 """
 
 from __future__ import annotations
@@ -41,20 +46,21 @@ from bcgc_sim.wire.protocol import (
     MessageType,
     ProtocolError,
     check,
-    clock_id,
     header_spec,
 )
 
 from .session import (
+    WATCH_INTERVAL_NS,
+    WATCH_MS,
     IterationResult,
+    RankWatch,
     RunError,
     SessionSettings,
     common_setup_fields,
     no_dead_ranks,
-    notice_dead,
-    set_up_workers,
+    stall_limit_s,
 )
-from .transport import Received, WorkerLink
+from .transport import PeerState, Received, WorkerLink
 
 log = logging.getLogger("bcgc.master")
 _COMMON = dict(run=str, iteration=int, cycle_time=float, start_ns=int, received_ns=int)
@@ -69,6 +75,9 @@ class _Iteration:
     number: int
     start: int
     cycle_times: np.ndarray
+    header: dict = field(default_factory=dict)  # this iteration's ITERATE header
+    participants: set[int] = field(default_factory=set)  # ranks sent this iteration's theta
+    combines: dict[int, tuple[dict, np.ndarray]] = field(default_factory=dict)  # sent at the stop
     notices: list[tuple[int, int]] = field(default_factory=list)  # used (worker, chunk)
     rows: list[dict] = field(default_factory=list)
     stop_ns: int | None = None
@@ -104,7 +113,6 @@ class PartialSession:
             raise ValueError("the plan was made for another number of workers or coordinates")
         self.link, self.scheme, self.plan = link, scheme, plan
         self.model, self.data, self.settings, self.recorder = model, data, settings, recorder
-        self.dead_ranks = dead_ranks  # `replace` is accepted for symmetry and not used (R1)
         self.run_id = f"{scheme}-{time.monotonic_ns()}"
         self.decoder = R1Decoder(
             plan.assignment, plan.ordering, data.coordinates, plan.parts, seed=settings.seed
@@ -112,9 +120,13 @@ class PartialSession:
         self.unit_s = settings.time_scale * model.scale  # seconds per raw unit
         self.ns_per_load = self.unit_s * 1e9
         self.bounds = partition_bounds(data.rows, model.n_workers)
-        self.affinity: dict[int, list[int] | None] = {}
-        self.clock = clock_id()
-        self.events: list[dict] = []
+        self.watch = RankWatch(  # `replace` is accepted for symmetry and not used (R1)
+            link, settings, scheme, self.run_id, self.setup_header, dead_ranks, replace,
+            replaces=False,
+        )  # fmt: skip
+        self.events = self.watch.events
+        self.affinity = self.watch.affinity
+        self.longest_s = 0.0  # the longest iteration so far (natural mode's stall limit)
         self.table = recorder.table("partial.csv", PartialRow)
 
     # -- set-up -----------------------------------------------------------------------------
@@ -129,10 +141,8 @@ class PartialSession:
         }  # fmt: skip
 
     def setup(self, timeout_s: float = 60.0) -> None:
-        """Send every worker its order and chunks; wait for all SETUP_OK."""
-        self.affinity = set_up_workers(
-            self.link, self.setup_header, self.model.n_workers, self.run_id, self.scheme, timeout_s
-        )
+        """Send every live worker its order and chunks; wait for their SETUP_OK."""
+        self.watch.set_up(timeout_s)
 
     # -- one iteration ----------------------------------------------------------------------
     def iterate(self, iteration: int, theta: np.ndarray) -> tuple[IterationResult, np.ndarray]:
@@ -141,60 +151,75 @@ class PartialSession:
         if self.settings.natural:  # nothing injected: no cycle times to predict from
             cycle_times = np.full(n, math.nan)
             predicted, predicted_nmse = math.nan, math.nan
+            expected = max(self.longest_s, 10 * self.settings.window_s)
         else:
             cycle_times = iteration_cycle_times(
                 self.model.distribution, self.settings.seed, iteration, n
             )
             predicted = float(plan.raw_runtime(cycle_times[None])[0]) * self.unit_s
             predicted_nmse = float(plan.nmse_at_stop(cycle_times[None])[0])
-        if not plan.approximate:
-            self._check_reachable(iteration, cycle_times, "")
+            expected = predicted
+        stall_s = stall_limit_s(self.settings, expected)
         self.decoder.reset()
-        start = time.monotonic_ns()
-        state = _Iteration(iteration, start, cycle_times)
+        state = _Iteration(iteration, 0, cycle_times)
+        state.participants = self.watch.begin_iteration(iteration)
+        if not plan.approximate:
+            self._check_reachable(state, "")
+        start, state.header = self.watch.broadcast_theta(iteration, theta, state.participants)
+        state.start = start
         stop_at = (
             None if plan.deadline is None else start + round(plan.deadline * self.unit_s * 1e9)
         )
-        header = {"run": self.run_id, "iteration": iteration, "sent_ns": start, "clock": self.clock}
-        self.link.broadcast(MessageType.ITERATE, header, theta)
         last_progress = time.monotonic()
+        next_watch = start + WATCH_INTERVAL_NS
         while state.stop_ns is None:  # compute phase: NOTICEs until the stop rule fires
-            self._watch_workers(state)
             now = time.monotonic_ns()
+            if now >= next_watch:
+                self._watch_workers(state, theta)
+                next_watch = now + WATCH_INTERVAL_NS
             if stop_at is not None and now >= stop_at:
+                self._watch_workers(state, theta)  # the workers chosen now must be alive
                 self._stop(state, "deadline")
                 break
             # receive timeouts have ms resolution: in the last millisecond before a deadline, spin
             # (timeout 0)
-            wait_ms = 50 if stop_at is None else min(50, (stop_at - now) // 1_000_000)
+            wait_ms = WATCH_MS if stop_at is None else min(WATCH_MS, (stop_at - now) // 1_000_000)
             received = self.link.receive(int(wait_ms))
             if received is None:
-                last_progress = self._check_stall(state, last_progress)
+                self._check_stall(state, last_progress, stall_s)
                 continue
             if stop_at is not None and received.arrival_ns >= stop_at:
+                self._watch_workers(state, theta)
                 self._stop(state, "deadline")  # this message came after the deadline
                 self._handle(received, state)
                 break
             if self._handle(received, state):
                 last_progress = time.monotonic()
-            if self.decoder.exact_ready:
-                self._stop(state, "exact")
-            elif plan.nmse_target > 0 and self.decoder.estimated_nmse <= plan.nmse_target + 1e-12:
-                self._stop(state, "nmse")
+                if self._stop_rule() is not None:
+                    self._watch_workers(state, theta)  # the workers chosen now must be alive
+                    reason = self._stop_rule()  # (a death may have taken copies away)
+                    if reason is not None:
+                        self._stop(state, reason)
         last_progress = time.monotonic()
+        next_watch = time.monotonic_ns() + WATCH_INTERVAL_NS
         while not self.decoder.complete:  # upload phase: one UPLOAD per chosen worker
-            self._watch_workers(state)
-            received = self.link.receive(50)
+            if time.monotonic_ns() >= next_watch:
+                self._watch_workers(state, theta)
+                next_watch = time.monotonic_ns() + WATCH_INTERVAL_NS
+            received = self.link.receive(WATCH_MS)
             if received is None:
-                last_progress = self._check_stall(state, last_progress)
+                self._check_stall(state, last_progress, stall_s)
                 continue
             if self._handle(received, state):
                 last_progress = time.monotonic()
         end = time.monotonic_ns()
         measured = (end - start) / 1e9
+        self.longest_s = max(self.longest_s, measured)
         round_trip = (end - state.stop_ns) / 1e9
         self.recorder.messages.writerows(state.rows)  # after the clock stopped: not part of it
         gradient = self.decoder.gradient()
+        if not np.isfinite(gradient).all():
+            self._non_finite(state)
         error = nmse = None
         if self.settings.check:
             true_gradient, loss = full_gradient(self.data, theta)
@@ -211,6 +236,15 @@ class PartialSession:
         )  # fmt: skip
         return result, gradient
 
+    def _stop_rule(self) -> str | None:
+        """Why to stop now ("exact", "nmse"), or None; the deadline is the loop's."""
+        if self.decoder.exact_ready:
+            return "exact"
+        target = self.plan.nmse_target
+        if target > 0 and self.decoder.estimated_nmse <= target + 1e-12:
+            return "nmse"
+        return None
+
     def _stop(self, state: _Iteration, reason: str) -> None:
         """Freeze S_i: COMBINE to the workers whose copies are used, ABANDON to the rest."""
         state.stop_ns, state.reason = time.monotonic_ns(), reason  # the round trip starts here
@@ -220,24 +254,26 @@ class PartialSession:
         base = {"run": self.run_id, "iteration": state.number}
         for worker, c in coefficients.items():
             beta = np.ascontiguousarray(c.beta, dtype=np.float64)
-            self.link.send(worker, MessageType.COMBINE, {**base, "chunks": list(c.chunks)}, beta)
+            header = {**base, "chunks": list(c.chunks)}
+            state.combines[worker] = (header, beta)  # sent again if its connection drops
+            self.link.send(worker, MessageType.COMBINE, header, beta)
             state.downlink += beta.size
-        for worker in range(self.model.n_workers):
+        for worker in sorted(state.participants):
             if worker not in coefficients and worker not in self.link.dead:
                 self.link.send(worker, MessageType.ABANDON, base)
 
     def _handle(self, received: Received, state: _Iteration) -> bool:
         """NOTICE, UPLOAD or FAILED of a worker; True if it advanced the protocol."""
         message = received.message
-        if message.kind is MessageType.FAILED:
-            h = message.header
-            if h.get("run") == self.run_id:
-                raise RunError(
-                    f"{self.scheme}, iteration {state.number}: worker {received.rank} failed: "
-                    f"{h.get('reason')}"
-                )
-            return False
+        if message.kind is MessageType.FAILED and message.header.get("run") == self.run_id:
+            raise RunError(
+                f"{self.scheme}, iteration {state.number}: worker {received.rank} failed: "
+                f"{message.header.get('reason')}"
+            )  # a COMBINE it could not compute; a failed set-up (no run) ends it below
         if message.kind not in (MessageType.NOTICE, MessageType.UPLOAD):
+            if self.watch.on_setup_reply(received, state.number):
+                return False  # set up: it takes part from the next iteration
+            self.watch.unexpected(received)
             return False
         row = self._message_row(received, state)
         if row is None:
@@ -257,10 +293,16 @@ class PartialSession:
                 state.max_overrun = max(state.max_overrun, row["overrun_s"])
             elif outcome is Outcome.LATE:
                 state.notices_late += 1
+            else:  # rare: counted by reason
+                reason = "duplicate" if outcome is Outcome.DUPLICATE else "unexpected-chunk"
+                self.link.reject(reason, worker, f"NOTICE of chunk {message.header['chunk']}")
             return outcome is Outcome.USED
         outcome = self.decoder.offer(worker, message.array)
         row["status"] = outcome.value
         state.uploads += outcome is Outcome.USED
+        if outcome is Outcome.DUPLICATE or outcome is Outcome.REJECTED:
+            reason = "duplicate" if outcome is Outcome.DUPLICATE else "unexpected-upload"
+            self.link.reject(reason, worker, f"UPLOAD, shape {list(message.array.shape)}")
         return outcome is Outcome.USED
 
     def _message_row(self, received: Received, state: _Iteration) -> dict | None:
@@ -272,8 +314,8 @@ class PartialSession:
                 check(h, UPLOAD_HEADER)
                 if message.array is None:
                     raise ProtocolError("UPLOAD without values")
-        except ProtocolError:
-            self.link.rejected["malformed"] += 1
+        except ProtocolError as exc:
+            self.link.reject("malformed", received.rank, f"{message.kind.name}: {exc}")
             return None
         stale = h["run"] != self.run_id or h["iteration"] != state.number
         worker_start, start = h["start_ns"], state.start
@@ -292,44 +334,57 @@ class PartialSession:
         }  # fmt: skip
 
     # -- failures ---------------------------------------------------------------------------
-    def _answering(self, cycle_times: np.ndarray) -> set[int]:
+    def _answering(self, state: _Iteration) -> set[int]:
+        """Ranks that can still send this iteration's notices: sent its theta, live, not full
+        stragglers."""
+        peers = self.link.peers.by_rank
         return {
-            r for r in range(self.model.n_workers)
-            if r not in self.link.dead and (self.settings.natural or math.isfinite(cycle_times[r]))
+            r for r in state.participants
+            if peers[r].state is PeerState.LIVE
+            and (self.settings.natural or math.isfinite(state.cycle_times[r]))
         }  # fmt: skip
 
-    def _check_reachable(self, iteration: int, cycle_times: np.ndarray, cause: str) -> None:
+    def _check_reachable(self, state: _Iteration, cause: str) -> None:
         """Exact mode: every chunk must keep l live, answering holders; else a RunError."""
-        answering = self._answering(cycle_times)
+        answering = self._answering(state)
         a, parts = self.plan.assignment, self.plan.parts
         for chunk in range(a.n_chunks):
             holders = sorted(set(a.holders(chunk).tolist()) & answering)
             if len(holders) < parts:
                 raise RunError(
-                    f"{self.scheme}, iteration {iteration}: {cause}chunk {chunk} can get only "
+                    f"{self.scheme}, iteration {state.number}: {cause}chunk {chunk} can get only "
                     f"{len(holders)} of the l = {parts} processed copies the exact gradient needs "
                     f"(live, answering holders: {holders}); use partial-gc-approx, a larger "
                     "partial.storage or fewer failures"
                 )
 
-    def _watch_workers(self, state: _Iteration) -> None:
-        """Notice dead ranks: drop their copies before the stop, end the run after it."""
-        newly = notice_dead(
-            self.link, self.dead_ranks(), self.settings, self.scheme, state.number, self.events
-        )
-        if not newly:
+    def _watch_workers(self, state: _Iteration, theta: np.ndarray) -> None:
+        """Notice dead ranks: drop their copies before the stop, end the run after it; give a
+        reconnected worker what it may have missed."""
+        changed = self.watch.poll(state.number)
+        for rank in self.watch.rejoined(state.number):
+            if rank not in state.participants:
+                continue  # set up while cut off: it takes part from the next iteration
+            if state.stop_ns is None:
+                self.link.send(rank, MessageType.ITERATE, state.header, theta)
+            elif rank in state.combines and rank not in self.decoder.uploads:
+                header, beta = state.combines[rank]
+                self.link.send(rank, MessageType.COMBINE, header, beta)
+        if not changed:
             return
-        dead = ", ".join(str(r) for r in sorted(self.link.dead))
+        dead = self.link.peers.dead
         if state.stop_ns is None:  # R1: a dead worker can never upload; forget its copies
-            state.notices = [(w, c) for w, c in state.notices if w not in self.link.dead]
-            self.decoder.reset()
-            for worker, chunk in state.notices:
-                self.decoder.notice(worker, chunk)
+            if any(w in dead for w, _ in state.notices):
+                state.notices = [(w, c) for w, c in state.notices if w not in dead]
+                self.decoder.reset()
+                for worker, chunk in state.notices:
+                    self.decoder.notice(worker, chunk)
             if not self.plan.approximate:
-                self._check_reachable(state.number, state.cycle_times, f"worker(s) {dead} died; ")
+                names = ", ".join(str(r) for r in sorted(dead))
+                self._check_reachable(state, f"worker(s) {names} died; ")
             return
         missing = sorted(
-            w for w in self.decoder.coefficients if w in self.link.dead and w not in self.decoder.uploads
+            w for w in self.decoder.coefficients if w in dead and w not in self.decoder.uploads
         )  # fmt: skip
         if missing:
             raise RunError(
@@ -338,14 +393,30 @@ class PartialSession:
                 "in that worker's memory, spec/partial-gc.md A10)"
             )
 
-    def _check_stall(self, state: _Iteration, last_progress: float) -> float:
-        if time.monotonic() - last_progress > self.settings.stall_timeout_s:
+    def _non_finite(self, state: _Iteration) -> None:
+        """The decoded gradient is not finite: reject the UPLOADs with non-finite values,
+        declare their senders faulty, and end the run (R1 cannot recover the chunks)."""
+        faulty = sorted(
+            w for w, values in self.decoder.uploads.items() if not np.isfinite(values).all()
+        )
+        for worker in faulty:
+            self.link.reject("non-finite", worker, "UPLOAD")
+            self.watch.declare_faulty(worker, "sent non-finite values", state.number)
+        cause = (
+            f"worker(s) {faulty} sent non-finite values; variant R1 cannot recover their chunks"
+            if faulty
+            else "the decoded gradient is not finite (overflow: theta diverged?); lower problem.learning_rate"
+        )
+        raise RunError(f"{self.scheme}, iteration {state.number}: {cause}")
+
+    def _check_stall(self, state: _Iteration, last_progress: float, stall_s: float) -> None:
+        if time.monotonic() - last_progress > stall_s:
             phase = "NOTICE" if state.stop_ns is None else "UPLOAD"
             raise RunError(
-                f"{self.scheme}, iteration {state.number}: no usable {phase} for "
-                f"{self.settings.stall_timeout_s:g} s; workers may have died"
+                f"{self.scheme}, iteration {state.number}: no usable {phase} for {stall_s:g} s "
+                f"although worker(s) {sorted(self._answering(state))} are live "
+                "(cluster.stall_timeout; 0 = derived)"
             )
-        return last_progress
 
     # -- records ----------------------------------------------------------------------------
     def _record(

@@ -22,12 +22,22 @@ from bcgc_sim.model.codes import CodeBook
 from bcgc_sim.model.layout import layout_for
 from bcgc_sim.model.system import SystemModel
 from bcgc_sim.partial.plan import PartialPlan
-from bcgc_sim.predict import evaluation_samples
-from bcgc_sim.problems import ProblemData, loss_at, prepare_data, step_size
-from bcgc_sim.results import RunRecorder, environment
+from bcgc_sim.predict import evaluation_samples, monte_carlo_need
+from bcgc_sim.problems import (
+    MemoryNeed,
+    ProblemData,
+    check_memory,
+    data_folder,
+    data_shape,
+    generation_need,
+    loss_at,
+    prepare_data,
+    step_size,
+)
+from bcgc_sim.results import RunRecorder, WriteError, environment, writing
 from bcgc_sim.schemes import build_plan, plan_to_dict
 
-from .cluster import LocalCluster, check_capacity
+from .cluster import WORKER_MEMORY_BYTES, LocalCluster, check_capacity
 from .partial_session import PartialSession
 from .session import SchemeSession, SessionSettings
 
@@ -48,23 +58,56 @@ class SchemeSummary:
     round_trip_mean_s: float | None = None  # partial-gc: mean COMBINE / UPLOAD round trip
 
 
+MODEL_SAMPLES = 20_000  # draws of T behind the time scale's choice (choose_time_scale)
+
+
 def output_folder(config: Config) -> Path:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path(config.run.output) / f"run-{stamp}-{os.getpid()}"
 
 
+def data_dir(config: Config) -> Path:
+    """problem.data_dir, else <run.output>/data."""
+    return Path(config.problem.data_dir or Path(config.run.output) / "data")
+
+
 def prepare_problem(config: Config) -> ProblemData:
-    p = config.problem
-    folder = p.data_dir or str(Path(config.run.output) / "data")
+    p, m = config.problem, config.model
     return prepare_data(
-        p.kind,
-        p.dataset,
-        config.model.samples,
-        config.model.coordinates,
-        p.noise,
-        config.seed,
-        folder,
+        p.kind, p.dataset, m.samples, m.coordinates, p.noise, config.seed, data_dir(config)
     )
+
+
+def check_run_memory(config: Config, local: bool = True) -> None:
+    """Refuse, before anything is allocated, a run this machine has no memory for: generating
+    its data set (unless it is on disk already), then the run itself (the master's message
+    buffers, the local worker processes if `local`, the runtime model's Monte Carlo draws).
+    Remote workers ('bcgc master') need no memory here."""
+    p, m, n = config.problem, config.model, config.cluster.workers
+    rows, coordinates = data_shape(p.dataset, m.samples, m.coordinates)
+    where = data_folder(
+        p.kind, p.dataset, m.samples, m.coordinates, p.noise, config.seed, data_dir(config)
+    )
+    if not (where / "X.npy").exists():
+        check_memory([generation_need(p.dataset, rows, coordinates)], "generating the data set")
+    needs = [
+        MemoryNeed(
+            f"the master's message buffers ({n + 8} x {coordinates} float64)",
+            8 * (n + 8) * coordinates, "lower model.coordinates or cluster.workers",
+        ),
+        monte_carlo_need(
+            n, max(MODEL_SAMPLES, config.optimize.tuning_samples), list(config.run.schemes),
+            config.partial.storage,
+        ),
+    ]  # fmt: skip
+    if local:
+        needs.append(
+            MemoryNeed(
+                f"{n} local worker processes", n * (WORKER_MEMORY_BYTES + 32 * coordinates),
+                "lower cluster.workers (or model.coordinates)",
+            )
+        )  # fmt: skip
+    check_memory(needs, "this run")
 
 
 def model_for_data(config: Config, data: ProblemData) -> SystemModel:
@@ -83,7 +126,7 @@ def choose_time_scale(config: Config, model: SystemModel, plans: dict) -> float:
         return config.run.time_scale
     if config.run.mode == "natural":
         return 1.0
-    samples = evaluation_samples(model, config.seed, 20_000)
+    samples = evaluation_samples(model, config.seed, MODEL_SAMPLES)
     means = []
     for plan in plans.values():
         raw = plan.raw_runtime(samples)
@@ -102,7 +145,7 @@ def local_cluster_factory(config: Config, folder: Path, data: ProblemData):
     burners = config.natural.burners if config.run.mode == "natural" else ()
     return lambda: LocalCluster(
         config.cluster.workers, config.run.startup_timeout, folder / "logs", burners,
-        max_message_bytes(data),
+        max_message_bytes(data), config.cluster.heartbeat, config.cluster.liveness,
     )  # fmt: skip
 
 
@@ -136,9 +179,19 @@ def emulated_plans(config: Config, plans: dict, data: ProblemData, costs) -> dic
     return out
 
 
+class _MasterLog(logging.FileHandler):
+    """logs/master.log. A line that cannot be written (disk full) is dropped without a word:
+    the run's own records report the failed write."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        pass
+
+
 def _master_log(folder: Path) -> logging.Handler:
-    (folder / "logs").mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(folder / "logs" / "master.log")
+    path = folder / "logs" / "master.log"
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = _MasterLog(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logger = logging.getLogger("bcgc.master")
     logger.setLevel(logging.INFO)
@@ -156,51 +209,63 @@ def run_testbed(
     `.respawn(rank)`: a LocalCluster by default, a RemoteCluster for `bcgc master`.
     `plans(model)` -> {name: plan}, if given, replaces the plans of config.run.schemes (scripts
     that run plans outside the registry, e.g. scripts/compare_partial_testbed.py).
-    `costs` (a calibration, bcgc_sim.model.costs) lets the system-model schemes be planned.
+    `costs` (a calibration, bcgc_sim.model.costs) lets the system-model schemes be planned
+    and run.cost_model = "system" be emulated.
+
+    Before any work: a run this machine cannot hold is refused (check_run_memory, and for a
+    local cluster check_capacity), and so is a folder another run is writing into (its lock).
+    From then on run.json says how the run ended: completed, interrupted, or failed with the
+    reason (a failed write included: bcgc_sim.results).
     """
-    check_capacity(config.cluster.workers)  # before any work: refuse an N this machine cannot run
-    data = prepare_problem(config)
-    model = model_for_data(config, data)
-    if plans is None:
-        plans = {
-            name: build_plan(name, model, config.scheme_options(costs))
-            for name in config.run.schemes
-        }
-    else:
-        plans = dict(plans(model))
-    emulated = emulated_plans(config, plans, data, costs)
-    time_scale = choose_time_scale(
-        config, model, {name: emulated.get(name, (plan,))[0] for name, plan in plans.items()}
-    )
-    rate = config.problem.learning_rate or step_size(data)
-    settings = SessionSettings(
-        config.seed, time_scale, config.run.check, rate, config.cluster.pin,
-        natural=config.run.mode == "natural", repeat=config.natural.slowdown,
-        heartbeat_s=config.cluster.heartbeat, liveness=config.cluster.liveness,
-        on_failure=config.cluster.on_failure, replace_timeout_s=config.cluster.replace_timeout,
-    )  # fmt: skip
+    local = cluster_factory is None
+    if local:
+        check_capacity(config.cluster.workers)  # refuse an N this machine cannot run
+    check_run_memory(config, local)
     recorder = RunRecorder(folder)
     meta = {
         "config": asdict(config),
         "seed": config.seed,
-        "time_scale_s_per_unit": time_scale,
-        "learning_rate": rate,
-        "data": data.to_header(),
         **environment(),
-        "plans": {name: plan_to_dict(plan) for name, plan in plans.items()},
         "started": dt.datetime.now().isoformat(timespec="seconds"),
-        "status": "running",
+        "status": "preparing",
         "summaries": {},
         "worker_cpu_affinity": {},
         "worker_events": [],
         "rejected_messages": {},
     }
-    if emulated:  # the system model's slot loads (raw units), for validation
-        meta["slot_loads"] = {name: list(e.loads) for name, (e, _) in emulated.items()}
-    recorder.write_metadata(meta)
     summaries: list[SchemeSummary] = []
-    handler = _master_log(folder)
+    handler = None
     try:
+        handler = _master_log(folder)
+        recorder.write_metadata(meta)
+        data = prepare_problem(config)
+        model = model_for_data(config, data)
+        if plans is None:
+            plans = {
+                name: build_plan(name, model, config.scheme_options(costs))
+                for name in config.run.schemes
+            }
+        else:
+            plans = dict(plans(model))
+        emulated = emulated_plans(config, plans, data, costs)
+        time_scale = choose_time_scale(
+            config, model, {name: emulated.get(name, (plan,))[0] for name, plan in plans.items()}
+        )
+        rate = config.problem.learning_rate or step_size(data)
+        settings = SessionSettings(
+            config.seed, time_scale, config.run.check, rate, config.cluster.pin,
+            natural=config.run.mode == "natural", repeat=config.natural.slowdown,
+            heartbeat_s=config.cluster.heartbeat, liveness=config.cluster.liveness,
+            on_failure=config.cluster.on_failure, replace_timeout_s=config.cluster.replace_timeout,
+            stall_timeout_s=config.cluster.stall_timeout,
+        )  # fmt: skip
+        meta.update(
+            time_scale_s_per_unit=time_scale, learning_rate=rate, data=data.to_header(),
+            plans={name: plan_to_dict(plan) for name, plan in plans.items()}, status="running",
+        )  # fmt: skip
+        if emulated:  # the system model's slot loads (raw units), for validation
+            meta["slot_loads"] = {name: list(e.loads) for name, (e, _) in emulated.items()}
+        recorder.write_metadata(meta)
         codes = CodeBook(model.n_workers, config.seed)
         # The master's own BLAS calls (loss, check gradient, decoding) use one thread while
         # workers run: idle BLAS threads spin after each call on the cores the workers need
@@ -222,11 +287,11 @@ def run_testbed(
                         cluster.link, name, run_plan, layout, model, data, codes,
                         settings, recorder, cluster.dead_ranks, cluster.respawn,
                     )  # fmt: skip
-                session.setup(config.run.startup_timeout)
-                meta["worker_cpu_affinity"] = {
-                    str(k): v for k, v in sorted(session.affinity.items())
-                }
-                try:
+                try:  # deaths and rejections of the set-up are recorded too
+                    session.setup(config.run.startup_timeout)
+                    meta["worker_cpu_affinity"] = {
+                        str(k): v for k, v in sorted(session.affinity.items())
+                    }
                     summary = _run_iterations(session, config.run.iterations, data, rate)
                 finally:
                     meta["worker_events"] += [{"scheme": name, **e} for e in session.events]
@@ -237,14 +302,25 @@ def run_testbed(
         meta["status"] = "completed"
     except BaseException as exc:
         meta["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"failed: {exc}"
+        _finish(recorder, meta, handler, report=False)
         raise
-    finally:
-        meta["finished"] = dt.datetime.now().isoformat(timespec="seconds")
-        recorder.write_metadata(meta)
-        recorder.close()
-        logging.getLogger("bcgc.master").removeHandler(handler)
-        handler.close()
+    _finish(recorder, meta, handler, report=True)
     return summaries
+
+
+def _finish(recorder: RunRecorder, meta: dict, handler, report: bool) -> None:
+    """Close the run's records (run.json from `meta`) and its log. A failed last write is
+    raised if `report`, else dropped: the run already ends with its own error."""
+    meta["finished"] = dt.datetime.now().isoformat(timespec="seconds")
+    try:
+        recorder.close(meta)
+    except WriteError:
+        if report:
+            raise
+    finally:
+        if handler is not None:
+            logging.getLogger("bcgc.master").removeHandler(handler)
+            handler.close()
 
 
 def _run_iterations(

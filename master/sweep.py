@@ -13,20 +13,26 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import psutil
 
 from bcgc_sim.config import Config, load_config, parse_override
 from bcgc_sim.errors import UserError
 from bcgc_sim.predict import evaluation_samples
-from bcgc_sim.schemes import APPROXIMATE_SCHEMES, build_plan
+from bcgc_sim.results import FolderLock, append_rows, write_atomically, writing
+from bcgc_sim.schemes import build_plan
+from bcgc_sim.sweep_summary import best_baseline, point_folder
 
 from .cluster import check_capacity
-from .runner import choose_time_scale, model_for_data, prepare_problem, run_testbed
+from .runner import (
+    check_run_memory,
+    choose_time_scale,
+    model_for_data,
+    prepare_problem,
+    run_testbed,
+)
 
 DEFAULT_VALUES = {  # scaled to a 2-core machine
     "cluster.workers": (4, 8, 12, 16),
@@ -37,7 +43,6 @@ SWEEP_FIELDS = (
     "point", "parameter", "value", "scheme", "iterations", "measured_mean_s", "predicted_mean_s",
     "model_mean_s", "ratio",
 )  # fmt: skip
-BCGC_SCHEMES = ("bcgc-opt", "bcgc-t", "bcgc-f")
 
 
 @dataclass(frozen=True)
@@ -61,28 +66,31 @@ def _toml(value) -> str:
 
 
 def check_grid(spec: SweepSpec, folder: Path) -> None:
-    """Refuse up front a point this machine cannot run (workers, data in memory)."""
-    available = psutil.virtual_memory().available
+    """Refuse up front a point this machine cannot run (workers, memory)."""
     for value in spec.values:
         try:
             config = point_config(spec, value, None, folder)
             check_capacity(config.cluster.workers)
+            check_run_memory(config)
         except UserError as exc:
             raise UserError(
                 f"sweep point {spec.parameter} = {value} cannot run here: {exc}"
             ) from None
-        if config.problem.dataset == "synthetic":
-            data_bytes = 8 * config.model.samples * config.model.coordinates
-            if data_bytes > 0.5 * available:
-                raise UserError(
-                    f"sweep point {spec.parameter} = {value} cannot run here: its data set needs "
-                    f"{data_bytes / 2**30:.1f} GiB, {available / 2**30:.1f} GiB is available"
-                )
 
 
 def run_sweep(spec: SweepSpec, folder: Path, progress=None) -> list[dict]:
-    """Run every point not yet in folder/sweep.csv; return all rows."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """Run every point not yet in folder/sweep.csv; return all rows. The folder is locked
+    while the sweep runs (a second sweep into it is refused)."""
+    with writing(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+    lock = FolderLock(folder)
+    try:
+        return _run_points(spec, folder, progress)
+    finally:
+        lock.release()
+
+
+def _run_points(spec: SweepSpec, folder: Path, progress) -> list[dict]:
     meta_path, table = folder / "sweep.json", folder / "sweep.csv"
     meta = {
         "parameter": spec.parameter,
@@ -90,7 +98,10 @@ def run_sweep(spec: SweepSpec, folder: Path, progress=None) -> list[dict]:
         "overrides": list(spec.overrides),
     }
     if meta_path.exists():
-        old = json.loads(meta_path.read_text())
+        try:
+            old = json.loads(meta_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise UserError(f"cannot read {meta_path}: {exc}; use another --output") from None
         if {k: old.get(k) for k in meta} != meta:
             raise UserError(
                 f"{folder} holds a different sweep ({old.get('parameter')} = {old.get('values')}); use another --output"
@@ -101,7 +112,7 @@ def run_sweep(spec: SweepSpec, folder: Path, progress=None) -> list[dict]:
         time_scale = max(_time_scale(point_config(spec, v, None, folder)) for v in spec.values)
         meta["time_scale_s_per_unit"] = time_scale
         meta["config"] = asdict(point_config(spec, spec.values[0], None, folder))
-        meta_path.write_text(json.dumps(meta, indent=2))
+        write_atomically(meta_path, json.dumps(meta, indent=2))
     rows = read_rows(table)
     done = {int(r["point"]) for r in rows}
     for index, value in enumerate(spec.values):
@@ -112,7 +123,7 @@ def run_sweep(spec: SweepSpec, folder: Path, progress=None) -> list[dict]:
         if progress:
             progress(index, value, "running")
         config = point_config(spec, value, time_scale, folder)
-        summaries = run_testbed(config, folder / f"point-{index}", log=lambda text: None)
+        summaries = run_testbed(config, point_folder(folder, index), log=lambda text: None)
         model_means = _model_means(config, time_scale)
         new = [
             {
@@ -123,7 +134,7 @@ def run_sweep(spec: SweepSpec, folder: Path, progress=None) -> list[dict]:
             }
             for s in summaries
         ]  # fmt: skip
-        _append(table, new)
+        append_rows(table, SWEEP_FIELDS, new)  # whole rows or none
         rows += [{k: str(v) for k, v in r.items()} for r in new]
     if progress:
         progress(len(spec.values), None, "finished")
@@ -149,15 +160,6 @@ def _model_means(config: Config, time_scale: float) -> dict[str, float]:
     return out
 
 
-def _append(table: Path, rows: list[dict]) -> None:
-    new_file = not table.exists()
-    with open(table, "a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=SWEEP_FIELDS)
-        if new_file:
-            writer.writeheader()
-        writer.writerows(rows)
-
-
 def read_rows(table: Path) -> list[dict]:
     if not table.exists():
         return []
@@ -171,13 +173,9 @@ def reductions(rows: list[dict], column: str) -> dict[str, float]:
     out = {}
     for value in dict.fromkeys(r["value"] for r in rows):
         at = {r["scheme"]: float(r[column]) for r in rows if r["value"] == value}
-        baselines = [
-            v
-            for k, v in at.items()
-            if k not in BCGC_SCHEMES and k not in APPROXIMATE_SCHEMES and math.isfinite(v)
-        ]
-        if "bcgc-opt" in at and baselines:
-            out[value] = 100.0 * (1.0 - at["bcgc-opt"] / min(baselines))
+        baseline = best_baseline(at)
+        if "bcgc-opt" in at and baseline is not None:
+            out[value] = 100.0 * (1.0 - at["bcgc-opt"] / at[baseline])
     return out
 
 

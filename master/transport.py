@@ -1,14 +1,27 @@
-"""The master's end of the wire: one ROUTER socket, worker identities by rank, parsed messages.
+"""The master's end of the wire: one ROUTER socket and the record of every rank (PeerTable).
 
-Nothing received is trusted: frames are parsed by bcgc_sim.wire.protocol (never unpickled); a
-malformed message, a wrong protocol version or a message from an identity that never said
-READY is counted in `rejected` (by reason), logged, and dropped. Messages larger than
-`max_message_bytes` are refused by ZeroMQ itself (ZMQ_MAXMSGSIZE: the peer is disconnected).
+Nothing received is trusted: frames are parsed by bcgc_sim.protocol (never unpickled); a
+malformed message, a wrong protocol version or a message from an identity that holds no live
+rank is counted in `rejected` (by reason), logged (Rejections: rate-limited) and dropped.
+Messages larger than `max_message_bytes` are refused by ZeroMQ itself (ZMQ_MAXMSGSIZE: the
+peer is disconnected before the master sees anything of them).
 
-Liveness: every message from a rank (workers send heartbeats from their own loop) refreshes
-`last_seen[rank]`; `silent()` names the ranks quiet for too long. Workers watch the connection
-to the master instead (ZeroMQ's own heartbeats and disconnect events), so a master busy with a
-long computation is never mistaken for a dead one.
+Ranks: a worker says READY with a random token; the master gives it a rank and keeps a Peer:
+its current connection (routing id), when it was last heard, its state (live, dead, awaiting a
+replacement) and the run (scheme set-up) it confirmed. A worker whose TCP connection dropped
+reconnects under a new routing id and says READY again with the same token (with CURVE, from
+the same public key, which ZeroMQ's ZAP handler gives as the message's User-Id): the rank moves
+to the new connection, keeps everything else, and is listed in `rejoined` so that the session
+re-sends what may have been lost. A rank declared dead stays dead until a worker registers for
+it: a replacement, or the same worker proving who it is.
+
+Liveness (`check_liveness`): a rank is dead when its local process exited, or when it was
+silent for `liveness` heartbeat intervals while the master was listening. Queued messages are
+read before judging, and when the master itself did not look for more than a quarter of that
+window (a long computation, a SIGSTOP) every clock restarts from the moment it looks again: a
+gap the master caused is never held against a worker. Workers watch their connection to the
+master with ZeroMQ heartbeats, which the master's I/O thread answers even while its main thread
+computes.
 
 Security: a non-loopback endpoint is refused unless CURVE is on; with CURVE only workers whose
 public key is in the allowlist folder complete the handshake (others never reach this code).
@@ -17,6 +30,7 @@ public key is in the allowlist folder complete the handshake (others never reach
 from __future__ import annotations
 
 import collections
+import enum
 import ipaddress
 import logging
 import time
@@ -37,6 +51,8 @@ from bcgc_sim.wire.protocol import (
 )
 
 log = logging.getLogger("bcgc.master")
+GAP_FRACTION = 4  # not looking for more than window / GAP_FRACTION restarts every peer's clock
+DRAIN_LIMIT = 1000  # messages read ahead by one liveness check (a flood must not stall it)
 
 
 @dataclass(slots=True)
@@ -44,6 +60,200 @@ class Received:  # one per message: not frozen, whose __init__ takes twice as lo
     rank: int | None  # None: an identity that never said READY
     message: Message
     arrival_ns: int
+
+
+class PeerState(enum.Enum):
+    LIVE = "live"
+    DEAD = "dead"  # declared dead; no replacement asked for (or none came in time)
+    AWAITING = "awaiting a replacement"
+
+
+_LIVE, _DEAD, _AWAITING = PeerState.LIVE, PeerState.DEAD, PeerState.AWAITING
+
+
+@dataclass(slots=True, eq=False)
+class Peer:
+    """What the master knows of the worker holding one rank (times: monotonic ns)."""
+
+    rank: int
+    identity: bytes  # routing id of its newest connection: messages to it go there
+    token: str  # chosen by the worker; a READY with it again is this worker reconnecting
+    key: str  # the CURVE public key (Z85) it authenticated with; "" without CURVE
+    pid: int
+    heard_ns: int  # its last message
+    beat_ns: int = 0  # its heartbeat interval as it reported it (0: unknown)
+    state: PeerState = _LIVE
+    run: str = ""  # the run (a scheme's set-up) it confirmed, or named when reconnecting
+    setup_sent: str = ""  # the run of the last SETUP sent to it
+    replaces: bool = False  # it took the rank of an earlier worker
+    replace_by_ns: int = 0  # AWAITING: when to give up waiting for a replacement
+    how: str = ""  # why it was declared dead
+
+
+class Rejections:
+    """Rejected messages counted by reason (run.json `rejected_messages`) and logged: the first
+    FIRST_LOGGED of each reason one line each, then one line per reason and SUMMARY_INTERVAL_S
+    with the count since (a flood of 20000 messages writes a few lines, not 20000)."""
+
+    FIRST_LOGGED = 5
+    SUMMARY_INTERVAL_S = 10.0
+
+    def __init__(self) -> None:
+        self.counts: collections.Counter[str] = collections.Counter()
+        self._unlogged: collections.Counter[str] = collections.Counter()
+        self._next_summary = 0.0
+
+    def add(self, reason: str, source: str, detail: str = "") -> None:
+        self.counts[reason] += 1
+        count = self.counts[reason]
+        if count <= self.FIRST_LOGGED:
+            log.warning("rejected a message (%s) from %s: %s", reason, source, detail or "-")
+            if count == self.FIRST_LOGGED:
+                log.warning(
+                    "further '%s' rejections are logged as one count every %g s",
+                    reason, self.SUMMARY_INTERVAL_S,
+                )  # fmt: skip
+                self._next_summary = time.monotonic() + self.SUMMARY_INTERVAL_S
+            return
+        self._unlogged[reason] += 1
+        self.summarise()
+
+    def summarise(self, force: bool = False) -> None:
+        """Log the counts not yet logged, if the interval has passed (or `force`)."""
+        if not self._unlogged or (not force and time.monotonic() < self._next_summary):
+            return
+        for reason, count in sorted(self._unlogged.items()):
+            log.warning("rejected %d more messages (%s) since the last count", count, reason)
+        self._unlogged.clear()
+        self._next_summary = time.monotonic() + self.SUMMARY_INTERVAL_S
+
+
+class PeerTable:
+    """Every rank's Peer, with the registration and liveness rules; no sockets (WorkerLink feeds
+    it, a test can feed it directly)."""
+
+    def __init__(self) -> None:
+        self.by_rank: dict[int, Peer] = {}
+        self.by_identity: dict[bytes, Peer] = {}  # older connections of a reconnected worker too
+        self.by_token: dict[str, Peer] = {}
+        self.dead: set[int] = set()  # ranks that are not LIVE, kept in step with the states
+        self.size: int | None = None  # ranks are 0..size-1 once known
+        self.version = 0  # counts changes of state: sessions re-evaluate when it moves
+        self.rejoined: list[int] = []  # ranks whose worker reconnected, for the session to serve
+        self.rejections = Rejections()
+        self._looked_ns = 0  # the last liveness check
+        self._resumed_ns = 0  # silence counts from here at the earliest (the master's last gap)
+
+    def live(self) -> list[int]:
+        return sorted(r for r, p in self.by_rank.items() if p.state is _LIVE)
+
+    def source(self, identity: bytes) -> str:
+        """How a log line names the sender of a message."""
+        peer = self.by_identity.get(identity)
+        return f"worker {peer.rank}" if peer is not None else f"peer {identity.hex()[:16]}"
+
+    # -- registration --------------------------------------------------------------------------
+
+    def register(self, identity: bytes, header: dict, key: str, now_ns: int) -> Peer | str:
+        """A READY: the Peer that now holds a rank for this connection, or the reason it was refused."""
+        if header.get("protocol") != PROTOCOL_VERSION:
+            return "version"
+        if identity in self.by_identity:
+            return "duplicate-ready"
+        token = header.get("token")
+        token = token if type(token) is str and 8 <= len(token) <= 64 else ""
+        beat = header.get("heartbeat_s")
+        beat_ns = int(beat * 1e9) if type(beat) is float and 0 < beat < 3600 else 0
+        peer = self.by_token.get(token) if token else None
+        if peer is not None:
+            return self._rejoin(peer, identity, header, key, now_ns, beat_ns)
+        limit = self.size if self.size is not None else len(self.by_rank) + 1
+        free = [
+            r for r in range(limit) if r not in self.by_rank or self.by_rank[r].state is not _LIVE
+        ]
+        if not free:
+            return "surplus-worker"
+        wanted = header.get("rank")
+        if type(wanted) is not int or wanted not in free:
+            wanted = free[0]
+        old = self.by_rank.get(wanted)
+        if old is not None:
+            self._forget(old)
+        pid = header.get("pid")
+        peer = Peer(wanted, identity, token, key, pid if type(pid) is int else -1, now_ns, beat_ns)
+        peer.replaces = old is not None
+        self.by_rank[wanted] = peer
+        self.by_identity[identity] = peer
+        if token:
+            self.by_token[token] = peer
+        self.dead.discard(wanted)
+        self.version += 1
+        return peer
+
+    def _rejoin(
+        self, peer: Peer, identity: bytes, header: dict, key: str, now_ns: int, beat_ns: int
+    ) -> Peer | str:
+        """The worker of `peer` on a new connection (its TCP connection dropped and came back)."""
+        if key != peer.key:
+            return "wrong-key"  # its token, another CURVE key: not the same worker
+        self.by_identity[identity] = peer
+        peer.identity, peer.heard_ns = identity, now_ns
+        peer.beat_ns = beat_ns or peer.beat_ns
+        if peer.state is not _LIVE:  # declared dead while it was cut off; nobody took the rank
+            peer.state, peer.how, peer.replace_by_ns = _LIVE, "", 0
+            self.dead.discard(peer.rank)
+        if header.get("settings") is not True:  # (renewed on purpose: its SETUP_OK follows)
+            run = header.get("run")
+            peer.run = run if type(run) is str else ""  # a SETUP_OK may have been lost
+            self.rejoined.append(peer.rank)
+        self.version += 1
+        return peer
+
+    def _forget(self, peer: Peer) -> None:
+        """Drop every connection and the token of a worker whose rank goes to another one."""
+        for identity in [i for i, p in self.by_identity.items() if p is peer]:
+            del self.by_identity[identity]
+        self.by_token.pop(peer.token, None)
+
+    # -- liveness ------------------------------------------------------------------------------
+
+    def judge(self, now_ns: int, exited: set[int], heartbeat_ns: int, liveness: int) -> list[Peer]:
+        """Declare dead every live rank whose process exited, or that was silent for `liveness`
+        intervals of its heartbeat while the master listened; returns them."""
+        limit = liveness * heartbeat_ns
+        if self._looked_ns and now_ns - self._looked_ns > limit // GAP_FRACTION:
+            self._resumed_ns = now_ns  # the master was not looking: nobody's silence counts
+        self._looked_ns = now_ns
+        newly = []
+        for peer in self.by_rank.values():
+            if peer.state is not _LIVE:
+                continue
+            if peer.rank in exited:
+                how = "its process exited"
+            else:
+                silence = now_ns - max(peer.heard_ns, self._resumed_ns)
+                window = liveness * max(heartbeat_ns, peer.beat_ns)
+                if silence <= window:
+                    continue
+                how = f"silent for more than {window / 1e9:g} s"
+            self.mark_dead(peer, how)
+            newly.append(peer)
+        self.rejections.summarise()
+        return newly
+
+    def mark_dead(self, peer: Peer, how: str) -> None:
+        peer.state, peer.how = _DEAD, how
+        self.dead.add(peer.rank)
+        self.version += 1
+
+    def await_replacement(self, peer: Peer, deadline_ns: int) -> None:
+        peer.state, peer.replace_by_ns = _AWAITING, deadline_ns
+        self.dead.add(peer.rank)
+        self.version += 1
+
+    def take_rejoined(self) -> list[int]:
+        ranks, self.rejoined = self.rejoined, []
+        return ranks
 
 
 @dataclass(frozen=True)
@@ -68,7 +278,41 @@ class Curve:
             raise UserError(
                 f"--allow must be a folder of worker public keys (bcgc keygen), got {allow}"
             )
+        AllowList(Path(allow))  # readable, and not empty
         return cls(public, secret, Path(allow))
+
+
+class AllowList:
+    """ZAP check of a worker's CURVE public key against the .key files of the --allow folder
+    (read once). Runs in the authenticator's thread; the first refusal of each key is logged,
+    every refusal is counted in `refused` (by key)."""
+
+    def __init__(self, folder: Path) -> None:
+        import zmq.auth
+
+        try:
+            self.keys = set(zmq.auth.load_certificates(str(folder)))
+        except (OSError, ValueError) as exc:
+            raise UserError(f"cannot read the worker keys in --allow {folder}: {exc}") from None
+        if not self.keys:
+            raise UserError(
+                f"--allow {folder} holds no worker public keys (.key files from bcgc keygen)"
+            )
+        self.folder = folder
+        self.refused: collections.Counter[bytes] = collections.Counter()
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        """True if the Z85 public `key` may connect."""
+        if key in self.keys:
+            return True
+        self.refused[key] += 1
+        if self.refused[key] == 1:
+            log.warning(
+                "refused a CURVE handshake: worker key %s is not in the --allow folder %s "
+                "(further refusals of this key are counted, not logged)",
+                key.decode(errors="replace"), self.folder,
+            )  # fmt: skip
+        return False
 
 
 def is_loopback(endpoint: str) -> bool:
@@ -85,7 +329,7 @@ def is_loopback(endpoint: str) -> bool:
 
 
 class WorkerLink:
-    """Bound ROUTER socket; ranks are assigned on READY."""
+    """Bound ROUTER socket; ranks are assigned on READY (PeerTable)."""
 
     def __init__(
         self,
@@ -111,7 +355,9 @@ class WorkerLink:
 
             self.auth = ThreadAuthenticator(self.context)
             self.auth.start()
-            self.auth.configure_curve(domain="*", location=str(curve.allow))
+            self.auth.configure_curve_callback(
+                domain="*", credentials_provider=AllowList(curve.allow)
+            )
             self.socket.curve_secretkey, self.socket.curve_publickey = curve.secret, curve.public
             self.socket.curve_server = True
         try:
@@ -124,51 +370,80 @@ class WorkerLink:
         except zmq.ZMQError as exc:
             self.close()
             raise UserError(f"cannot bind the master to {bind}: {exc}") from None
-        self.identities: dict[int, bytes] = {}
-        self.ranks: dict[bytes, int] = {}
-        self.pids: dict[int, int] = {}
-        self.dead: set[int] = set()  # ranks given up on; a new READY may take their place
-        self.rejected: collections.Counter[str] = collections.Counter()
-        self.last_seen: dict[int, int] = {}
-        self.n_workers: int | None = None  # ranks are 0..n_workers-1 once known
-        self._pending: collections.deque[Received] = collections.deque()  # read by silent()
+        self.peers = PeerTable()
+        self._pending: collections.deque[Received] = collections.deque()  # read ahead
         self._timeout_ms = -1  # the socket's ZMQ_RCVTIMEO (-1: wait forever)
+
+    # views of the PeerTable that callers and tests read
+    @property
+    def identities(self) -> dict[int, bytes]:
+        return {rank: peer.identity for rank, peer in self.peers.by_rank.items()}
+
+    @property
+    def dead(self) -> set[int]:
+        return self.peers.dead
+
+    @property
+    def rejected(self) -> collections.Counter[str]:
+        return self.peers.rejections.counts
 
     def close(self, linger_ms: int = 0) -> None:
         """Close the socket; linger_ms lets messages already queued (a STOP) still leave."""
+        self.peers.rejections.summarise(force=True)
         if self.auth is not None:
             self.auth.stop()
         self.context.destroy(linger=linger_ms)
+
+    def reject(self, reason: str, source: int | bytes | None, detail: str = "") -> None:
+        """Count and log one rejected message; `source` is a rank or a routing id."""
+        if isinstance(source, bytes):
+            name = self.peers.source(source)
+        else:
+            name = "an unknown peer" if source is None else f"worker {source}"
+        self.peers.rejections.add(reason, name, detail)
 
     def send(self, rank: int, kind: MessageType, header: dict, array=None) -> None:
         self.send_frames(rank, encode(kind, header, array))
 
     def send_frames(self, rank: int, frames: list) -> None:
+        peer = self.peers.by_rank.get(rank)
+        if peer is not None:
+            self._send_to(peer.identity, frames)
+
+    def _send_to(self, identity: bytes, frames: list) -> None:
         try:
-            framing.send(self.socket, [self.identities[rank], *frames])
+            framing.send(self.socket, [identity, *frames])
         except zmq.ZMQError:
             pass  # the peer is gone (ROUTER_MANDATORY); liveness is judged elsewhere
 
-    def broadcast(self, kind: MessageType, header: dict, array=None) -> None:
-        frames = framing.shareable(encode(kind, header, array))  # one buffer for all ranks
-        for rank in sorted(self.identities):
-            if rank not in self.dead:
-                self.send_frames(rank, frames)
+    def broadcast(self, kind: MessageType, header: dict, array, ranks) -> None:
+        """The same message to every rank in `ranks`, with one buffer for all."""
+        frames = framing.shareable(encode(kind, header, array))
+        for rank in sorted(ranks):
+            self.send_frames(rank, frames)
 
-    def silent(self, limit_s: float) -> set[int]:
-        """Live ranks that sent nothing for more than limit_s (after reading what is queued)."""
-        while framing.readable(self.socket, 0):
+    def check_liveness(self, exited: set[int], heartbeat_s: float, liveness: int) -> list[Peer]:
+        """Read what is queued, then declare dead the live ranks whose process exited or that
+        were silent too long (PeerTable.judge); returns them."""
+        for _ in range(DRAIN_LIMIT):
+            if not framing.readable(self.socket, 0):
+                break
             received = self._read(framing.receive(self.socket))
             if received is not None:
                 self._pending.append(received)
-        cutoff = time.monotonic_ns() - int(limit_s * 1e9)
-        return {
-            r for r in self.identities if r not in self.dead and self.last_seen.get(r, 0) < cutoff
-        }
+        return self.peers.judge(time.monotonic_ns(), exited, int(heartbeat_s * 1e9), liveness)
 
-    def _reject(self, reason: str, identity: bytes, detail: str = "") -> None:
-        self.rejected[reason] += 1
-        log.warning("rejected a message (%s) from peer %s %s", reason, identity.hex()[:16], detail)
+    def drain(self, timeout_ms: int) -> bool:
+        """Read and drop whatever arrives within timeout_ms (heartbeats included); True if
+        anything did."""
+        self._pending.clear()
+        self._receive_timeout(max(0, int(timeout_ms)))
+        try:
+            frames = framing.receive(self.socket)
+        except zmq.Again:
+            return False
+        self._read(frames)
+        return True
 
     def receive(self, timeout_ms: int) -> Received | None:
         """The next message (not READY, not HEARTBEAT), or None after timeout_ms.
@@ -203,62 +478,71 @@ class WorkerLink:
         try:
             message = parse(frames[1:])
         except ProtocolError as exc:
-            reason = "version" if "protocol version" in str(exc) else "malformed"
-            self._reject(reason, identity, str(exc))
+            text = str(exc)
+            reason = (
+                "version"
+                if "protocol version" in text
+                else "oversized"
+                if "too large" in text
+                else "malformed"
+            )
+            self.reject(reason, identity, text)
             return None
         if message.kind is MessageType.READY:
-            self._register(identity, message)
+            self._register(identity, message, frames[1])
             return None
-        rank = self.ranks.get(identity)
-        if rank is None or rank in self.dead:
-            self._reject("unknown-worker", identity, message.kind.name)
+        peer = self.peers.by_identity.get(identity)
+        if peer is None or peer.state is not _LIVE:
+            reason = "unknown-worker" if peer is None else "dead-worker"
+            self.reject(reason, identity, message.kind.name)
             return None
-        self.last_seen[rank] = arrival
+        peer.heard_ns = arrival
         if message.kind is MessageType.HEARTBEAT:
             return None
-        return Received(rank, message, arrival)
+        return Received(peer.rank, message, arrival)
 
-    def _register(self, identity: bytes, message: Message) -> None:
-        h = message.header
-        if h.get("protocol") != PROTOCOL_VERSION:
-            self._reject("version", identity, f"READY with protocol {h.get('protocol')!r}")
+    def _register(self, identity: bytes, message: Message, frame: zmq.Frame) -> None:
+        key = ""
+        if self.auth is not None:
+            try:
+                key = frame.get("User-Id")  # the Z85 public key the handshake authenticated
+            except zmq.ZMQError:
+                key = ""
+        known = identity in self.peers.by_identity
+        known_token = message.header.get("token") in self.peers.by_token
+        result = self.peers.register(identity, message.header, key, time.monotonic_ns())
+        if isinstance(result, str):
+            detail = ""
+            if result == "version":
+                detail = f"READY with protocol {message.header.get('protocol')!r}"
+            elif result == "surplus-worker":
+                detail = (
+                    f"all {self.peers.size} ranks are taken (a replacement is taken once the "
+                    "master has declared a rank dead)"
+                )
+                if not known:  # tell it, so that it exits instead of waiting for a set-up
+                    self._send_to(identity, encode(MessageType.STOP, {"reason": detail}))
+            self.reject(result, identity, detail)
             return
-        if identity in self.ranks:
-            self._reject("duplicate-ready", identity)
-            return
-        wanted = h.get("rank")
-        limit = self.n_workers if self.n_workers is not None else len(self.identities) + 1
-        free = sorted(r for r in range(limit) if r not in self.identities or r in self.dead)
-        if not free:
-            self._reject("surplus-worker", identity, f"all {limit} ranks are taken")
-            return
-        if not isinstance(wanted, int) or isinstance(wanted, bool) or wanted not in free:
-            wanted = free[0]
-        old = self.identities.get(wanted)
-        if old is not None:
-            del self.ranks[old]
-        self.identities[wanted] = identity
-        self.ranks[identity] = wanted
-        self.dead.discard(wanted)
-        self.pids[wanted] = h.get("pid") if isinstance(h.get("pid"), int) else -1
-        self.last_seen[wanted] = time.monotonic_ns()
-        log.info("worker rank %d registered (pid %s)", wanted, self.pids[wanted])
+        if known_token:
+            log.info("worker %d reconnected (pid %s)", result.rank, result.pid)
+        else:
+            log.info("worker rank %d registered (pid %s)", result.rank, result.pid)
 
     def wait_for_workers(self, count: int, timeout_s: float, check=None) -> None:
         """Block until ranks 0..count-1 are taken by live workers (later READYs beyond them are
         refused as surplus); `check()` may raise (e.g. a worker died)."""
-        self.n_workers = count
+        self.peers.size = count
+        by_rank = self.peers.by_rank
         end = time.monotonic() + timeout_s
-        while any(r not in self.identities or r in self.dead for r in range(count)):
+        while any(r not in by_rank or by_rank[r].state is not _LIVE for r in range(count)):
             if check is not None:
                 check()
             if time.monotonic() > end:
+                live = len(self.peers.live())
                 raise UserError(
-                    f"only {len(self.identities) - len(self.dead)} of {count} workers connected to "
-                    f"{self.endpoint} within {timeout_s:g} s"
+                    f"only {live} of {count} workers connected to {self.endpoint} within {timeout_s:g} s"
                 )
             received = self.receive(100)
             if received is not None:
-                self._reject(
-                    "unexpected", self.identities[received.rank], received.message.kind.name
-                )
+                self.reject("unexpected", received.rank, received.message.kind.name)

@@ -3,7 +3,7 @@
 Same storage (cyclic, delta partitions per worker), same work unit (one partition's full
 gradient), same straggler draws (common random numbers, the evaluation stream), same uplink
 (d floats per worker for l = 1). Prints the expected time to the exact gradient of every scheme
-(chunk-gradient units at unit cycle time) and writes partial_gc_comparison.png to --out:
+(chunk-gradient units at unit cycle time) and writes partial_gc_comparison.png (and .pdf) to --out:
 (a) the CDF of the time to the exact gradient, (b) mean time against l (Latin vs random order
 vs original GC, spec Fig. 3b / appendix), (c) NMSE against the deadline T (spec Fig. 3a).
 
@@ -32,6 +32,7 @@ from bcgc_sim.partial.timing import (
     random_positions,
     speed_finish_times,
 )
+from bcgc_sim.style import PAGE_IN, new_figure, save_figure, scheme_colour, styled
 
 
 def print_table(rows, title: str) -> None:
@@ -89,37 +90,54 @@ def main() -> None:
 
 
 def plot(args, dist, last) -> None:
-    """The three panels of partial_gc_comparison.png for the last (N, delta) of the run."""
-    import matplotlib
+    """partial_gc_comparison.png (and .pdf): three panels for the last (N, delta) of the run."""
+    path = save_figure(figure(args, dist, last), args.out / "partial_gc_comparison.png")
+    print(f"\nwrote {path}")
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+@styled
+def figure(args, dist, last):
     n, delta, rows = last
     a = Assignment.cyclic(n, delta)
     t = monte_carlo_cycle_times(dist, args.seed, args.samples, n, STREAM_EVALUATION)
     finish = speed_finish_times(t, a.loads)
     latin = positions(a, a.natural)
     shuffled = random_positions(a, np.random.default_rng(args.seed), args.samples)
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+    fig = new_figure(2 * PAGE_IN, 4.2, layout="constrained")
+    axes = fig.subplots(1, 3)
     plot_completion(axes[0], rows, n, delta)
     plot_exact_against_l(axes[1], a, latin, shuffled, finish, delta)
     plot_nmse(axes[2], args, dist, a, latin, shuffled, finish, delta)
-    fig.tight_layout()
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "partial_gc_comparison.png"
-    fig.savefig(path, dpi=120)
-    print(f"\nwrote {path}")
+    return fig
+
+
+COMPARISON_SCHEMES = {  # bcgc_sim.comparison's row names -> the scheme whose colour they take
+    "uncoded": "uncoded",
+    "original GC": "original-gc",
+    "BCGC capped": "bcgc-capped",
+    "BCGC (bcgc-opt)": "bcgc-opt",
+}
 
 
 def plot_completion(ax, rows, n: int, delta: int) -> None:
-    """(a) the CDF of the time to the exact gradient of every scheme but the oracle."""
+    """(a) the CDF of the time to the exact gradient of every scheme but the oracle; partial GC
+    in its colour, the line telling l (solid 1, dashed 2, ...) and the order (thin: random)."""
     for r in rows:
         if r.scheme == "oracle bound":
             continue
         t = np.sort(r.times[np.isfinite(r.times)])
         label = f"{r.scheme} ({r.detail[:18]})"
-        ax.plot(t, np.arange(1, t.size + 1) / r.times.size, label=label)
+        style = {}
+        if r.scheme.startswith("partial GC l="):
+            l = int(r.scheme.split("=")[1])
+            style = {
+                "color": scheme_colour("partial-gc"),
+                "ls": ("-", "--", "-.", ":")[(l - 1) % 4],
+                "lw": 0.8 if "random" in r.detail else 1.6,
+            }
+        elif r.scheme in COMPARISON_SCHEMES:
+            style = {"color": scheme_colour(COMPARISON_SCHEMES[r.scheme])}
+        ax.plot(t, np.arange(1, t.size + 1) / r.times.size, label=label, **style)
     ax.set(
         xlabel="time to exact gradient (chunk units)",
         ylabel="P(done by t)",
@@ -138,24 +156,43 @@ def plot_exact_against_l(ax, a, latin, shuffled, finish, delta: int) -> None:
             original_exact_times(finish, a.loads, delta - l) for l in ls
         ],
     }
-    for label, values in curves.items():
+    styles = (
+        {"color": scheme_colour("partial-gc"), "lw": 1.6},
+        {"color": scheme_colour("partial-gc"), "lw": 0.8, "ls": ":"},
+        {"color": scheme_colour("original-gc")},
+    )
+    for (label, values), style in zip(curves.items(), styles, strict=True):
         finite = [v[np.isfinite(v)] for v in values]
         ax.errorbar(
-            ls, [v.mean() for v in finite], yerr=[v.std() for v in finite], capsize=3, label=label
+            ls,
+            [v.mean() for v in finite],
+            yerr=[v.std() for v in finite],
+            capsize=3,
+            label=label,
+            **style,
         )
-    ax.set(xlabel="l", ylabel="E[time to exact gradient] +- std", title="(b) exact GC")
+    ax.set(
+        xlabel="l (parts of the upload; every chunk needs l copies)",
+        ylabel="E[time to exact gradient] +- std (chunk units)",
+        title="(b) exact GC",
+    )
     ax.set_xticks(ls)
-    ax.legend(fontsize=7)
+    ax.legend()
 
 
 def plot_nmse(ax, args, dist, a, latin, shuffled, finish, delta: int) -> None:
-    """(c) NMSE against the deadline T for l = 1, 2: partial GC (MC, exact E) and original GC."""
+    """(c) NMSE against the deadline T for l = 1, 2: partial GC (MC, exact E) and original GC,
+    each in its scheme's colour; l = 1 thick, l = 2 thin."""
     deadlines = np.linspace(1, 10, 37) * args.shift if args.shift > 0 else np.linspace(0.25, 10, 40)
     few = finish[: min(500, args.samples)]
+    partial, original = scheme_colour("partial-gc"), scheme_colour("original-gc")
     for l in np.arange(1, delta)[:2]:
-        (line,) = ax.semilogy(
+        width = 1.6 if l == 1 else 0.8
+        ax.semilogy(
             deadlines,
             np.maximum(nmse_at(a, latin, finish, l, deadlines).mean(axis=0), 1e-9),
+            color=partial,
+            lw=width,
             label=f"partial GC l={l}, Latin (MC)",
         )
         if not isinstance(dist, FailureMixture):
@@ -163,14 +200,16 @@ def plot_nmse(ax, args, dist, a, latin, shuffled, finish, delta: int) -> None:
                 deadlines,
                 np.maximum(expected_nmse(a, latin, dist, l, deadlines), 1e-9),
                 ":",
-                color=line.get_color(),
+                color=partial,
+                lw=width,
                 label=f"partial GC l={l}, exact E",
             )
         ax.semilogy(
             deadlines,
             np.maximum(nmse_at(a, shuffled, finish, l, deadlines).mean(axis=0), 1e-9),
             "--",
-            color=line.get_color(),
+            color=partial,
+            lw=width,
             label=f"partial GC l={l}, random (MC)",
         )
         code = original_code(a.n_workers, delta, l, seed=args.seed)
@@ -178,9 +217,15 @@ def plot_nmse(ax, args, dist, a, latin, shuffled, finish, delta: int) -> None:
             deadlines,
             np.maximum(original_nmse_at(code, few, a.loads, deadlines).mean(axis=0), 1e-9),
             "-.",
+            color=original,
+            lw=width,
             label=f"original GC l={l} ({code.name})",
         )
-    ax.set(xlabel="deadline T", ylabel="NMSE (coefficient level)", title="(c) approximate GC")
+    ax.set(
+        xlabel="deadline T (chunk units)",
+        ylabel="NMSE (coefficient level)",
+        title="(c) approximate GC",
+    )
     ax.set_ylim(1e-9, 2)
     ax.legend(fontsize=6)
 

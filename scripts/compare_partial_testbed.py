@@ -17,8 +17,8 @@ T). Runs on one local cluster:
 and prints, per scheme, the measured mean time beside the prediction for the same T and the
 model's expectation (Monte Carlo, 20000 draws), in seconds and in chunk units (one partition's
 gradient at unit cycle time: the unit of scripts/compare_partial_gc.py), the COMBINE/UPLOAD round
-trip, and for the approximate runs the error. Writes partial_testbed.png and summary.json to --out
-(the run folder is --out/run; `bcgc validate --from --out/run` works on it).
+trip, and for the approximate runs the error. Writes partial_testbed.png (and .pdf) and
+summary.json to --out (the run folder is --out/run; `bcgc validate --from --out/run` works on it).
 
     python scripts/compare_partial_testbed.py --out results/partial_testbed
     python scripts/compare_partial_testbed.py --quick --out /tmp/pt
@@ -46,6 +46,7 @@ from bcgc_sim.partial.plan import PartialPlan
 from bcgc_sim.partial.timing import expected_nmse, speed_finish_times
 from bcgc_sim.predict import evaluation_samples
 from bcgc_sim.schemes import build_plan, plan_from_dict
+from bcgc_sim.style import PAGE_IN, new_figure, save_figure, scheme_colour, styled
 from master.runner import run_testbed
 
 
@@ -258,48 +259,54 @@ def report(args, config, folder, summaries, time_scale, law) -> list[dict]:
 
 
 def plot(args, config, folder, rows, time_scale, law) -> Path:
-    """partial_testbed.png: (a) exact-gradient means, (b) measured distributions, (c) NMSE."""
-    import matplotlib
+    """partial_testbed.png (and .pdf): (a) exact-gradient means, (b) measured distributions,
+    (c) NMSE."""
+    return save_figure(
+        figure(args, config, folder, rows, time_scale, law), args.out / "partial_testbed.png"
+    )
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+@styled
+def figure(args, config, folder, rows, time_scale, law):
     model = config.system_model()
     chunk = time_scale * model.scale * model.coordinates
-    fig, axes = plt.subplots(1, 3, figsize=(17, 5))
+    fig = new_figure(2 * PAGE_IN, 4.2, layout="constrained")
+    axes = fig.subplots(1, 3)
     exact = [r for r in rows if "approx" not in r["scheme"]]
     approx = [r for r in rows if "approx" in r["scheme"]]
     plot_exact_means(axes[0], args, exact)
     plot_measured_distributions(axes[1], folder, chunk)
     plot_approximate_error(axes[2], args, config, law, exact, approx)
-    fig.tight_layout()
-    path = args.out / "partial_testbed.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def plot_exact_means(ax, args, exact: list[dict]) -> None:
-    """(a) measured, predicted (same T) and model mean time to the exact gradient per scheme."""
+    """(a) measured, predicted (same T) and model mean time to the exact gradient per scheme,
+    in the scheme's colour: measured filled, predicted hollow, model pale."""
+    from matplotlib.patches import Patch
+
     x = np.arange(len(exact))
-    for offset, key, label in (
-        (-0.27, "measured_units", "measured (testbed)"),
-        (0.0, "predicted_units", "predicted, same T"),
-        (0.27, "model_units", "model E[time]"),
+    colours = [scheme_colour(r["scheme"]) for r in exact]
+    handles = []
+    for offset, key, label, fill in (
+        (-0.27, "measured_units", "measured (testbed)", {}),
+        (0.0, "predicted_units", "predicted, same T", {"facecolor": "white"}),
+        (0.27, "model_units", "model E[time]", {"alpha": 0.35}),
     ):
-        ax.bar(x + offset, [r[key] for r in exact], width=0.27, label=label)
+        bar = {"facecolor": colours, "edgecolor": colours, **fill}
+        ax.bar(x + offset, [r[key] for r in exact], 0.27, **bar)
+        handles.append(Patch(**{"facecolor": "0.3", "edgecolor": "0.3", **fill}, label=label))
     ax.set_xticks(
         x,
         [f"{r['scheme']}\n(stor. {r['storage']})" for r in exact],
         rotation=60,
-        fontsize=7,
         ha="right",
     )
     ax.set(
         ylabel="mean time to the exact gradient (chunk units)",
         title=f"(a) N = {args.workers}, delta = {args.storage}: exact gradient",
     )
-    ax.legend(fontsize=8)
+    ax.legend(handles=handles)
 
 
 def plot_measured_distributions(ax, folder: Path, chunk: float) -> None:
@@ -309,13 +316,14 @@ def plot_measured_distributions(ax, folder: Path, chunk: float) -> None:
     for name in ("original-gc", "bcgc-capped", "bcgc-opt", "partial-gc", "partial-gc/random"):
         values = np.sort([float(r["measured_s"]) / chunk for r in table if r["scheme"] == name])
         if values.size:
-            ax.step(values, np.arange(1, values.size + 1) / values.size, where="post", label=name)
+            line = ":" if name.endswith("/random") else "-"  # the same scheme, random order
+            ax.ecdf(values, color=scheme_colour(name), ls=line, label=name)
     ax.set(
         xlabel="time to the exact gradient (chunk units)",
-        ylabel="fraction of iterations",
+        ylabel="fraction of iterations done by t",
         title="(b) measured runtime distribution",
     )
-    ax.legend(fontsize=8)
+    ax.legend()
 
 
 def plot_approximate_error(ax, args, config, law, exact: list[dict], approx: list[dict]) -> None:
@@ -327,7 +335,7 @@ def plot_approximate_error(ax, args, config, law, exact: list[dict], approx: lis
     ax.semilogy(
         grid,
         np.maximum(expected_nmse(a, latin, law, 1, grid), 1e-6),
-        color="C0",
+        color=scheme_colour("partial-gc"),
         label="partial GC l=1 (model, E[estimated NMSE])",
     )
     t = monte_carlo_cycle_times(law, config.seed, 400, args.workers, STREAM_EVALUATION)
@@ -336,14 +344,14 @@ def plot_approximate_error(ax, args, config, law, exact: list[dict], approx: lis
     ax.semilogy(
         grid,
         np.maximum(original, 1e-6),
-        color="C3",
+        color=scheme_colour("original-gc"),
         ls="--",
         label=f"original GC s = {args.storage - 1} (model)",
     )
     ax.scatter(
         [r["deadline_units"] for r in approx],
         [max(r["nmse"], 1e-6) for r in approx],
-        color="C1",
+        color=scheme_colour("partial-gc-approx"),
         zorder=3,
         label="testbed: measured ||g_hat-g||^2/||g||^2",
     )
@@ -359,17 +367,17 @@ def plot_approximate_error(ax, args, config, law, exact: list[dict], approx: lis
         ax.annotate(
             r["scheme"].split("/")[-1],
             (r["deadline_units"], max(r["nmse"], 1e-6)),
-            fontsize=7,
+            fontsize=6,
             xytext=(3, 3),
             textcoords="offset points",
         )
     ax.set(
         xlabel="deadline T (chunk units; 1e-6 = exact)",
-        ylabel="NMSE",
+        ylabel="NMSE (||g_hat - g||^2 / ||g||^2)",
         title="(c) approximate gradient: error against time",
         ylim=(1e-6, 2),
     )
-    ax.legend(fontsize=7)
+    ax.legend()
 
 
 if __name__ == "__main__":

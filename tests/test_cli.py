@@ -59,6 +59,10 @@ def _one_error_line(capsys):
         (["plan", "--set", "novalue"], "novalue"),
         (["plan", "--bogus"], "--bogus"),
         ([], "command"),
+        (["plan", "--set", "cluster.workers=-1"], "cluster.workers (N) must be >= 2"),
+        (["plan", "--set", "model.coordinates=1e19"], "model.coordinates (L) must be in"),
+        (["predict", "--set", "predict.schemes=[]"], "predict.schemes is empty"),
+        (["run", "--set", "run.schemes=[]"], "run.schemes is empty"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(argv, mentions, capsys):
@@ -80,6 +84,20 @@ def test_malformed_toml(tmp_path, capsys):
     assert main(["plan", "--config", str(bad)]) == 2
     line = _one_error_line(capsys)
     assert "bad.toml" in line and "TOML" in line
+
+
+def test_config_file_that_is_not_text(tmp_path, capsys):
+    bad = tmp_path / "binary.toml"
+    bad.write_bytes(b"\xff\xfe\x00[cluster]")
+    assert main(["plan", "--config", str(bad)]) == 2
+    assert "binary.toml is not UTF-8 text" in _one_error_line(capsys)
+
+
+def test_validate_from_a_run_that_never_started(tmp_path, capsys):
+    (tmp_path / "run.json").write_text('{"status": "failed: cannot write", "config": {}}')
+    (tmp_path / "iterations.csv").write_text("")
+    assert main(["validate", "--from", str(tmp_path)]) == 2
+    assert "does not describe a run that started" in _one_error_line(capsys)
 
 
 def test_missing_config_file(tmp_path, capsys):

@@ -4,7 +4,6 @@ master's session against simulated in-process workers (exact, deadline and NMSE 
 
 from __future__ import annotations
 
-import collections
 import csv
 import dataclasses
 import heapq
@@ -28,10 +27,10 @@ from bcgc_sim.partial.timing import exact_times, nmse_at, speed_finish_times
 from bcgc_sim.problems import ProblemData, full_gradient, prepare_data
 from bcgc_sim.results import RunRecorder
 from bcgc_sim.schemes import SchemeOptions, build_plan, plan_from_dict, plan_to_dict
-from bcgc_sim.wire.protocol import Message, MessageType
+from bcgc_sim.wire.protocol import PROTOCOL_VERSION, Message, MessageType
 from master.partial_session import PartialSession
 from master.session import RunError, SessionSettings
-from master.transport import Received
+from master.transport import PeerTable, Received
 from workers import partial as worker_partial
 
 LAW = ShiftedExponential(1.0, 1.0)
@@ -260,8 +259,13 @@ class SimLink:
 
     def __init__(self, n: int, law) -> None:
         self.n, self.law = n, law
-        self.dead: set[int] = set()
-        self.rejected: collections.Counter = collections.Counter()
+        self.peers = PeerTable()  # the real rules of ranks, fed by hand
+        self.peers.size = n
+        for rank in range(n):
+            header = {"rank": rank, "protocol": PROTOCOL_VERSION, "token": f"sim-worker-{rank}"}
+            self.peers.register(bytes([rank]), header, "", time.monotonic_ns())
+        self.dead = self.peers.dead
+        self.rejected = self.peers.rejections.counts
         self.queue: list = []
         self.count = itertools.count()
         self.setups: dict[int, dict] = {}
@@ -289,11 +293,10 @@ class SimLink:
             self.queue = [q for q in self.queue if q[2].rank != rank]
             heapq.heapify(self.queue)
 
-    def broadcast(self, kind, header, theta):
+    def broadcast(self, kind, header, theta, ranks):
         assert kind is MessageType.ITERATE
-        for rank, setup in self.setups.items():
-            if rank in self.dead:
-                continue
+        for rank in ranks:
+            setup = self.setups[rank]
             c = worker_partial.ChunkComputer.from_header(ProblemData(**setup["data"]), setup)
             t = float(self.law.sample(worker_rng(setup["seed"], header["iteration"], rank), 1)[0])
             self.gradients[rank] = {i: c.gradient(theta, i) for i in c.order}
@@ -321,8 +324,11 @@ class SimLink:
             nxt = self.queue[0][0] if self.queue else end
             time.sleep(max(0, min(nxt, end) - now) / 1e9)
 
-    def silent(self, limit_s):
-        return set()
+    def check_liveness(self, exited, heartbeat_s, liveness):
+        return self.peers.judge(time.monotonic_ns(), exited, 1 << 62, 1)  # deaths by exit only
+
+    def reject(self, reason, source, detail=""):
+        self.peers.rejections.add(reason, f"worker {source}", detail)
 
 
 class _SimWorker:
@@ -420,7 +426,7 @@ def test_session_drops_a_worker_that_dies_before_the_stop(data, tmp_path):
     assert 2 not in {rank for rank, kind in link.sent if kind is MessageType.COMBINE}
     assert [e["event"] for e in session.events] == ["died"]
     alone = build_plan("partial-gc", MODEL, options(storage=1))
-    session, _, _ = sim_session(data, tmp_path, alone, dead=lambda: {4})
+    session, _, _ = sim_session(data, tmp_path / "alone", alone, dead=lambda: {4})
     with pytest.raises(RunError, match=r"chunk 4 can get only 0 of the l = 1"):
         session.iterate(0, np.zeros(40))
 
@@ -440,7 +446,7 @@ def test_session_ends_with_a_run_error_when_an_upload_cannot_come(data, tmp_path
     link.send = send
     with pytest.raises(RunError, match=r"died after the stop and before uploading; variant R1"):
         session.iterate(0, np.zeros(40))
-    session, link, _ = sim_session(data, tmp_path, plan)
+    session, link, _ = sim_session(data, tmp_path / "again", plan)
     link.forget = {0, 1, 2, 3, 4, 5}
     with pytest.raises(RunError, match=r"failed: cannot combine"):
         session.iterate(0, np.zeros(40))

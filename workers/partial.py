@@ -9,7 +9,9 @@ floats, `r1_upload`), after which the iteration is over for this worker, as it i
 ABANDON. COMBINE and ABANDON of another run or iteration are stale and ignored; any other master
 message (ITERATE, SETUP, STOP) interrupts the iteration as in the BCGC loop. A COMBINE naming a
 chunk this worker has not computed is answered with FAILED, so the master stops with a clear
-error instead of waiting.
+error instead of waiting. The chunk gradients of the last iteration are kept until the next
+one: a COMBINE repeated after a dropped connection (its UPLOAD was lost) is answered again
+(`combine_again`).
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ def iterate(worker, message: Message) -> Message | None:
     computer: ChunkComputer = worker.partial
     context = {"start_ns": start, "received_ns": received, "cycle_time": cycle_time}
     gradients: dict[int, np.ndarray] = {}
+    worker.partial_kept = (iteration, context, gradients)  # for a repeated COMBINE
     if not math.isfinite(cycle_time):  # a full straggler: computes and notices nothing
         outcome = _wait(worker, None, iteration, context, gradients)
         return None if outcome is _DEADLINE else outcome
@@ -124,6 +127,17 @@ def _wait(worker, deadline: int | None, iteration: int, context: dict, gradients
         if message.kind is MessageType.COMBINE:
             combine(worker, message, iteration, context, gradients)
         return None
+
+
+def combine_again(worker, message: Message) -> None:
+    """A COMBINE that reached the serve loop: answer it if it is for this worker's last
+    iteration (the master repeats a COMBINE whose UPLOAD a dropped connection lost); anything
+    else is stale."""
+    kept = getattr(worker, "partial_kept", None)
+    h = message.header
+    if kept is None or h.get("run") != worker.run_id or h.get("iteration") != kept[0]:
+        return
+    combine(worker, message, *kept)
 
 
 def combine(worker, message: Message, iteration: int, context: dict, gradients: dict) -> None:

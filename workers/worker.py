@@ -12,10 +12,15 @@ chunk gradients, NOTICE after each, one UPLOAD on COMBINE).
 
 Liveness: the worker sends a HEARTBEAT whenever it has sent nothing for one heartbeat interval,
 from its own loop (idle, while waiting for a deadline, between blocks), so a killed worker goes
-silent. It watches its connection to the master: ZeroMQ heartbeats (ZMQ_HEARTBEAT_IVL) close
-a connection whose peer stopped answering, a dead master process resets it, and the worker
-exits when the connection has been down for `liveness` intervals, or at once when its local
-parent (--parent-pid) is gone.
+silent. It says READY (its rank, a random token, the run it is set up for) each time a
+connection to the master completes its handshake: after a dropped TCP connection the master
+finds the same worker under a new routing id and re-sends what was lost. A local worker
+(--parent-pid) exits at once when that process is gone. A remote one watches the connection:
+ZeroMQ heartbeats (set before connect(), where ZeroMQ reads them) close a connection whose peer
+stopped answering, and the worker exits once the master has been unreachable for
+`liveness` x `heartbeat` seconds in all (DownTimes), whether the host went silent, the process
+died or the connection stays half-open. The master's values come with SETUP; a worker started
+with others reconnects once to take them (--heartbeat and --liveness set them from the start).
 """
 
 from __future__ import annotations
@@ -23,9 +28,12 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import secrets
 import signal
 import sys
+import threading
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import psutil
@@ -84,6 +92,28 @@ def rank_from_environment() -> int:
     return -1
 
 
+@dataclass(frozen=True)
+class DownTimes:
+    """How a remote worker splits the liveness window W = liveness x heartbeat (h), so that it
+    exits within W of a master that went silent: the master's I/O thread must answer a ZeroMQ
+    heartbeat within `timeout_ns`, and a connection that is down (closed, timed out, or a
+    handshake that never completes) may take `grace_ns` to come back. The rest of W, 1.75 h, is
+    one interval to the next ping, noticing the closed connection (two waits of h / 4) and the
+    check's own h / 4. At liveness 2 and 3 each part is at least h / 2, and W runs over by up
+    to 0.75 h."""
+
+    interval_ns: int
+    timeout_ns: int
+    grace_ns: int
+
+    @classmethod
+    def of(cls, heartbeat_ns: int, liveness: int) -> DownTimes:
+        budget = max(0, 4 * liveness - 7) * heartbeat_ns // 4  # W - 1.75 h
+        least = heartbeat_ns // 2
+        timeout = max(least, budget // 3)
+        return cls(heartbeat_ns, timeout, max(least, budget - timeout))
+
+
 class Worker:
     def __init__(
         self,
@@ -92,44 +122,69 @@ class Worker:
         parent_pid: int | None,
         timeout_s: float,
         curve: tuple[bytes, bytes, bytes] | None = None,
+        heartbeat_s: float = DEFAULT_HEARTBEAT_S,
+        liveness: int = DEFAULT_LIVENESS,
     ) -> None:
         """`curve` = (worker public key, worker secret key, master public key), Z85."""
         self.endpoint = endpoint
         self.requested_rank = rank
         self.parent_pid = parent_pid
         self.timeout_s = timeout_s
+        self.curve = curve
         framing.keep_freed_memory()  # this process moves large arrays every iteration
         self.context = zmq.Context.instance()
-        self.socket = framing.configure(self.context.socket(zmq.DEALER))
-        self.socket.setsockopt(zmq.LINGER, 0)
-        self.monitor = self.socket.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
-        self.down_since: int | None = None  # when the connection to the master was lost
-        if curve is not None:
-            (
-                self.socket.curve_publickey,
-                self.socket.curve_secretkey,
-                self.socket.curve_serverkey,
-            ) = curve
-        self.socket.connect(endpoint)
+        self.token = secrets.token_hex(16)  # names this process to the master across reconnects
         self.run_id: str | None = None
         self.partial = None  # workers.partial.ChunkComputer under a partial-gc plan
+        self.partial_kept = None  # (iteration, context, chunk gradients) of the last one
         self.rank = rank
         self.affinity: list[int] | None = None
         self.malformed = 0
         self.clock = clock_id()
-        self.heartbeat_ns = int(DEFAULT_HEARTBEAT_S * 1e9)
-        self.liveness = DEFAULT_LIVENESS
+        self.heartbeat_ns = int(heartbeat_s * 1e9)
+        self.liveness = liveness
         self.last_sent = time.monotonic_ns()
         self.next_check = 0  # the next time tick() looks at liveness
-        self._connection_heartbeats()
+        self.reopened = False  # the connection was renewed on purpose (_take_liveness)
+        self._open()
 
-    def _connection_heartbeats(self) -> None:
-        """ZeroMQ-level pings on the connection: a silent master host gets disconnected. A
-        receive waits at most one interval, so that liveness is checked while idle."""
+    def _open(self) -> None:
+        """A new DEALER socket to the master. Every liveness option is set before connect():
+        ZeroMQ copies them into the connection there, and ignores later changes."""
+        self.times = DownTimes.of(self.heartbeat_ns, self.liveness)
         interval_ms = max(1, self.heartbeat_ns // 1_000_000)
-        self.socket.setsockopt(zmq.HEARTBEAT_IVL, interval_ms)
-        self.socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, interval_ms * self.liveness)
-        self.socket.setsockopt(zmq.RCVTIMEO, interval_ms)
+        socket = framing.configure(self.context.socket(zmq.DEALER))
+        socket.setsockopt(zmq.LINGER, 0)
+        socket.setsockopt(zmq.IMMEDIATE, 1)  # nothing queues for a connection that is down
+        socket.setsockopt(zmq.RCVTIMEO, max(1, interval_ms // 4))  # receive() ticks this often
+        socket.setsockopt(zmq.RECONNECT_IVL, max(10, min(100, interval_ms // 2)))
+        if self.parent_pid is None:  # a local master is watched through its process instead
+            socket.setsockopt(zmq.HEARTBEAT_IVL, interval_ms)
+            socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, max(1, self.times.timeout_ns // 1_000_000))
+            socket.setsockopt(zmq.HANDSHAKE_IVL, interval_ms * self.liveness)
+        if self.curve is not None:
+            socket.curve_publickey, socket.curve_secretkey, socket.curve_serverkey = self.curve
+        self.monitor = socket.get_monitor_socket(
+            zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
+        )
+        self.connected = False
+        self.down_since: int | None = time.monotonic_ns()  # down until the handshake succeeds
+        self.socket = socket
+        socket.connect(self.endpoint)
+
+    def _take_liveness(self, heartbeat_ns: int, liveness: int) -> None:
+        """Use the master's heartbeat and liveness. A remote worker needs a new connection for
+        ZeroMQ's heartbeats to follow; its READY there names the run just set up."""
+        self.heartbeat_ns, self.liveness = heartbeat_ns, liveness
+        if self.parent_pid is not None:
+            self.times = DownTimes.of(heartbeat_ns, liveness)
+            self.socket.setsockopt(zmq.RCVTIMEO, max(1, heartbeat_ns // 4_000_000))
+            return
+        self.close()
+        self._open()
+        self.reopened = True
+        if not self._wait_connected(self.liveness * self.heartbeat_ns / 1e9):
+            raise MasterGone(f"no connection to the master at {self.endpoint} after a reconnect")
 
     def close(self) -> None:
         self.socket.disable_monitor()
@@ -139,15 +194,50 @@ class Worker:
     def send(self, kind: MessageType, header: dict, array: np.ndarray | None = None) -> None:
         """Send without ever blocking: with no connection to the master (not yet up, a refused
         CURVE handshake, gone) the message is dropped and the liveness rules decide."""
+        if not self.connected:  # a connection that came back says READY before anything else
+            self._connection_events(time.monotonic_ns())
         try:
             framing.send(self.socket, encode(kind, header, array), framing.NOBLOCK)
         except zmq.Again:
             return
         self.last_sent = time.monotonic_ns()
 
+    def _ready(self) -> None:
+        header = {
+            "rank": self.rank, "pid": os.getpid(), "protocol": PROTOCOL_VERSION,
+            "token": self.token, "run": self.run_id or "", "heartbeat_s": self.heartbeat_ns / 1e9,
+            "settings": self.reopened,  # a new connection for new liveness settings: nothing lost
+        }  # fmt: skip
+        self.reopened = False
+        self.send(MessageType.READY, header)
+
+    def _connection_events(self, now: int) -> None:
+        """Follow the connection: up once a handshake succeeded (then say READY), down from
+        the moment it closed."""
+        while framing.readable(self.monitor, 0):
+            event = recv_monitor_message(self.monitor)["event"]
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self.connected, self.down_since = True, None
+                self._ready()
+            elif event == zmq.EVENT_DISCONNECTED and self.connected:
+                self.connected, self.down_since = False, now
+
+    def _wait_connected(self, timeout_s: float) -> bool:
+        """Wait up to timeout_s for a connection to the master; True once there is one."""
+        end = time.monotonic() + timeout_s
+        while not self.connected:
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                return False
+            if self.parent_pid is not None and os.getppid() != self.parent_pid:
+                raise MasterGone("the local master process is gone")
+            framing.readable(self.monitor, max(1, min(100, int(remaining * 1000))))
+            self._connection_events(time.monotonic_ns())
+        return True
+
     def receive(self) -> Message | None:
-        """The next message from the master, waiting at most one heartbeat interval; None after
-        that, or if it was malformed (counted) or a heartbeat.
+        """The next message from the master, waiting at most a quarter heartbeat interval; None
+        after that, or if it was malformed (counted) or a heartbeat.
 
         A blocking receive with a timeout (ZMQ_RCVTIMEO) rather than a poll and then a receive:
         with N workers sharing few cores, every wake-up path costs (scripts/bench_overhead.py).
@@ -176,110 +266,144 @@ class Worker:
         self.next_check = now + self.heartbeat_ns // 4
         if self.parent_pid is not None and os.getppid() != self.parent_pid:
             raise MasterGone("the local master process is gone")
-        while self.monitor.poll(0):
-            event = recv_monitor_message(self.monitor)["event"]
-            self.down_since = (self.down_since or now) if event == zmq.EVENT_DISCONNECTED else None
-        if self.run_id is not None and self.down_since is not None:
-            if now - self.down_since > self.liveness * self.heartbeat_ns:
+        self._connection_events(now)
+        if self.parent_pid is None and self.down_since is not None:
+            if now - self.down_since > self.times.grace_ns:
                 raise MasterGone(
                     f"lost the connection to the master at {self.endpoint} "
-                    f"{(now - self.down_since) / 1e9:.1f} s ago"
+                    f"{(now - self.down_since) / 1e9:.1f} s ago (it stopped answering or is gone)"
                 )
-        if now - self.last_sent >= self.heartbeat_ns:
+        if self.connected and now - self.last_sent >= self.heartbeat_ns:
             self.send(MessageType.HEARTBEAT, {"rank": self.rank, "run": self.run_id or ""})
 
     def poll(self, timeout_ns: int) -> bool:
-        """Wait up to timeout_ns for a message, ticking at least every heartbeat interval. (The
-        serve loop waits in `receive` alone; waits that end at a deadline poll first.)"""
-        timeout_ms = max(0, min(timeout_ns, self.heartbeat_ns) // 1_000_000)
+        """Wait up to timeout_ns for a message, ticking at least every quarter heartbeat
+        interval. (The serve loop waits in `receive` alone; waits that end at a deadline poll
+        first.)"""
+        timeout_ms = max(0, min(timeout_ns, self.heartbeat_ns // 4) // 1_000_000)
         ready = framing.readable(self.socket, timeout_ms)
         self.tick()
         return ready
 
     def serve(self) -> int:
-        self.send(
-            MessageType.READY,
-            {"rank": self.requested_rank, "pid": os.getpid(), "protocol": PROTOCOL_VERSION},
-        )
-        started = time.monotonic()
-        pending: Message | None = None
         try:
+            if not self._wait_connected(self.timeout_s):
+                print(
+                    f"bcgc worker: error: no answer from the master at {self.endpoint} "
+                    f"within {self.timeout_s:g} s: {handshake_problem(self.endpoint, self.curve)}",
+                    file=sys.stderr,
+                )
+                return 1
+            pending: Message | None = None
             while True:
                 message, pending = pending, None
                 if message is None:
                     message = self.receive()
                     if message is None:
-                        if self.run_id is None and time.monotonic() - started > self.timeout_s:
-                            print(
-                                f"bcgc worker: error: no answer from the master at {self.endpoint} "
-                                f"within {self.timeout_s:g} s; check the address, the keys and that the master runs this version",
-                                file=sys.stderr,
-                            )
-                            return 1
                         continue
                 if message.kind is MessageType.STOP:
+                    reason = message.header.get("reason")
+                    if reason:
+                        print(
+                            f"bcgc worker {self.rank}: error: the master stopped this worker: {reason}",
+                            file=sys.stderr,
+                        )
+                        return 1
                     return 0
                 if message.kind is MessageType.SETUP:
                     self.setup(message)
                 elif message.kind is MessageType.ITERATE:
                     pending = self.iterate(message)
+                elif message.kind is MessageType.COMBINE and self.partial is not None:
+                    from .partial import combine_again  # its UPLOAD may have been lost
+
+                    combine_again(self, message)
         except MasterGone as gone:
             print(f"bcgc worker {self.rank}: {gone}; exiting", file=sys.stderr)
             return 3
 
     def setup(self, message: Message) -> None:
         h = message.header
-        self.partial = None  # a BCGC plan unless the SETUP names the partial-gc protocol
         try:
-            if h.get("protocol") == PARTIAL_PROTOCOL:
-                from .partial import ChunkComputer  # partial-gc plans only
-
-                require(
-                    h, run=str, rank=int, n_workers=int, seed=int, ns_per_load=float,
-                    data=dict, straggler=dict,
-                )  # fmt: skip
-                self.rank = h["rank"]
-                self.distribution = distribution_from_spec(h["straggler"])
-                self.partial = ChunkComputer.from_header(ProblemData(**h["data"]), h)
-            else:
-                require(
-                    h, run=str, rank=int, n_workers=int, seed=int, ns_per_load=float, slots=list,
-                    partitions=dict, code_rows=dict, data=dict, straggler=dict,
-                )  # fmt: skip
-                self.rank = h["rank"]
-                self.slots = [
-                    Slot(int(a), int(b), int(s), float(load), str(p))
-                    for a, b, s, load, p in h["slots"]
-                ]
-                self.distribution = distribution_from_spec(h["straggler"])
-                data = ProblemData(**h["data"])
-                code_rows = {
-                    int(s): np.asarray(row, dtype=float) for s, row in h["code_rows"].items()
-                }
-                partitions = {str(k): tuple(int(v) for v in b) for k, b in h["partitions"].items()}
-                self.computer = SlotComputer(
-                    data, partitions, self.slots, self.rank, h["n_workers"], code_rows
-                )
-            self.seed, self.ns_per_load = h["seed"], h["ns_per_load"]
-            if not (math.isfinite(self.ns_per_load) and self.ns_per_load >= 0):
-                raise ValueError(f"ns_per_load must be finite and >= 0, got {self.ns_per_load}")
-            self.natural = bool(h.get("natural", False))
-            self.repeat = max(1, int(h.get("repeat", 1)))
-            self.heartbeat_ns = int(float(h.get("heartbeat_s", DEFAULT_HEARTBEAT_S)) * 1e9)
-            self.liveness = int(h.get("liveness", DEFAULT_LIVENESS))
-            self._connection_heartbeats()
+            heartbeat_ns, liveness = self._while_ticking(lambda: self._load(h))
         except (ProtocolError, ValueError, TypeError, KeyError, OSError) as exc:
             self.run_id = None
             self.send(
                 MessageType.FAILED, {"rank": self.requested_rank, "reason": f"set-up failed: {exc}"}
             )
             return
+        self.run_id = h["run"]
+        if (heartbeat_ns, liveness) != (self.heartbeat_ns, self.liveness):
+            self._take_liveness(heartbeat_ns, liveness)
         if self.affinity is None and h.get("pin", True):
             self.affinity = pin_to_core(self.rank)
-        self.run_id = h["run"]
         self.send(
-            MessageType.SETUP_OK, {"run": self.run_id, "rank": self.rank, "affinity": self.affinity}
-        )
+            MessageType.SETUP_OK,
+            {"run": self.run_id, "rank": self.rank, "affinity": self.affinity,
+             "heartbeat_s": self.heartbeat_ns / 1e9},
+        )  # fmt: skip
+
+    def _while_ticking(self, work):
+        """work() in a helper thread while this one keeps ticking (heartbeats, liveness): a
+        set-up that imports modules or maps data for longer than the liveness window must not
+        look like a dead worker. Its result, or its exception raised here."""
+        outcome: dict = {}
+
+        def run() -> None:
+            try:
+                outcome["value"] = work()
+            except BaseException as exc:  # noqa: BLE001 - raised again in this thread
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        while thread.is_alive():
+            thread.join(self.heartbeat_ns / 4e9)
+            self.tick()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
+
+    def _load(self, h: dict) -> tuple[int, int]:
+        """Take a SETUP's plan, data and straggler law (no messages: it runs beside tick());
+        returns the master's heartbeat (ns) and liveness."""
+        self.partial = None  # a BCGC plan unless the SETUP names the partial-gc protocol
+        if h.get("protocol") == PARTIAL_PROTOCOL:
+            from .partial import ChunkComputer  # partial-gc plans only
+
+            require(
+                h, run=str, rank=int, n_workers=int, seed=int, ns_per_load=float,
+                data=dict, straggler=dict,
+            )  # fmt: skip
+            self.rank = h["rank"]
+            self.distribution = distribution_from_spec(h["straggler"])
+            self.partial = ChunkComputer.from_header(ProblemData(**h["data"]), h)
+        else:
+            require(
+                h, run=str, rank=int, n_workers=int, seed=int, ns_per_load=float, slots=list,
+                partitions=dict, code_rows=dict, data=dict, straggler=dict,
+            )  # fmt: skip
+            self.rank = h["rank"]
+            self.slots = [
+                Slot(int(a), int(b), int(s), float(load), str(p)) for a, b, s, load, p in h["slots"]
+            ]
+            self.distribution = distribution_from_spec(h["straggler"])
+            data = ProblemData(**h["data"])
+            code_rows = {int(s): np.asarray(row, dtype=float) for s, row in h["code_rows"].items()}
+            partitions = {str(k): tuple(int(v) for v in b) for k, b in h["partitions"].items()}
+            self.computer = SlotComputer(
+                data, partitions, self.slots, self.rank, h["n_workers"], code_rows
+            )
+        self.seed, self.ns_per_load = h["seed"], h["ns_per_load"]
+        if not (math.isfinite(self.ns_per_load) and self.ns_per_load >= 0):
+            raise ValueError(f"ns_per_load must be finite and >= 0, got {self.ns_per_load}")
+        self.natural = bool(h.get("natural", False))
+        self.repeat = max(1, int(h.get("repeat", 1)))
+        heartbeat_ns = int(float(h.get("heartbeat_s", DEFAULT_HEARTBEAT_S)) * 1e9)
+        liveness = int(h.get("liveness", DEFAULT_LIVENESS))
+        if not (heartbeat_ns > 0 and liveness >= 2):
+            raise ValueError(f"bad heartbeat_s {heartbeat_ns / 1e9} or liveness {liveness}")
+        return heartbeat_ns, liveness
 
     def iterate(self, message: Message) -> Message | None:
         """Run one iteration; return the master's message that interrupted it, if any.
@@ -363,6 +487,65 @@ class Worker:
                 return None
 
 
+HANDSHAKE_FAILED = (
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+)
+
+
+def handshake_problem(
+    endpoint: str, curve: tuple[bytes, bytes, bytes] | None, wait_s: float = 1.0
+) -> str:
+    """What is likely wrong when no master answered: judged from the handshake of one more
+    connection to `endpoint` with the same keys (ZeroMQ's monitor events), within wait_s."""
+    socket = zmq.Context.instance().socket(zmq.DEALER)
+    socket.setsockopt(zmq.LINGER, 0)
+    if curve is not None:
+        socket.curve_publickey, socket.curve_secretkey, socket.curve_serverkey = curve
+    monitor = socket.get_monitor_socket(HANDSHAKE_FAILED | zmq.EVENT_HANDSHAKE_SUCCEEDED)
+    try:
+        socket.connect(endpoint)
+        end = time.monotonic() + wait_s
+        while (remaining := end - time.monotonic()) > 0:
+            if not monitor.poll(max(1, int(remaining * 1000))):
+                break
+            event = recv_monitor_message(monitor)["event"]
+            if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                return (
+                    "the master refused this worker's CURVE key: its public key (the .key file "
+                    "made with --key's .key_secret) is not in the master's --allow folder"
+                )
+            if event & HANDSHAKE_FAILED and curve is not None:
+                return (
+                    "the CURVE handshake failed: --server-key is likely not the master's public "
+                    "key (its .key file), or the master runs without CURVE"
+                )
+            if event & HANDSHAKE_FAILED:
+                return (
+                    "the handshake failed: the master likely needs CURVE keys (--key, --server-key)"
+                )
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                return "a connection works now, but no master answered; check that it runs this version"
+    finally:
+        socket.disable_monitor()
+        monitor.close(0)
+        socket.close(0)
+    return "nothing answered there; check the address and that the master is running"
+
+
+def endpoint_problem(endpoint: str) -> str | None:
+    """Why `endpoint` is no ZeroMQ endpoint a worker can connect to, or None if it is one."""
+    scheme, sep, rest = endpoint.partition("://")
+    if not sep or scheme not in ("tcp", "ipc"):
+        return f"--connect needs an endpoint like tcp://HOST:PORT, got '{endpoint}'"
+    if scheme == "tcp":
+        host, colon, port = rest.rpartition(":")
+        if not (host and colon and port.isdigit() and 0 < int(port) < 65536):
+            return f"--connect needs a host and a port 1..65535, e.g. tcp://HOST:5555, got '{endpoint}'"
+    return None
+
+
 def load_curve_keys(
     key_file: str | None, server_key_file: str | None
 ) -> tuple[bytes, bytes, bytes] | None:
@@ -387,8 +570,15 @@ def load_curve_keys(
     return public, secret, server
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage mistake as one line and exit status 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser(prog: str = "python -m workers") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description="bcgc-sim worker process")
+    parser = _Parser(prog=prog, description="bcgc-sim worker process")
     parser.add_argument(
         "--connect", required=True, help="master endpoint, e.g. tcp://127.0.0.1:5555"
     )
@@ -400,8 +590,16 @@ def build_parser(prog: str = "python -m workers") -> argparse.ArgumentParser:
         "--parent-pid", type=int, default=None, help="exit when this process is gone"
     )
     parser.add_argument(
-        "--timeout", type=float, default=10.0, help="seconds to wait for the master"
+        "--timeout", type=float, default=10.0, help="seconds to wait for a connection to the master"
     )
+    parser.add_argument(
+        "--heartbeat", type=float, default=DEFAULT_HEARTBEAT_S,
+        help="seconds between heartbeats until the master's set-up says otherwise",
+    )  # fmt: skip
+    parser.add_argument(
+        "--liveness", type=int, default=DEFAULT_LIVENESS,
+        help="heartbeat intervals without the master before exiting (until the set-up says)",
+    )  # fmt: skip
     parser.add_argument("--key", help="this worker's CURVE secret key file (bcgc keygen)")
     parser.add_argument("--server-key", help="the master's CURVE public key file")
     return parser
@@ -409,11 +607,21 @@ def build_parser(prog: str = "python -m workers") -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None, prog: str = "python -m workers") -> int:
     args = build_parser(prog).parse_args(argv)
+    problem = endpoint_problem(args.connect)
+    if problem is None and not args.timeout > 0:
+        problem = f"--timeout must be a positive number of seconds, got {args.timeout}"
+    if problem is not None:
+        print(f"{prog}: error: {problem}", file=sys.stderr)
+        return 2
     rank = args.rank if args.rank is not None else rank_from_environment()
     curve = load_curve_keys(args.key, args.server_key)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the master tears workers down
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    worker = Worker(args.connect, rank, args.parent_pid, args.timeout, curve)
+    if not (args.heartbeat > 0 and args.liveness >= 2):
+        raise SystemExit("bcgc worker: error: --heartbeat must be > 0 and --liveness >= 2")
+    worker = Worker(
+        args.connect, rank, args.parent_pid, args.timeout, curve, args.heartbeat, args.liveness
+    )
     try:
         return worker.serve()
     finally:

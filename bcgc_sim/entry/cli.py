@@ -1,34 +1,32 @@
 """The `bcgc` command: plan, predict, run, validate, sweep, calibrate, master, worker, keygen.
 
 Part of the entry layer (bcgc_sim.entry), the one place that composes the model (bcgc_sim), the
-master (master/) and the workers (workers/). Each command imports the process code it runs, so
-`bcgc plan` and `bcgc predict` start without ZeroMQ, master or workers. User mistakes end with
-one line `bcgc: error: ...` on stderr and exit status 2, never a traceback; Ctrl-C exits with
-130, SIGTERM with 143 (results kept).
+master (master/) and the workers (workers/). Each command imports what it runs when it runs:
+this module imports nothing heavy at its top, so `bcgc plan` and `bcgc predict` start without
+ZeroMQ, master or workers, and every import, config load and data preparation happens inside
+main's handlers. User mistakes, and failures of the machine a user can act on (a full disk, too
+little memory, a folder another run writes into), end with one line `bcgc: error: ...` on stderr
+and exit status 2, never a traceback. Ctrl-C ends with "bcgc: interrupted" and status 130
+(SIGTERM: "bcgc: terminated", 143; results kept) at any moment once Python has started.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
+import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-from ..config import Config, load_config
 from ..errors import UserError
-from ..model.system import SystemModel
-from ..predict import Prediction, finite_or_none, predict
-from ..schemes import (
-    PARTIAL_SCHEMES,
-    SCHEMES,
-    build_plan,
-    check_scheme_names,
-    missing_deadline,
-    needs_deadline,
-)
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..model.system import SystemModel
+    from ..predict import Prediction
 
 
 class _Parser(argparse.ArgumentParser):
@@ -78,6 +76,8 @@ def _add_deadline_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace) -> Config:
+    from ..config import load_config
+
     overrides = list(args.overrides)
     deadline = getattr(args, "deadline", None)
     if deadline is not None:
@@ -89,9 +89,24 @@ def _config(args: argparse.Namespace) -> Config:
     return load_config(args.config, overrides)
 
 
+def _check_model_memory(config: Config, schemes: list[str], samples: int) -> None:
+    """Refuse before allocating: planning and evaluating `schemes` on `samples` draws."""
+    from ..predict import monte_carlo_need
+    from ..problems import check_memory
+
+    n = config.cluster.workers
+    need = monte_carlo_need(n, samples, schemes, config.partial.storage)
+    check_memory([need], f"planning {', '.join(schemes)} for N = {n}")
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
+    from ..partial.plan import CDF_SAMPLES
+    from ..predict import Prediction
+    from ..schemes import build_plan
+
     config = _config(args)
     model = config.system_model()
+    _check_model_memory(config, [args.scheme], max(config.optimize.tuning_samples, CDF_SAMPLES))
     plan = build_plan(args.scheme, model, config.scheme_options(_costs(args)))
     x = Prediction(args.scheme, plan, None, None, None).partition()
     if args.json:
@@ -110,6 +125,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from ..partial.plan import CDF_SAMPLES
+    from ..predict import predict
+    from ..schemes import PARTIAL_SCHEMES, check_scheme_names, missing_deadline, needs_deadline
+
     if args.model == "system":
         return _predict_system(args)
     config = _config(args)
@@ -124,6 +143,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         schemes = [name for name in schemes if not needs_deadline(name)]
         if not schemes:
             raise missing_deadline(config.predict.schemes[0])
+    samples = max(config.predict.samples, config.optimize.tuning_samples, CDF_SAMPLES)
+    _check_model_memory(config, schemes, samples)
     results = predict(model, schemes, options, config.predict.samples, config.predict.exact)
     if args.json:
         _print_prediction_json(results, config.predict.samples, options.deadline)
@@ -138,6 +159,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _print_prediction_json(results: list[Prediction], samples: int, deadline: float | None) -> None:
+    from ..predict import finite_or_none
+
     out = {}
     for r in results:
         if r.plan is None:
@@ -204,6 +227,7 @@ def _predict_system(args: argparse.Namespace) -> int:
     """`bcgc predict --model system`: every scheme's runtime on the calibrated system model
     (natural mode: real compute on this machine's cores), in seconds."""
     from ..predict_system import format_system_predictions, predict_system, system_json
+    from ..schemes import check_scheme_names, needs_deadline
 
     costs = _costs(args)
     if costs is None:
@@ -222,6 +246,8 @@ def _predict_system(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from master.runner import output_folder, run_testbed
+
+    from ..config import load_config
 
     config = load_config(
         args.config, [*args.overrides, *(["run.check=true"] if args.check else [])]
@@ -252,8 +278,16 @@ def _report_run(summaries, folder: Path, as_json: bool) -> int:
 
 def cmd_master(args: argparse.Namespace) -> int:
     from master.cluster import RemoteCluster
-    from master.runner import max_message_bytes, output_folder, prepare_problem, run_testbed
+    from master.runner import (
+        check_run_memory,
+        max_message_bytes,
+        output_folder,
+        prepare_problem,
+        run_testbed,
+    )
     from master.transport import Curve
+
+    from ..config import load_config
 
     config = load_config(args.config, [*args.overrides, f"cluster.workers={args.workers}"])
     if bool(args.key) != bool(args.allow):
@@ -262,6 +296,7 @@ def cmd_master(args: argparse.Namespace) -> int:
         )
     curve = Curve.load(args.key, args.allow) if args.key else None
     folder = Path(args.output) if args.output else output_folder(config)
+    check_run_memory(config, local=False)  # the workers' memory is on their own hosts
     data = prepare_problem(config)
 
     def cluster():
@@ -281,17 +316,74 @@ def cmd_master(args: argparse.Namespace) -> int:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
-    import zmq.auth
+    import zmq
 
+    from ..results import writing
+
+    name = args.name
+    if not name or name != Path(name).name or name.startswith("."):
+        raise UserError(
+            f"--name must be a plain file name such as master or worker-3, got '{name}'"
+        )
     folder = Path(args.dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    public, secret = zmq.auth.create_certificates(str(folder), args.name)
+    public, secret = folder / f"{name}.key", folder / f"{name}.key_secret"
+    existing = [path for path in (secret, public) if path.exists()]
+    if existing and not args.force:
+        raise UserError(
+            f"{existing[0]} already exists and is kept: give --force to replace the pair (then "
+            "hand the new public key to the master's --allow folder or to the workers)"
+        )
+    with writing(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+    public_key, secret_key = zmq.curve_keypair()
+    with writing(secret):
+        _write_key_file(secret, _certificate(name, public_key, secret_key), 0o600, args.force)
+    with writing(public):
+        _write_key_file(public, _certificate(name, public_key, None), 0o644, args.force)
     print(f"public key: {public}")
-    print(f"secret key: {secret}  (keep it private)")
+    print(f"secret key: {secret}  (mode 0600: keep it private)")
     print(
         "workers: put each worker's public .key file in the folder given to 'bcgc master --allow'"
     )
     return 0
+
+
+def _certificate(name: str, public: bytes, secret: bytes | None) -> str:
+    """A key file in ZeroMQ's certificate layout (what zmq.auth.load_certificate reads)."""
+    kind = "secret" if secret is not None else "public"
+    lines = [
+        f"#   {kind} CURVE key '{name}', made by bcgc keygen",
+        "metadata",
+        f'    name = "{name}"',
+        "curve",
+        f'    public-key = "{public.decode()}"',
+    ]
+    if secret is not None:
+        lines.append(f'    secret-key = "{secret.decode()}"')
+    return "\n".join(lines) + "\n"
+
+
+def _write_key_file(path: Path, text: str, mode: int, replace: bool) -> None:
+    """Write `path` with `mode` from the moment it exists (never readable by others if mode
+    says so). Without `replace` an existing file is an error (O_EXCL); with it, a temporary file
+    replaces the old one at once. A failed write leaves no file behind."""
+    from ..results import write_at
+
+    target = path.with_name(f".{path.name}.tmp{os.getpid()}") if replace else path
+    if replace:
+        target.unlink(missing_ok=True)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        try:
+            os.fchmod(fd, mode)  # exactly `mode`, whatever the umask took away
+            write_at(fd, text.encode(), 0)
+        finally:
+            os.close(fd)
+        if replace:
+            os.replace(target, path)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -313,16 +405,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
     deadline = args.deadline if args.deadline is not None else run.config.predict.deadline
     results = validate_run(run, deadline)
     figures = [
-        plots.plot_per_iteration(results, folder / "validate-per-iteration.png"),
+        plots.plot_per_iteration(run, results, folder / "validate-per-iteration.png"),
         plots.plot_cdfs(run, results, folder / "validate-cdf.png"),
     ]
     for r in results:
-        iteration = int(np.argmin(np.abs(r.measured / r.predicted - r.median_ratio)))
-        figures.append(
-            plots.plot_timeline(
-                run, r.scheme, iteration, folder / f"timeline-{_file_name(r.scheme)}.png"
-            )
-        )
+        path = folder / f"timeline-{_file_name(r.scheme)}.png"
+        note = "the typical one: nearest the median"
+        figures.append(plots.plot_timeline(run, r.scheme, r.typical_iteration(), path, note))
     costs = _costs(args)
     system = None
     if costs is not None and run.config.run.mode == "natural":
@@ -353,6 +442,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from master.sweep import DEFAULT_VALUES, SweepSpec, parse_values, reductions, run_sweep
 
     from .. import plots
+    from ..sweep_summary import load_sweep
 
     if args.values:
         values = parse_values(args.values)
@@ -379,7 +469,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
         rows = run_sweep(spec, folder, progress)
     measured, predicted = reductions(rows, "measured_mean_s"), reductions(rows, "predicted_mean_s")
-    figure = plots.plot_sweep(rows, (measured, predicted), folder / "sweep.png")
+    figure = plots.plot_sweep(load_sweep(folder), folder / "sweep.png")
     if args.json:
         print(
             json.dumps(
@@ -442,6 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bcgc", description="Block coordinate gradient coding: predict and measure."
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    from ..schemes import SCHEMES
 
     plan = sub.add_parser("plan", help="print the block partition x of a scheme")
     _add_config_arguments(plan)
@@ -513,6 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
     key = sub.add_parser("keygen", help="create a CURVE key pair (NAME.key, NAME.key_secret)")
     key.add_argument("--dir", default="keys", help="folder for the key files")
     key.add_argument("--name", required=True, help="e.g. master, or worker-3")
+    key.add_argument("--force", action="store_true", help="replace an existing pair of that name")
     key.set_defaults(func=cmd_keygen)
     return parser
 
@@ -521,31 +613,106 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM: handled like Ctrl-C (clean shutdown, results kept), exit status 143."""
 
 
-def _on_sigterm(signum, frame) -> None:
-    raise Terminated()
+class StopSignals:
+    """Ctrl-C (SIGINT) and SIGTERM while `bcgc` runs (a context manager that restores the
+    handlers it found; a SIGINT ignored by the shell stays ignored).
+
+    Each signal raises KeyboardInterrupt (SIGTERM: Terminated) in the main thread and is
+    remembered in `received`, so that the command ends as stopped even when a library turned
+    the exception into another (an extension module's import reports "ImportError:
+    initialization failed"), or when Python could not raise it where it landed (a weakref
+    callback of the import system, a __del__): there it would be swallowed with a traceback, so
+    it is sent again a moment later, to land in ordinary code."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self.previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopSignals:
+        for signum, usual in (
+            (signal.SIGINT, signal.default_int_handler),
+            (signal.SIGTERM, signal.SIG_DFL),
+        ):
+            if signal.getsignal(signum) is usual:
+                self.previous[signum] = signal.signal(signum, self._raise)
+        self.previous_hook, sys.unraisablehook = sys.unraisablehook, self._unraisable
+        return self
+
+    def __exit__(self, *exc) -> None:
+        sys.unraisablehook = self.previous_hook
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+    def _raise(self, signum: int, frame) -> None:
+        self.received.append(signum)
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    def _unraisable(self, unraisable) -> None:
+        if issubclass(unraisable.exc_type, KeyboardInterrupt) and self.received:
+            threading.Timer(0.005, os.kill, (os.getpid(), self.received[-1])).start()
+            return
+        self.previous_hook(unraisable)
+
+    def status(self, exc: BaseException) -> int | None:
+        """130 (Ctrl-C) or 143 (SIGTERM) if a stop signal ended the command, else None."""
+        if not (self.received or isinstance(exc, KeyboardInterrupt)):
+            return None
+        if self.received:
+            return 143 if self.received[0] == signal.SIGTERM else 130
+        return 143 if isinstance(exc, Terminated) else 130
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["worker"]:  # the worker has its own parser and its own signal handling
-        from workers.worker import main as worker_main
-
-        return worker_main(argv[1:], prog="bcgc worker")
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    """The `bcgc` command; returns the exit status. Every import happens inside the handlers."""
+    as_program = argv is None
+    stop = StopSignals()
     try:
-        args = build_parser().parse_args(argv)
-        return args.func(args)
-    except UserError as exc:
-        print(f"bcgc: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as exc:
-        print(
-            "bcgc: terminated" if isinstance(exc, Terminated) else "bcgc: interrupted",
-            file=sys.stderr,
-        )
-        return 143 if isinstance(exc, Terminated) else 130
+        with stop:
+            argv = sys.argv[1:] if argv is None else argv
+            if argv[:1] == ["worker"]:  # the worker has its own parser and signal handling
+                from workers.worker import main as worker_main
+
+                return worker_main(argv[1:], prog="bcgc worker")
+            args = build_parser().parse_args(argv)
+            return args.func(args)
+    except BaseException as exc:  # noqa: BLE001 - _exit_status re-raises what it does not know
+        return _exit_status(exc, stop)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if as_program:  # the work is over: a late Ctrl-C must not print a traceback
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _exit_status(exc: BaseException, stop: StopSignals) -> int:
+    """The exit status, and the one line on stderr, of a command that ended with `exc`; anything
+    that is neither a stop signal nor a failure a user can act on is raised again (a bug: its
+    traceback is wanted)."""
+    stopped = stop.status(exc)
+    if stopped is not None:
+        # A KeyboardInterrupt that left an exec() of a string on its way here (scipy's imports
+        # run some) makes `python -m` kill itself by SIGINT at exit despite the status below;
+        # a successful exec() clears that mark (CPython's run_eval_code_obj).
+        exec("")
+        print("bcgc: terminated" if stopped == 143 else "bcgc: interrupted", file=sys.stderr)
+        return stopped
+    if isinstance(exc, UserError):
+        return _fail(str(exc))
+    if isinstance(exc, MemoryError):
+        return _fail(
+            f"out of memory ({exc or 'an allocation failed'}): lower model.coordinates, "
+            "model.samples, cluster.workers or predict.samples"
+        )
+    if isinstance(exc, BrokenPipeError):  # e.g. 'bcgc predict | head -1': the reader is gone
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    if isinstance(exc, OSError):  # a file the command could not read or write
+        where = f": {exc.filename}" if exc.filename else ""
+        return _fail(f"{exc.strerror or exc}{where}")
+    raise exc
+
+
+def _fail(message: str) -> int:
+    print(f"bcgc: error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ from ..errors import UserError
 from .runtime import runtime_scale
 from .stragglers import CycleTimeDistribution
 
+MAX_COUNT = 2**53  # N, L, M: counts that floats (the model's arithmetic) still hold exactly
+
 
 @dataclass(frozen=True)
 class SystemModel:
@@ -21,12 +23,12 @@ class SystemModel:
     distribution: CycleTimeDistribution
 
     def __post_init__(self) -> None:
-        if self.n_workers < 2:
-            raise UserError(f"cluster.workers (N) must be >= 2, got {self.n_workers}")
-        if self.coordinates < 1:
-            raise UserError(f"model.coordinates (L) must be >= 1, got {self.coordinates}")
-        if self.samples < 1:
-            raise UserError(f"model.samples (M) must be >= 1, got {self.samples}")
+        if not 2 <= self.n_workers <= MAX_COUNT:
+            raise UserError(f"cluster.workers (N) must be in 2..2**53, got {self.n_workers}")
+        if not 1 <= self.coordinates <= MAX_COUNT:
+            raise UserError(f"model.coordinates (L) must be in 1..2**53, got {self.coordinates}")
+        if not 1 <= self.samples <= MAX_COUNT:
+            raise UserError(f"model.samples (M) must be in 1..2**53, got {self.samples}")
         if not self.cycles > 0:
             raise UserError(f"model.cycles (C) must be > 0, got {self.cycles}")
 

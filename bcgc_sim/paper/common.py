@@ -142,17 +142,6 @@ def largest_difference(differences: Iterable[tuple[float, str]]) -> tuple[float,
     return worst, where
 
 
-def pyplot():
-    """matplotlib.pyplot on the file-only Agg backend, imported on first use (the tables alone
-    need no matplotlib)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 @dataclass
 class Part:
     """What one part of the reproduction hands the driver."""

@@ -17,6 +17,7 @@ from pathlib import Path
 from ..model.deadline import deadline_baselines, raw_deadline
 from ..model.plans import BlockPlan, Plan, TandonPlan
 from ..schemes import SchemeOptions
+from ..style import PAGE_IN, new_figure, save_figure, scheme_colour, styled
 from .common import (
     Check,
     Part,
@@ -25,7 +26,6 @@ from .common import (
     Sweep,
     keep,
     largest_difference,
-    pyplot,
     table_rows,
 )
 from .numbers import CDF_COLUMNS, PAPER_P_VS_L, PAPER_P_VS_MU, PAPER_P_VS_N, PAPER_P_VS_T
@@ -286,27 +286,29 @@ def print_ferdinand_half(sweeps: list[Sweep], results: dict[Point, PointResult])
 
 
 def plot_vs_n(sweeps: list[Sweep], results: dict[Point, PointResult], out: Path) -> Path | None:
-    """PNG of P(tau <= t) vs N: our exact values (lines) and the authors' tables (markers)."""
+    """P(tau <= t) vs N (PNG and PDF): our exact values (lines), the authors' tables (markers)."""
     sweep = next((s for s in sweeps if s.key == "N"), None)
     if sweep is None:
         return None
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 5))
+    return save_figure(vs_n_figure(sweep, results), out / "fig_cdf_vs_N.png")
+
+
+@styled
+def vs_n_figure(sweep: Sweep, results: dict[Point, PointResult]):
+    fig = new_figure(PAGE_IN, 3.8, layout="constrained")
+    ax = fig.subplots()
     for i, (name, label) in enumerate(zip(CDF_COLUMNS, PAPER_LABELS, strict=True)):
         ours = [results[p].probability[name] for p in sweep.points]
         theirs = [row[i] for row in sweep.paper]
-        style = "--" if name == "ferdinand-L" else "-"
-        ax.plot(sweep.axis, ours, style, color=f"C{i}", label=f"{name} (ours, exact)")
-        ax.plot(sweep.axis, theirs, "o", mfc="none", color=f"C{i}", label=f"{label} (authors)")
+        line = "--" if name == "ferdinand-L" else "-"
+        colour = scheme_colour(name)
+        ax.plot(sweep.axis, ours, line, color=colour, label=f"{name} (ours, exact)")
+        ax.plot(sweep.axis, theirs, "o", mfc="none", color=colour, label=f"{label} (authors)")
     ax.set(
         xlabel="N (workers)",
         ylabel="P(tau <= t)",
         title=sweep.title + ", t0 = 1, M = 50, C = 1",
-        xticks=sweep.axis,
     )
-    ax.legend(fontsize=7, ncol=2)
-    ax.grid(alpha=0.3)
-    path = out / "fig_cdf_vs_N.png"
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    ax.set_xticks(sweep.axis, [f"{n:g}" for n in sweep.axis])
+    ax.legend(ncol=2)
+    return fig

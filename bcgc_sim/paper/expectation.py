@@ -22,6 +22,7 @@ from ..model.plans import BlockPlan, Plan, TandonPlan
 from ..model.runtime import Estimate
 from ..predict import evaluation_samples
 from ..schemes import PARTIAL_SCHEMES, SCHEMES, SYSTEM_SCHEMES, SchemeOptions, needs_deadline
+from ..style import PAGE_IN, new_figure, save_figure, scheme_colour, styled
 from .common import (
     Check,
     Part,
@@ -30,7 +31,6 @@ from .common import (
     Sweep,
     keep,
     largest_difference,
-    pyplot,
     table_rows,
 )
 from .numbers import (
@@ -547,74 +547,69 @@ def plot_figures(
     fig3: dict[str, tuple[int, ...]],
     out: Path,
 ) -> list[Path]:
-    """Write the PNG figures, Fig. 3 and one per table; returns their paths."""
-    colours = {name: f"C{i}" for i, name in enumerate(PAPER_COLUMNS)}
-    colours["uncoded"] = "C7"
-    colours[PAPER_SPSG] = colours["bcgc-opt"]
-    written = [plot_fig3(fig3, colours, out / "fig3_partition.png")]
+    """Write the figures (PNG and PDF), Fig. 3 and one per table; returns the PNGs' paths."""
+    written = [save_figure(fig3_figure(fig3), out / "fig3_partition.png")]
     for sweep in sweeps:
-        written.append(plot_sweep(sweep, results, colours, out / sweep.figure))
+        written.append(save_figure(sweep_figure(sweep, results), out / sweep.figure))
     return written
 
 
-def plot_fig3(fig3: dict[str, tuple[int, ...]], colours: dict[str, str], path: Path) -> Path:
+@styled
+def fig3_figure(fig3: dict[str, tuple[int, ...]]):
     """Our partitions at the paper point (lines) beside the authors' Fig. 3 (markers)."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig = new_figure(PAGE_IN, 3.6, layout="constrained")
+    ax = fig.subplots()
     n = np.arange(PAPER_N)
     for name, label in (
         ("bcgc-opt", "opt x^(E,opt)"),
         ("bcgc-t", "x-bar x^(E,t)"),
         ("bcgc-f", "x-tilde x^(E,f)"),
     ):
-        ax.plot(n, fig3[name], "-", color=colours[name], label=f"{label}, ours")
-        ax.plot(
-            n, PAPER_FIG3[name], "o", mfc="none", color=colours[name], label=f"{label}, authors"
-        )
+        colour = scheme_colour(name)
+        ax.plot(n, fig3[name], "-", color=colour, label=f"{label}, ours")
+        ax.plot(n, PAPER_FIG3[name], "o", mfc="none", color=colour, label=f"{label}, authors")
     if PAPER_SPSG in fig3:
         ax.plot(
             n,
             fig3[PAPER_SPSG],
             "--",
-            color=colours["bcgc-opt"],
+            color=scheme_colour(PAPER_SPSG),
             label="opt with the authors' SPSG settings, ours",
         )
     ax.set(
         xlabel="n (number of stragglers tolerated by block n)",
         ylabel="x_n (coordinates)",
-        title="Fig. 3: partitions at N=20, L=2e4, mu=1e-3, t0=50",
+        title="Fig. 3: partitions at N = 20, L = 2e4, mu = 1e-3, t0 = 50",
         xticks=n,
     )
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    ax.legend()
+    return fig
 
 
-def plot_sweep(
-    sweep: Sweep, results: dict[Point, PointResult], colours: dict[str, str], path: Path
-) -> Path:
+@styled
+def sweep_figure(sweep: Sweep, results: dict[Point, PointResult]):
     """R of every scheme along one table: ours (lines) and the authors' (markers)."""
-    plt = pyplot()
     from matplotlib import ticker
 
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig = new_figure(PAGE_IN, 3.8, layout="constrained")
+    ax = fig.subplots()
     names = [*PAPER_COLUMNS, "uncoded"]
     if PAPER_SPSG in results[sweep.points[0]].estimates:
         names.append(PAPER_SPSG)
     for name in names:
         ours = [results[p].estimates[name].mean / UNIT for p in sweep.points]
-        style = {PAPER_SPSG: ":", "ferdinand-L": "--"}.get(name, "-")  # ferd-L = single
-        ax.plot(sweep.axis, ours, style, color=colours[name], label=f"{name} (ours)")
+        line = {PAPER_SPSG: ":", "ferdinand-L": "--"}.get(name, "-")  # ferd-L = single
+        ax.plot(sweep.axis, ours, line, color=scheme_colour(name), label=f"{name} (ours)")
         if name in PAPER_COLUMNS:
             paper = [row[PAPER_COLUMNS.index(name)] for row in sweep.paper]
-            ax.plot(sweep.axis, paper, "o", mfc="none", color=colours[name])
+            ax.plot(sweep.axis, paper, "o", mfc="none", color=scheme_colour(name))
     ax.plot([], [], "o", mfc="none", color="k", label="authors' tables (markers)")
     if sweep.key == "mu":
         ax.set_xscale("log")
         ax.set_xticks(sweep.axis, [f"$10^{{{math.log10(m):.1f}}}$" for m in sweep.axis])
         ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    else:
+        ax.set_xticks(sweep.axis, [f"{v:g}" for v in sweep.axis])  # whole N and L
     if sweep.key in ("mu", "L"):  # the authors' mu- and L-figures use a log y axis
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(ticker.ScalarFormatter())
@@ -622,14 +617,12 @@ def plot_sweep(
     ax.set(
         xlabel={
             "N": "N (workers)",
-            "mu": "mu (rate of the shifted exponential)",
+            "mu": "mu (rate of the shifted exponential, per model time unit)",
             "L": "L (coordinates)",
         }[sweep.key],
-        ylabel="R = E[max_n T_(N-n) S_n(x)]  (1e7)",
+        ylabel="R = E[max_n T_(N-n) S_n(x)] (1e7 model time units)",
         title=sweep.title + ", t0 = 50",
     )
-    ax.legend(fontsize=8)
+    ax.legend(ncol=2)
     ax.grid(alpha=0.3, which="both")
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return fig
