@@ -34,6 +34,7 @@ from .partial.plan import PartialOptions
 from .problems import DATASETS, PROBLEMS
 from .schemes import SCHEMES, SYSTEM_SCHEMES, SchemeOptions, check_scheme_names
 from .wire.protocol import DEFAULT_HEARTBEAT_S, DEFAULT_LIVENESS
+from .wire.shm import TRANSPORTS
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class ClusterConfig:
     replace_timeout: float = 60.0  # seconds to wait for a replacement worker
     stall_timeout: float = 0.0  # seconds without a usable message before an iteration gives up;
     # 0 = derived: liveness x heartbeat + 2 x the predicted iteration + 1 s (master/session.py)
+    transport: str = "auto"  # bulk arrays: "auto" (shared memory on one host), "zmq", "shm"
 
 
 @dataclass(frozen=True)
@@ -261,6 +263,10 @@ def _check_cluster(c: ClusterConfig) -> None:
         )
     if c.on_failure not in ("error", "replace"):
         raise UserError(f"cluster.on_failure must be 'error' or 'replace', got '{c.on_failure}'")
+    if c.transport not in TRANSPORTS:
+        raise UserError(
+            f"cluster.transport must be one of {', '.join(TRANSPORTS)}, got '{c.transport}'"
+        )
 
 
 def _check_natural(n: NaturalConfig, workers: int) -> None:

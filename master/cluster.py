@@ -61,9 +61,11 @@ class LocalCluster:
         max_message_bytes: int = -1,
         heartbeat_s: float = DEFAULT_HEARTBEAT_S,
         liveness: int = DEFAULT_LIVENESS,
+        transport: str = "auto",
     ) -> None:
         self.n_workers = n_workers
         self.heartbeat_s, self.liveness = heartbeat_s, liveness  # the workers' from the start
+        self.transport = transport  # cluster.transport: bulk arrays by shared memory or frames
         self.startup_timeout_s = startup_timeout_s
         self.log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="bcgc-workers-"))
         self.processes: list[subprocess.Popen] = []
@@ -75,7 +77,9 @@ class LocalCluster:
     def __enter__(self) -> LocalCluster:
         check_capacity(self.n_workers)
         try:
-            self.link = WorkerLink("tcp://127.0.0.1", self.max_message_bytes)
+            self.link = WorkerLink(
+                "tcp://127.0.0.1", self.max_message_bytes, transport=self.transport
+            )
             self._spawn()
             self.link.wait_for_workers(self.n_workers, self.startup_timeout_s, self._check_alive)
             self.burners = [self._start_burner(core) for core in self.burner_cores]
@@ -199,8 +203,10 @@ class RemoteCluster:
         max_message_bytes: int = -1,
         curve=None,
         log=print,
+        transport: str = "auto",
     ) -> None:
         self.n_workers = n_workers
+        self.transport = transport
         self.bind = bind
         self.startup_timeout_s = startup_timeout_s
         self.max_message_bytes = max_message_bytes
@@ -209,7 +215,7 @@ class RemoteCluster:
         self.link: WorkerLink | None = None
 
     def __enter__(self) -> RemoteCluster:
-        self.link = WorkerLink(self.bind, self.max_message_bytes, self.curve)
+        self.link = WorkerLink(self.bind, self.max_message_bytes, self.curve, self.transport)
         try:
             self.log(
                 f"master listening on {self.link.endpoint}: start {self.n_workers} workers with "

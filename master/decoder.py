@@ -96,5 +96,8 @@ class IterationDecoder:
             # np.array of a list is the cheapest stack of equal-length rows (np.stack is Python)
             rows = np.array([arrived[w] for w in fastest])
             self.gradient[spec.start : spec.stop] += weights @ rows
+            # keep who arrived (duplicates), not the arrays: they may view a worker's shared
+            # memory, which is then released with the worker (bcgc_sim/wire/shm.py)
+            self.arrived[slot] = dict.fromkeys(arrived)
         self.decoded[slot] = True
         self._undecoded -= 1

@@ -144,6 +144,11 @@ class PartialSession:
         """Send every live worker its order and chunks; wait for their SETUP_OK."""
         self.watch.set_up(timeout_s)
 
+    def release(self) -> None:
+        """Drop the last iteration's uploads: they may view a worker's shared memory, which
+        this process keeps mapped while they live (the runner calls this when a scheme ends)."""
+        self.decoder.reset()
+
     # -- one iteration ----------------------------------------------------------------------
     def iterate(self, iteration: int, theta: np.ndarray) -> tuple[IterationResult, np.ndarray]:
         """One iteration at theta; returns its record and the decoded gradient, shape (L,)."""

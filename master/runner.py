@@ -146,6 +146,7 @@ def local_cluster_factory(config: Config, folder: Path, data: ProblemData):
     return lambda: LocalCluster(
         config.cluster.workers, config.run.startup_timeout, folder / "logs", burners,
         max_message_bytes(data), config.cluster.heartbeat, config.cluster.liveness,
+        config.cluster.transport,
     )  # fmt: skip
 
 
@@ -294,6 +295,7 @@ def run_testbed(
                     }
                     summary = _run_iterations(session, config.run.iterations, data, rate)
                 finally:
+                    session.release()
                     meta["worker_events"] += [{"scheme": name, **e} for e in session.events]
                     meta["rejected_messages"] = dict(cluster.link.rejected)
                 summaries.append(summary)

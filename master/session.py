@@ -398,6 +398,11 @@ class SchemeSession:
         """Send every live worker its rank's plan and code rows; wait for their SETUP_OK."""
         self.watch.set_up(timeout_s)
 
+    def release(self) -> None:
+        """Drop the last iteration's blocks: they may view a worker's shared memory, which this
+        process keeps mapped while they live (the runner calls this when a scheme ends)."""
+        self.decoder.reset()
+
     # -- one iteration ----------------------------------------------------------------------
 
     def predicted_seconds(self, cycle_times: np.ndarray) -> float:

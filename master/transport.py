@@ -2,7 +2,9 @@
 
 Nothing received is trusted: frames are parsed by bcgc_sim.protocol (never unpickled); a
 malformed message, a wrong protocol version or a message from an identity that holds no live
-rank is counted in `rejected` (by reason), logged (Rejections: rate-limited) and dropped.
+rank is counted in `rejected` (by reason), logged (Rejections: rate-limited) and dropped; so is a
+shared-memory reference that is stale, out of bounds or names an unknown segment (its reason is
+the ProtocolError's, bcgc_sim/wire/shm.py).
 Messages larger than `max_message_bytes` are refused by ZeroMQ itself (ZMQ_MAXMSGSIZE: the
 peer is disconnected before the master sees anything of them).
 
@@ -22,6 +24,11 @@ window (a long computation, a SIGSTOP) every clock restarts from the moment it l
 gap the master caused is never held against a worker. Workers watch their connection to the
 master with ZeroMQ heartbeats, which the master's I/O thread answers even while its main thread
 computes.
+
+Shared memory (cluster.transport, MasterSegments): every SETUP offers the theta segment; a
+SETUP_OK announcing the worker's own segment maps it for that rank. A worker that reconnects
+keeps its segments (the same process); a worker that takes a rank anew, a replacement, starts
+with none until its SETUP_OK, and a dead rank's mapping is dropped at the next broadcast.
 
 Security: a non-loopback endpoint is refused unless CURVE is on; with CURVE only workers whose
 public key is in the allowlist folder complete the handshake (others never reach this code).
@@ -46,9 +53,11 @@ from bcgc_sim.wire.protocol import (
     Message,
     MessageType,
     ProtocolError,
+    clock_id,
     encode,
     parse,
 )
+from bcgc_sim.wire.shm import MasterSegments, Unavailable
 
 log = logging.getLogger("bcgc.master")
 GAP_FRACTION = 4  # not looking for more than window / GAP_FRACTION restarts every peer's clock
@@ -336,6 +345,7 @@ class WorkerLink:
         bind: str = "tcp://127.0.0.1",
         max_message_bytes: int = -1,
         curve: Curve | None = None,
+        transport: str = "auto",
     ) -> None:
         if not is_loopback(bind) and curve is None:
             raise UserError(
@@ -345,6 +355,7 @@ class WorkerLink:
         framing.keep_freed_memory()  # this process moves large arrays every iteration
         self.context = zmq.Context()
         self.auth = None
+        self.shared = MasterSegments(transport, clock_id())  # bulk arrays on this host
         self.socket = framing.configure(self.context.socket(zmq.ROUTER))
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -393,6 +404,7 @@ class WorkerLink:
         if self.auth is not None:
             self.auth.stop()
         self.context.destroy(linger=linger_ms)
+        self.shared.close()
 
     def reject(self, reason: str, source: int | bytes | None, detail: str = "") -> None:
         """Count and log one rejected message; `source` is a rank or a routing id."""
@@ -403,6 +415,11 @@ class WorkerLink:
         self.peers.rejections.add(reason, name, detail)
 
     def send(self, rank: int, kind: MessageType, header: dict, array=None) -> None:
+        """Send one message, its array in frames. A SETUP also offers the theta segment, sized
+        for the L float64 of its data (header["data"]["coordinates"]), unless
+        cluster.transport is "zmq"."""
+        if kind is MessageType.SETUP:
+            header = {**header, **self.shared.setup_fields(header["data"]["coordinates"])}
         self.send_frames(rank, encode(kind, header, array))
 
     def send_frames(self, rank: int, frames: list) -> None:
@@ -417,9 +434,22 @@ class WorkerLink:
             pass  # the peer is gone (ROUTER_MANDATORY); liveness is judged elsewhere
 
     def broadcast(self, kind: MessageType, header: dict, array, ranks) -> None:
-        """The same message to every rank in `ranks`, with one buffer for all."""
-        frames = framing.shareable(encode(kind, header, array))
+        """The same message to every rank in `ranks`: by reference to the ranks whose segment
+        is mapped (the array copied once into the theta segment), in frames (one buffer for
+        all) to the others."""
+        shared = self.shared
+        for rank in self.peers.dead & shared.tables.keys():
+            shared.forget(rank)  # a dead worker's segment is freed
+        by_reference = None
+        if array is not None and not shared.tables.keys().isdisjoint(ranks):
+            by_reference = shared.frames(kind, header, array)
+        frames = None
         for rank in sorted(ranks):
+            if by_reference is not None and rank in shared.tables:
+                self.send_frames(rank, by_reference)
+                continue
+            if frames is None:
+                frames = framing.shareable(encode(kind, header, array))
             self.send_frames(rank, frames)
 
     def check_liveness(self, exited: set[int], heartbeat_s: float, liveness: int) -> list[Peer]:
@@ -475,23 +505,15 @@ class WorkerLink:
         """One message as received: registrations, heartbeats and rejects are handled here."""
         arrival = time.monotonic_ns()
         identity = frames[0].bytes
-        try:
-            message = parse(frames[1:])
+        peer = self.peers.by_identity.get(identity)
+        try:  # a shared-memory reference is resolved in its sender's segments only
+            message = parse(frames[1:], None if peer is None else self.shared.tables.get(peer.rank))
         except ProtocolError as exc:
-            text = str(exc)
-            reason = (
-                "version"
-                if "protocol version" in text
-                else "oversized"
-                if "too large" in text
-                else "malformed"
-            )
-            self.reject(reason, identity, text)
+            self.reject(exc.reason, identity, str(exc))
             return None
         if message.kind is MessageType.READY:
             self._register(identity, message, frames[1])
             return None
-        peer = self.peers.by_identity.get(identity)
         if peer is None or peer.state is not _LIVE:
             reason = "unknown-worker" if peer is None else "dead-worker"
             self.reject(reason, identity, message.kind.name)
@@ -499,7 +521,23 @@ class WorkerLink:
         peer.heard_ns = arrival
         if message.kind is MessageType.HEARTBEAT:
             return None
+        if message.kind is MessageType.SETUP_OK:
+            self._accept_segment(peer.rank, message.header)
         return Received(peer.rank, message, arrival)
+
+    def _accept_segment(self, rank: int, header: dict) -> None:
+        """Map the segment a worker announced in SETUP_OK (or forget its old one). Under
+        cluster.transport = "shm" a segment that cannot be mapped ends the run."""
+        try:
+            self.shared.accepted(rank, header)
+        except (Unavailable, ProtocolError) as exc:
+            self.shared.forget(rank)  # its theta now goes in frames, and so do its answers
+            if self.shared.mode == "shm":
+                raise UserError(
+                    f"cluster.transport = 'shm' but the master cannot map worker {rank}'s "
+                    f"shared memory: {exc}; use 'auto' to fall back to ZeroMQ frames"
+                ) from None
+            log.warning("worker %d: shared memory unavailable (%s), using frames", rank, exc)
 
     def _register(self, identity: bytes, message: Message, frame: zmq.Frame) -> None:
         key = ""
@@ -524,9 +562,10 @@ class WorkerLink:
                     self._send_to(identity, encode(MessageType.STOP, {"reason": detail}))
             self.reject(result, identity, detail)
             return
-        if known_token:
+        if known_token:  # the same process: its segments and mappings are still good
             log.info("worker %d reconnected (pid %s)", result.rank, result.pid)
-        else:
+        else:  # a new worker for the rank: nothing by reference until its SETUP_OK
+            self.shared.forget(result.rank)
             log.info("worker rank %d registered (pid %s)", result.rank, result.pid)
 
     def wait_for_workers(self, count: int, timeout_s: float, check=None) -> None:

@@ -5,6 +5,7 @@ machine say nothing); anything else is a crash."""
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -46,3 +47,25 @@ def test_overhead_benchmark_prints_testbed_wire_and_raw_side_by_side():
     assert bed_ratio == pytest.approx(bed / raw, rel=0.02)  # printed ratios are of the same run
     assert wire_ratio == pytest.approx(wire / raw, rel=0.02)
     assert "median testbed/raw" in out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    shutil.which("mpirun") is None,
+    reason="no mpirun: install Open MPI (Debian: openmpi-bin libopenmpi-dev; .ci/run does)",
+)
+def test_mpi_benchmark_prints_the_reference_and_the_testbed_side_by_side():
+    out = run(
+        "bench_mpi.py", "--workers", "2", "--sizes", "20x30", "--iterations", "6",
+        "--rounds", "1",
+    )  # fmt: skip
+    rows = re.findall(
+        r"^\| 20 x 30 \| (uncoded|coded s = 1) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| <= 3 \| (\S+) \| [\d.]+ \|$",
+        out,
+        re.M,
+    )
+    assert [r[0] for r in rows] == ["uncoded", "coded s = 1"], out
+    for _, reference, testbed, ratio, error in rows:
+        assert float(reference) > 0 and float(testbed) > 0
+        assert float(ratio) == pytest.approx(float(testbed) / float(reference), rel=0.05, abs=0.01)
+        assert float(error) < 1e-9  # the reference decodes the exact gradient

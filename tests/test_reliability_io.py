@@ -436,7 +436,15 @@ def test_ctrl_c_while_bcgc_run_starts_exits_130_without_traceback(tmp_path, mome
         assert leftovers(tmp_path / "run") == []
 
 
-def test_an_interrupt_swallowed_by_a_callback_is_delivered_again():
+@pytest.fixture
+def python_sigint():
+    """SIGINT as a fresh Python process has it (a test that ran a worker in-process ignores it)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_an_interrupt_swallowed_by_a_callback_is_delivered_again(python_sigint):
     stop = StopSignals()
     with pytest.raises(KeyboardInterrupt), stop:
 

@@ -1,10 +1,16 @@
 """The real arithmetic of a worker: coded partial derivatives of one slot (spec §2).
 
 The s + 1 parts a worker combines for redundancy s are cyclically consecutive, so their rows form
-at most two contiguous ranges of the data file. Per iteration the worker computes the loss
-derivative r = l'(X theta, y) once over all rows it holds (at most two products per
-partition); a slot is then X[range, start:stop]^T (w * r[range]) over at most two ranges, w
-holding each row's code coefficient.
+at most two contiguous ranges of the data file. Per iteration the worker needs the loss
+derivative r = l'(X theta, y) on every row it holds; a slot is then X[range, start:stop]^T
+(w * r[range]) over at most two ranges, w holding each row's code coefficient.
+
+r is computed part by part when a slot first needs it, not over all held rows up front: slots
+come in increasing redundancy, so the first slot (s = 0) waits only for the worker's own part,
+and each later one for the parts its wider support adds. The work per iteration is the same;
+it is done in the order the deadlines ask for it. (At N = 64, M = 128, L = 1e6 bcgc-opt codes
+coordinates for s = 63: every worker holds all 1 GB of data, and a forward pass over it before
+the first slot delayed every s = 0 message.)
 """
 
 from __future__ import annotations
@@ -45,13 +51,29 @@ class SlotComputer:
             )
             for slot in slots
         }
-        widest: dict[str, int] = {}
-        for slot in slots:
-            widest[slot.partition] = max(widest.get(slot.partition, 0), slot.stragglers)
-        self.held = [
-            rows for name, s in widest.items() for rows, _ in self._ranges(name, s, np.ones(s + 1))
-        ]
+        self.needs = {  # per (partition, s): the parts whose r it reads, as row ranges
+            (slot.partition, slot.stragglers): [
+                self._part_rows(slot.partition, int(part))
+                for part in cyclic_support(rank, slot.stragglers, n_workers)
+            ]
+            for slot in slots
+        }
         self.residual = np.zeros(data.rows)  # loss derivative of the held rows at this theta
+        self.fresh: set[tuple[int, int]] = set()  # row ranges whose r is of this theta
+        self.theta: np.ndarray | None = None
+        self.repeat = 1
+        self._touch()
+
+    def _touch(self) -> None:
+        """Read every held row once, at set-up: the data are memory-mapped, and mapping them
+        page by page inside the first iteration cost about 2 s there (N = 64 workers holding
+        1 GB each, scripts/bench_scale.py); SETUP_OK means the data are loaded."""
+        for rows in {rows for needed in self.needs.values() for rows in needed}:
+            float(np.add.reduce(self.features[rows[0] : rows[1]], axis=None))
+
+    def _part_rows(self, partition: str, part: int) -> tuple[int, int]:
+        bounds = self.partitions[partition]
+        return bounds[part], bounds[part + 1]
 
     def _ranges(
         self, partition: str, stragglers: int, weights: np.ndarray
@@ -71,14 +93,25 @@ class SlotComputer:
                 ranges.append([lo, hi, rows])
         return [(slice(lo, hi), w) for lo, hi, w in ranges if hi > lo]
 
-    def begin(self, theta: np.ndarray) -> None:
-        """Start an iteration at theta, shape (L,): r over every held row."""
-        for rows in self.held:
-            z = self.features[rows] @ theta
-            self.residual[rows] = loss_derivative(self.kind, z, self.targets[rows])
+    def begin(self, theta: np.ndarray, repeat: int = 1) -> None:
+        """Start an iteration at theta, shape (L,) (kept, not copied, until the next begin):
+        r is computed as slots need it, each part's `repeat` times (natural.slowdown: the
+        repetitions are real extra work)."""
+        self.theta, self.repeat = theta, repeat
+        self.fresh.clear()
+
+    def _forward(self, rows: tuple[int, int]) -> None:
+        lo, hi = rows
+        for _ in range(self.repeat):
+            z = self.features[lo:hi] @ self.theta
+            self.residual[lo:hi] = loss_derivative(self.kind, z, self.targets[lo:hi])
+        self.fresh.add(rows)
 
     def compute(self, slot: Slot) -> np.ndarray:
         """sum_i B(s)[rank, part_i] X[part_i, start:stop]^T r(part_i), shape (stop - start,)."""
+        for rows in self.needs[slot.partition, slot.stragglers]:
+            if rows not in self.fresh:
+                self._forward(rows)
         out = None
         for rows, weights in self.ranges[slot.partition, slot.stragglers]:
             weighted = weights * self.residual[rows]

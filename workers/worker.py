@@ -42,6 +42,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from bcgc_sim.model.layout import Slot
 from bcgc_sim.model.stragglers import distribution_from_spec, worker_rng
+from bcgc_sim.partial.coding import block_length
 from bcgc_sim.problems import ProblemData
 from bcgc_sim.wire import framing
 from bcgc_sim.wire.protocol import (
@@ -57,6 +58,7 @@ from bcgc_sim.wire.protocol import (
     parse,
     require,
 )
+from bcgc_sim.wire.shm import Unavailable, WorkerSegments, record_bytes
 
 from .compute import SlotComputer
 
@@ -141,6 +143,7 @@ class Worker:
         self.affinity: list[int] | None = None
         self.malformed = 0
         self.clock = clock_id()
+        self.shared = WorkerSegments(self.clock)  # bulk arrays by shared memory (same host)
         self.heartbeat_ns = int(heartbeat_s * 1e9)
         self.liveness = liveness
         self.last_sent = time.monotonic_ns()
@@ -187,6 +190,7 @@ class Worker:
             raise MasterGone(f"no connection to the master at {self.endpoint} after a reconnect")
 
     def close(self) -> None:
+        self.shared.close()
         self.socket.disable_monitor()
         self.monitor.close(0)
         self.socket.close(0)
@@ -196,8 +200,9 @@ class Worker:
         CURVE handshake, gone) the message is dropped and the liveness rules decide."""
         if not self.connected:  # a connection that came back says READY before anything else
             self._connection_events(time.monotonic_ns())
+        frames = None if array is None else self.shared.frames(kind, header, array)
         try:
-            framing.send(self.socket, encode(kind, header, array), framing.NOBLOCK)
+            framing.send(self.socket, frames or encode(kind, header, array), framing.NOBLOCK)
         except zmq.Again:
             return
         self.last_sent = time.monotonic_ns()
@@ -250,7 +255,7 @@ class Worker:
         if frames is None:
             return None
         try:
-            message = parse(frames)
+            message = parse(frames, self.shared.table)  # the master's segment, once mapped
         except ProtocolError as exc:
             self.malformed += 1
             print(f"bcgc worker {self.rank}: dropped a malformed message: {exc}", file=sys.stderr)
@@ -325,8 +330,8 @@ class Worker:
     def setup(self, message: Message) -> None:
         h = message.header
         try:
-            heartbeat_ns, liveness = self._while_ticking(lambda: self._load(h))
-        except (ProtocolError, ValueError, TypeError, KeyError, OSError) as exc:
+            heartbeat_ns, liveness, shared = self._while_ticking(lambda: self._load(h))
+        except (ProtocolError, ValueError, TypeError, KeyError, OSError, Unavailable) as exc:
             self.run_id = None
             self.send(
                 MessageType.FAILED, {"rank": self.requested_rank, "reason": f"set-up failed: {exc}"}
@@ -340,7 +345,7 @@ class Worker:
         self.send(
             MessageType.SETUP_OK,
             {"run": self.run_id, "rank": self.rank, "affinity": self.affinity,
-             "heartbeat_s": self.heartbeat_ns / 1e9},
+             "heartbeat_s": self.heartbeat_ns / 1e9, **shared},
         )  # fmt: skip
 
     def _while_ticking(self, work):
@@ -364,9 +369,10 @@ class Worker:
             raise outcome["error"]
         return outcome["value"]
 
-    def _load(self, h: dict) -> tuple[int, int]:
-        """Take a SETUP's plan, data and straggler law (no messages: it runs beside tick());
-        returns the master's heartbeat (ns) and liveness."""
+    def _load(self, h: dict) -> tuple[int, int, dict]:
+        """Take a SETUP's plan, data, straggler law and shared-memory offer (no messages: it
+        runs beside tick()); returns the master's heartbeat (ns), liveness and the SETUP_OK
+        fields that announce this worker's segment (none without an offer it could take)."""
         self.partial = None  # a BCGC plan unless the SETUP names the partial-gc protocol
         if h.get("protocol") == PARTIAL_PROTOCOL:
             from .partial import ChunkComputer  # partial-gc plans only
@@ -378,6 +384,7 @@ class Worker:
             self.rank = h["rank"]
             self.distribution = distribution_from_spec(h["straggler"])
             self.partial = ChunkComputer.from_header(ProblemData(**h["data"]), h)
+            sent = record_bytes(8 * block_length(h["data"]["coordinates"], self.partial.parts))
         else:
             require(
                 h, run=str, rank=int, n_workers=int, seed=int, ns_per_load=float, slots=list,
@@ -394,6 +401,7 @@ class Worker:
             self.computer = SlotComputer(
                 data, partitions, self.slots, self.rank, h["n_workers"], code_rows
             )
+            sent = sum(record_bytes(8 * (s.stop - s.start)) for s in self.slots)
         self.seed, self.ns_per_load = h["seed"], h["ns_per_load"]
         if not (math.isfinite(self.ns_per_load) and self.ns_per_load >= 0):
             raise ValueError(f"ns_per_load must be finite and >= 0, got {self.ns_per_load}")
@@ -403,7 +411,9 @@ class Worker:
         liveness = int(h.get("liveness", DEFAULT_LIVENESS))
         if not (heartbeat_ns > 0 and liveness >= 2):
             raise ValueError(f"bad heartbeat_s {heartbeat_ns / 1e9} or liveness {liveness}")
-        return heartbeat_ns, liveness
+        # room for one iteration's arrays (`sent` bytes) in each half of this worker's segment
+        shared = self.shared.setup(h.get("shm_offer"), self.rank, sent)
+        return heartbeat_ns, liveness, shared
 
     def iterate(self, message: Message) -> Message | None:
         """Run one iteration; return the master's message that interrupted it, if any.
@@ -422,8 +432,7 @@ class Worker:
         iteration, start, received, cycle_time, theta = begun
         if not math.isfinite(cycle_time):
             return self.wait_until(None)  # a full straggler this iteration: never answers
-        for _ in range(self.repeat):  # a per-worker slowdown is real extra work
-            self.computer.begin(np.asarray(theta, dtype=float))
+        self.computer.begin(np.asarray(theta, dtype=float), self.repeat)  # slowdown: real work
         for index, slot in enumerate(self.slots):
             for _ in range(self.repeat):
                 values = self.computer.compute(slot)
@@ -455,6 +464,7 @@ class Worker:
         if h.get("run") != self.run_id or not isinstance(h.get("iteration"), int) or theta is None:
             return None
         iteration = h["iteration"]
+        self.shared.replying = "shm" in h  # answer by reference iff theta came by reference
         shared_clock = (
             self.clock and h.get("clock") == self.clock and isinstance(h.get("sent_ns"), int)
         )

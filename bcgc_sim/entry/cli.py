@@ -307,6 +307,7 @@ def cmd_master(args: argparse.Namespace) -> int:
             max_message_bytes(data),
             curve,
             log=lambda text: print(text, file=sys.stderr),
+            transport=config.cluster.transport,
         )
 
     summaries = run_testbed(

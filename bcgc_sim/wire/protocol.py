@@ -69,7 +69,13 @@ def clock_id() -> str:
 
 
 class ProtocolError(ValueError):
-    """A message that does not follow this protocol; receivers count it and drop it."""
+    """A message that does not follow this protocol; receivers count it under `reason` (the
+    master's rejected_messages: "malformed", "version", "oversized", or a shared-memory
+    reference's "unknown-segment", "out-of-bounds", "stale-reference") and drop it."""
+
+    def __init__(self, message: str, reason: str = "malformed") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(slots=True)
@@ -101,11 +107,13 @@ _TYPES = {t.value: t for t in MessageType}
 _DTYPES = {name: np.dtype(name) for name in ALLOWED_DTYPES}
 
 
-def parse(frames: Sequence[Buffer]) -> Message:
+def parse(frames: Sequence[Buffer], segments: Any = None) -> Message:
     """Validate and decode frames (TAG + TYPE + HEADER[, PAYLOAD]); raise ProtocolError.
 
     Frames are anything with the buffer protocol: bytes, memoryview, or zmq.Frame as received
-    (the array is then a view of the frame's memory, not a copy)."""
+    (the array is then a view of the frame's memory, not a copy). A header with a shared-memory
+    reference ("shm", bcgc_sim.wire.shm) is resolved by `segments` (a SegmentTable of the sender's
+    segments; None: refused), which checks it before any array is built."""
     if not frames:
         raise ProtocolError("expected 1 or 2 frames, got 0")
     envelope = memoryview(frames[0])
@@ -113,7 +121,7 @@ def parse(frames: Sequence[Buffer]) -> Message:
         raise ProtocolError("not a bcgc message")
     if len(envelope) < 5 or envelope[4] != PROTOCOL_VERSION:
         got = envelope[4] if len(envelope) >= 5 else "?"
-        raise ProtocolError(f"protocol version {got}, expected {PROTOCOL_VERSION}")
+        raise ProtocolError(f"protocol version {got}, expected {PROTOCOL_VERSION}", "version")
     if len(frames) > 2:
         raise ProtocolError(f"expected 1 or 2 frames, got {len(frames)}")
     end = 6 + envelope[5] if len(envelope) > 5 else 6
@@ -123,7 +131,7 @@ def parse(frames: Sequence[Buffer]) -> Message:
         raise ProtocolError(f"unknown message type {name[:16]!r}")
     raw_header = envelope[end:]
     if len(raw_header) > MAX_HEADER_BYTES:
-        raise ProtocolError("header too large")
+        raise ProtocolError("header too large", "oversized")
     try:
         header = msgpack.unpackb(raw_header, raw=False, strict_map_key=True)
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
@@ -133,25 +141,41 @@ def parse(frames: Sequence[Buffer]) -> Message:
     array = None
     if len(frames) == 2:
         array = _array(header, frames[1])
+    elif "shm" in header:
+        array = _shared_array(header, segments)
     elif "dtype" in header:
         raise ProtocolError("header announces an array but no payload frame came")
     return Message(kind, header, array)
 
 
 def _array(header: dict[str, Any], payload: Buffer) -> np.ndarray:
+    dtype, shape, expected = _described(header)
+    if len(payload) != expected:
+        raise ProtocolError(f"payload has {len(payload)} bytes, shape {shape} needs {expected}")
+    array = np.frombuffer(payload, dtype=dtype)
+    return array if len(shape) == 1 else array.reshape(shape)
+
+
+def _shared_array(header: dict[str, Any], segments: Any) -> np.ndarray:
+    dtype, shape, expected = _described(header)
+    if segments is None:
+        raise ProtocolError(
+            "shared-memory reference from a peer without segments", "unknown-segment"
+        )
+    array = segments.resolve(header["shm"], dtype, expected, header.get("iteration"))
+    return array if len(shape) == 1 else array.reshape(shape)
+
+
+def _described(header: dict[str, Any]) -> tuple[np.dtype, list, int]:
+    """(dtype, shape, bytes) of the array a header describes; raise ProtocolError."""
     name, shape = header.get("dtype"), header.get("shape")
     dtype = _DTYPES.get(name) if type(name) is str else None
     if dtype is None:
         raise ProtocolError(f"dtype {name!r} not allowed")
     d = shape[0] if type(shape) is list and len(shape) == 1 else None
     if type(d) is int and 0 <= d <= MAX_PAYLOAD_BYTES // dtype.itemsize:
-        expected = d * dtype.itemsize  # a vector, as most messages carry: no loops
-    else:
-        expected = _payload_bytes(shape, dtype)
-    if len(payload) != expected:
-        raise ProtocolError(f"payload has {len(payload)} bytes, shape {shape} needs {expected}")
-    array = np.frombuffer(payload, dtype=dtype)
-    return array if len(shape) == 1 else array.reshape(shape)
+        return dtype, shape, d * dtype.itemsize  # a vector, as most messages carry: no loops
+    return dtype, shape, _payload_bytes(shape, dtype)
 
 
 def _payload_bytes(shape: Any, dtype: np.dtype) -> int:
