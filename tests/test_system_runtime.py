@@ -190,6 +190,30 @@ def test_bcgc_sys_opt_is_at_least_as_fast_as_every_single_level():
     assert mean(chosen.x) <= min(mean(x) for x in singles) * (1 + 1e-9)
 
 
+def test_bcgc_sys_opt_is_never_predicted_slower_than_a_plan_it_could_take():
+    """Costs like the 2-core development machine's, random cycle times: on the same simulated
+    draws the chosen x is at least as fast as uncoded, every L e_s and an extra plan given."""
+    from bcgc_sim.model.machine import system_runtimes
+    from bcgc_sim.model.sys_opt import FINAL_SAMPLES, bcgc_sys_opt, single_level
+
+    costs = SystemCosts(
+        forward_element_s=1.5e-10, derivative_element_s=1.4e-10, derivative_call_s=2.6e-6,
+        theta_receive_s=1.8e-4, send_s=4.7e-5, byte_s=8.5e-11, wake_s=2.4e-5,
+        theta_send_s=1.7e-5, master_message_s=1.7e-5, master_wake_s=5.9e-5,
+        decode_element_s=4.1e-10, decode_s=4.1e-6, iteration_s=2e-4, master_lag_s=2e-4,
+        cores=2, law_shift=(1.0,), law_rate=(3.0,),
+    )  # fmt: skip
+    machine, extra = Machine(cores=2), (90, 60, 50, 200)
+    chosen = bcgc_sys_opt(4, 800, 400, costs, machine, seed=3, extra=(extra,))
+
+    def mean(x):
+        plan = BlockPlan("p", x)
+        return system_runtimes(plan, 800, 400, costs, machine, FINAL_SAMPLES, 3).mean()
+
+    others = [single_level(4, 400, s) for s in range(4)] + [extra]
+    assert all(mean(chosen) <= mean(x) for x in others)
+
+
 def test_bcgc_sys_opt_codes_around_a_slow_dedicated_worker():
     """One core each, worker 3 five times slower: a plan that does not wait for it wins."""
     costs = SystemCosts(forward_element_s=1e-8, derivative_element_s=1e-8, send_s=1e-5)

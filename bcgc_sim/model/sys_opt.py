@@ -6,12 +6,15 @@ The objective is what the testbed measures: the mean time from the broadcast of 
 last decode, over consecutive simulated iterations (model/machine.py), stale work and the
 master's CPU included. The forward pass depends on x only through its highest level s_max
 (every worker holds the s_max + 1 partitions), so candidates are enumerated by s_max: the
-uncoded plan, single levels L e_s, and for each s_max a BCGC partition over levels 0..s_max
-shaped like Theorem 2 (spec/bcgc.md §5) for the workers' mean cycle times. Up to N = 10 every
-s_max is tried, above that a geometric grid of them. The best candidate is refined by moving
-shares of coordinates between neighbouring levels while that lowers the estimate (at most
-REFINE_EVALUATIONS more). Where coding does not pay on the machine, the answer is the uncoded
-or a single-level plan.
+uncoded plan, every single level L e_s, and for each s_max a BCGC partition over levels
+0..s_max shaped like Theorem 2 (spec/bcgc.md §5) for the workers' mean cycle times (every
+s_max up to N = 10, above that a geometric grid), with any other schemes' partitions passed
+in. The best is refined by moving shares of coordinates between neighbouring levels while that
+lowers the estimate (at most REFINE_EVALUATIONS more). Every plan is priced on the same
+simulated draws (common random numbers), and the finalists are compared again on more of
+them: the answer is never a plan the model predicts slower than one it tried, the uncoded
+and every single-level plan included. Where coding does not pay on the machine, the answer
+is the uncoded or a single-level plan.
 """
 
 from __future__ import annotations
@@ -22,8 +25,10 @@ from .costs import SystemCosts
 from .machine import Machine, system_runtimes
 from .plans import BlockPlan
 
-SEARCH_PRECISION = 0.03  # standard error of each candidate's simulated mean, relative
-EVERY_LEVEL_UP_TO = 10  # N up to which every s_max is a candidate
+SEARCH_SAMPLES = 40  # simulated iterations per plan while searching (common random numbers)
+FINAL_SAMPLES = 120  # ... when the finalists are compared
+FINALIST_MARGIN = 1.10  # searched plans within this factor of the best are compared again
+EVERY_LEVEL_UP_TO = 10  # N up to which every s_max gets a Theorem 2 shaped candidate
 REFINE_EVALUATIONS = 40  # most extra plans priced while refining
 IMPROVEMENT = 0.995  # a move is taken if it lowers the estimate by 0.5% at least
 
@@ -62,41 +67,60 @@ def candidate_levels(n_workers: int) -> list[int]:
     return sorted(grid)
 
 
+def single_level(n_workers: int, coordinates: int, level: int) -> tuple[int, ...]:
+    """L e_s: every coordinate at one level (level 0 is the uncoded plan)."""
+    x = [0] * n_workers
+    x[level] = coordinates
+    return tuple(x)
+
+
 def bcgc_sys_opt(
-    n_workers: int, rows: int, coordinates: int, costs: SystemCosts, machine: Machine, seed: int
+    n_workers: int,
+    rows: int,
+    coordinates: int,
+    costs: SystemCosts,
+    machine: Machine,
+    seed: int,
+    extra: tuple[tuple[int, ...], ...] = (),
 ) -> tuple[int, ...]:
-    """The x (length N) with the lowest simulated mean runtime among the candidates."""
-    cache: dict[tuple[int, ...], float] = {}
+    """The x (length N) with the lowest simulated mean runtime among the candidates: the
+    uncoded plan, every single level, Theorem 2 shaped partitions per s_max, `extra` (other
+    schemes' block partitions) and the refinement of the best. Every plan is priced on the
+    same simulated draws (the seed's multipliers: common random numbers); the finalists, the
+    uncoded and every single-level plan always among them, are compared again on
+    FINAL_SAMPLES draws, so no plan the search saw is predicted faster than the answer."""
 
-    def price(x: tuple[int, ...]) -> float:
-        if x not in cache:
-            runtimes = system_runtimes(
-                BlockPlan("bcgc-sys-opt", x),
-                rows,
-                coordinates,
-                costs,
-                machine,
-                None,
-                seed,
-                precision=SEARCH_PRECISION,
-            )
-            cache[x] = float(np.mean(runtimes))
-        return cache[x]
+    def pricer(samples: int):
+        cache: dict[tuple[int, ...], float] = {}
 
-    def single(level: int) -> tuple[int, ...]:
-        x = [0] * n_workers
-        x[level] = coordinates
-        return tuple(x)
+        def price(x: tuple[int, ...]) -> float:
+            if x not in cache:
+                plan = BlockPlan("bcgc-sys-opt", x)
+                runtimes = system_runtimes(plan, rows, coordinates, costs, machine, samples, seed)
+                cache[x] = float(np.mean(runtimes))
+            return cache[x]
+
+        return price, cache
 
     repeat = np.asarray(machine.repeat, dtype=float) if machine.repeat else 1.0
     means = costs.mean_cycle_times(n_workers) * repeat
-    candidates = []
+    singles = [single_level(n_workers, coordinates, s) for s in range(n_workers)]
+    candidates = list(singles)
     for top in candidate_levels(n_workers):
-        candidates.append(single(top))
         if top > 0:
             candidates.append(_rounded(truncated_theorem2(means, top), coordinates))
-    best = min(candidates, key=price)
-    return _refine(best, price, len(cache) + REFINE_EVALUATIONS, cache)
+    candidates += [tuple(int(v) for v in x) for x in extra if _valid(x, n_workers, coordinates)]
+    search, searched = pricer(SEARCH_SAMPLES)
+    best = min(candidates, key=search)
+    best = _refine(best, search, len(searched) + REFINE_EVALUATIONS, searched)
+    cutoff = FINALIST_MARGIN * min(searched.values())
+    finalists = {x for x, value in searched.items() if value <= cutoff} | set(singles) | {best}
+    final, _ = pricer(FINAL_SAMPLES)
+    return min(sorted(finalists), key=final)
+
+
+def _valid(x, n_workers: int, coordinates: int) -> bool:
+    return len(x) == n_workers and min(x) >= 0 and sum(x) == coordinates
 
 
 def _refine(x: tuple[int, ...], price, budget: int, cache: dict) -> tuple[int, ...]:
