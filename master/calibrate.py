@@ -45,6 +45,7 @@ from .system_calibrate import (
     measure_plans,
     plan_costs,
     probe_plans,
+    resolved_transport,
     write_measurements,
 )
 
@@ -162,7 +163,11 @@ def calibrate(config_path: str | None, overrides: list[str], folder: Path, log=p
     calibration = save_costs(
         costs,
         folder / "calibration.toml",
-        {"setting": " ".join(overrides) or "defaults", "unit": "seconds"},
+        {
+            "setting": " ".join(overrides) or "defaults",
+            "transport": resolved_transport(second.cluster.transport),
+            "unit": "seconds",
+        },
     )
     samples = evaluation_samples(model, second.seed, 50_000)
     machine = second.machine(costs)
@@ -185,6 +190,9 @@ def calibrate(config_path: str | None, overrides: list[str], folder: Path, log=p
             "system_predicted_mean_s": float(system.mean()),
             "system_ratio": float(measured_s.mean()) / float(system.mean()),
             "system_ks_distance": float(stats.ks_2samp(measured_s, system).statistic),
+            "measured_median_round_s": m.median_round,
+            "round_spread": m.round_spread,
+            "system_median_ratio": m.median_round / float(system.mean()),
             "rounds_kept": int(m.kept.sum()),
             "rounds": int(m.kept.size),
             "foreign_load_max": float(m.foreign.max()),
@@ -194,6 +202,9 @@ def calibrate(config_path: str | None, overrides: list[str], folder: Path, log=p
     probes_out = {
         name: {
             "measured_mean_s": m.mean,
+            "measured_median_round_s": m.median_round,
+            "round_spread": m.round_spread,
+            "plan": m.plan.describe(),
             "system_predicted_mean_s": float(
                 system_runtimes(
                     m.plan,

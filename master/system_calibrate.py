@@ -8,7 +8,9 @@ bcgc_sim/model/costs.py). Every figure is measured, none fitted to runtimes:
 2. The decoder (master/decoder.py): its weighted sum per coordinate x message, and the fixed
    cost of decoding a slot with s > 0 once its decoding vector is cached.
 3. The transport: a ping-pong of messages of several sizes with an echo process, on the
-   transport the testbed uses (ZeroMQ over TCP loopback), both ends idle between messages:
+   transport the run uses (cluster.transport resolved as the cluster resolves it: ZeroMQ over
+   TCP loopback, the bulk bytes in frames or copied through shared memory), both ends idle
+   between messages:
    the CPU per byte (the slope of both processes' CPU per round trip over the size, per end;
    both on one core) and the wake-up of an idle core (half the difference of the round trips
    with the echo on another core and on the same one).
@@ -38,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from bcgc_sim.config import Config
+from bcgc_sim.errors import UserError
 from bcgc_sim.model.codes import CodeBook
 from bcgc_sim.model.costs import FLOAT_BYTES, SystemCosts
 from bcgc_sim.model.layout import layout_for
@@ -161,18 +164,63 @@ def measure_decode_fixed(n_workers: int, coordinates: int, seed: int = 1) -> flo
 
 
 # -- 3: the transport -------------------------------------------------------------------------
+# Both ends of the ping-pong move each message as the testbed does on `transport`: "zmq" in
+# frames; "shm" copied into the sender's shared segment (bcgc_sim/wire/shm.py) and named by a
+# small frame that the receiver resolves to a view of the peer's segment (no copy). The echo
+# sends back what it received, so under "shm" it copies from the peer's segment into its own.
+SHM_ENDPOINT = """
+import json
+import numpy as np
+from bcgc_sim.wire.protocol import clock_id
+from bcgc_sim.wire.shm import OwnSegment, SegmentInfo, SegmentTable, record_bytes
+
+class Endpoint:
+    def __init__(self, socket, route, name, largest):
+        self.socket, self.route = socket, route
+        self.own = OwnSegment(name, record_bytes(largest), clock_id())
+        self.table = SegmentTable()
+        self.count = 0
+
+    def hello(self):
+        self.socket.send_multipart([*self.route, json.dumps(self.own.info.to_header()).encode()])
+
+    def meet(self, frame):
+        self.table.attach(SegmentInfo.from_header(json.loads(bytes(frame))))
+
+    def send(self, array):
+        self.count += 1
+        ref = self.own.put(self.count, array)
+        self.socket.send_multipart([*self.route, json.dumps([ref, array.nbytes]).encode()])
+
+    def receive(self, frame):
+        ref, nbytes = json.loads(bytes(frame))
+        return self.table.resolve(ref, np.dtype(np.uint8), nbytes, ref[3])
+"""
+
 ECHO = """
 import os, sys, zmq
 if hasattr(os, "sched_setaffinity"):
     os.sched_setaffinity(0, {int(sys.argv[2])})
 socket = zmq.Context().socket(zmq.DEALER)
 socket.connect(sys.argv[1])
-socket.send(b"ready")
+shared = sys.argv[3] == "shm"
+if shared:
+    exec(sys.argv[4])
+    end = Endpoint(socket, [], f"bcgc-echo-{os.getpid()}", int(sys.argv[5]))
+    end.hello()
+else:
+    socket.send(b"ready")
 while True:
     frame = socket.recv(copy=False)
     if len(frame) == 0:
         break
-    socket.send(frame, copy=False)
+    if shared:
+        if frame.bytes.startswith(b"{"):
+            end.meet(frame)
+            continue
+        end.send(end.receive(frame))
+    else:
+        socket.send(frame, copy=False)
 """
 
 PING = """
@@ -180,6 +228,7 @@ import json, os, subprocess, sys, time
 core, other, rounds = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 if hasattr(os, "sched_setaffinity"):
     os.sched_setaffinity(0, {core})  # before ZeroMQ starts its I/O thread
+import numpy as np
 import zmq
 
 def cpu(pid):
@@ -191,23 +240,34 @@ def cpu(pid):
             pass
     return total
 
+mode, sizes, endpoint_code = sys.argv[6], json.loads(sys.argv[5]), sys.argv[7]
 socket = zmq.Context().socket(zmq.ROUTER)
 port = socket.bind_to_random_port("tcp://127.0.0.1")
-echo = subprocess.Popen([sys.executable, "-c", sys.argv[4], f"tcp://127.0.0.1:{port}", str(other)])
+echo = subprocess.Popen([sys.executable, "-c", sys.argv[4], f"tcp://127.0.0.1:{port}", str(other),
+                         mode, endpoint_code, str(max(sizes))])
 try:
     if not socket.poll(20_000):
         raise SystemExit("the echo process did not connect")
-    peer = socket.recv_multipart()[0]
+    peer, hello = socket.recv_multipart()
+    if mode == "shm":
+        exec(endpoint_code)
+        end = Endpoint(socket, [peer], f"bcgc-ping-{os.getpid()}", max(sizes))
+        end.meet(hello)
+        end.hello()
     out = []
-    for size in json.loads(sys.argv[5]):
-        payload = bytes(size)
+    for size in sizes:
+        payload = np.zeros(size, dtype=np.uint8)
         trips = []
         before = cpu(os.getpid()) + cpu(echo.pid)
         for _ in range(rounds):
             time.sleep(0.0003)  # both ends go idle, as between the testbed's messages
             start = time.monotonic_ns()
-            socket.send_multipart([peer, payload])
-            socket.recv_multipart()
+            if mode == "shm":
+                end.send(payload)
+                end.receive(socket.recv_multipart()[1])
+            else:
+                socket.send_multipart([peer, payload])
+                socket.recv_multipart()
             trips.append(time.monotonic_ns() - start)
         used = (cpu(os.getpid()) + cpu(echo.pid) - before) / rounds
         trips.sort()
@@ -224,9 +284,30 @@ TRANSPORT_SIZES = (16, 8 << 10, 64 << 10, 256 << 10)  # bytes per message of the
 TRANSPORT_REPEATS = 3  # ping-pongs per configuration (their medians are kept)
 
 
-def _ping_pong(core: int, other: int, rounds: int) -> list[tuple[int, float, float]]:
-    """(bytes, median round trip s, CPU s per round trip of both processes) per size, ZeroMQ
-    over TCP loopback between a process on `core` and an echo on `other`."""
+def resolved_transport(mode: str) -> str:
+    """What cluster.transport = `mode` moves bulk arrays by on this host, as the cluster
+    resolves it (bcgc_sim/wire/shm.py): "zmq" (frames) or "shm" ("auto" is shared memory
+    when this host can make a segment, frames otherwise)."""
+    from bcgc_sim.wire.protocol import clock_id
+    from bcgc_sim.wire.shm import OwnSegment, Unavailable, run_prefix
+
+    if mode == "zmq":
+        return "zmq"
+    try:
+        if not clock_id():
+            raise Unavailable("no boot id: segments are never shared")
+        OwnSegment(f"{run_prefix()}-probe", 64, clock_id()).close()
+    except Unavailable as exc:
+        if mode == "shm":
+            raise UserError(f"cluster.transport = 'shm' but {exc}") from None
+        return "zmq"
+    return "shm"
+
+
+def _ping_pong(core: int, other: int, rounds: int, transport: str) -> list[tuple]:
+    """(bytes, median round trip s, CPU s per round trip of both processes) per size between
+    a process on `core` and an echo on `other`, over ZeroMQ on TCP loopback, the bulk bytes in
+    frames ("zmq") or through shared segments ("shm")."""
     import json
 
     result = subprocess.run(
@@ -239,6 +320,8 @@ def _ping_pong(core: int, other: int, rounds: int) -> list[tuple[int, float, flo
             str(rounds),
             ECHO,
             json.dumps(list(TRANSPORT_SIZES)),
+            transport,
+            SHM_ENDPOINT,
         ],
         capture_output=True,
         text=True,
@@ -248,20 +331,27 @@ def _ping_pong(core: int, other: int, rounds: int) -> list[tuple[int, float, flo
     return [tuple(row) for row in json.loads(result.stdout)]
 
 
-def measure_transport(rounds: int = 300) -> dict[str, float]:
-    """The transport's cost per byte (CPU seconds per byte per end: the slope of both
-    processes' CPU per round trip over the size, on one core, over 4) and the wake-up of an
-    idle core (the one-way time to an echo on another, idle core minus that on the same
-    core), for ZeroMQ over TCP loopback, the testbed's transport."""
+def measure_transport(transport: str, rounds: int = 300) -> dict[str, float]:
+    """The cost per byte of `transport` ("zmq" or "shm", resolved) and the wake-up of an idle
+    core (the one-way time to an echo on another, idle core minus that on the same core).
+    The slope of both processes' CPU per round trip over the message size, both on one core:
+    "zmq" handles every byte at both ends of both messages (byte_s = slope / 4); "shm" copies
+    them once per message, at the sender (copy_byte_s = slope / 2)."""
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
-    same = [_ping_pong(cores[0], cores[0], rounds) for _ in range(TRANSPORT_REPEATS)]
+    same = [_ping_pong(cores[0], cores[0], rounds, transport) for _ in range(TRANSPORT_REPEATS)]
     slope = float(np.median([_line([(b, cpu) for b, _, cpu in run])[0] for run in same]))
     wake = 0.0
     if len(cores) > 1:
-        across = [_ping_pong(cores[0], cores[-1], rounds) for _ in range(TRANSPORT_REPEATS)]
+        across = [
+            _ping_pong(cores[0], cores[-1], rounds, transport) for _ in range(TRANSPORT_REPEATS)
+        ]
         # per direction, smallest message; medians of the repeats (the VM's timing wanders)
         wake = (np.median([r[0][1] for r in across]) - np.median([r[0][1] for r in same])) / 2
-    return {"byte_s": slope / 4, "wake_s": max(float(wake), 0.0), "latency_s": 0.0}
+    if transport == "shm":
+        per_byte = {"byte_s": 0.0, "copy_byte_s": slope / 2}
+    else:
+        per_byte = {"byte_s": slope / 4, "copy_byte_s": 0.0}
+    return {**per_byte, "wake_s": max(float(wake), 0.0), "latency_s": 0.0}
 
 
 # -- 4: messages, master, cores from instrumented natural runs -------------------------------
@@ -368,8 +458,12 @@ def fit_messages(
         sent = m.messages / n  # messages each worker sent per iteration (abandoned ones not)
         compute = float(np.mean(work.forward_s + work.derivative_s.sum(axis=1)))
         widths = np.array([s.stop - s.start for s in slots])
-        byte_cost = base.byte_s * FLOAT_BYTES * float(widths.mean())
-        worker_target.append(float(m.worker.mean()) - base.byte_s * theta_bytes - sent * byte_cost)
+        width_bytes = FLOAT_BYTES * float(widths.mean())
+        byte_cost = base.byte_s * width_bytes  # each end of a framed message
+        sender_bytes = (base.byte_s + base.copy_byte_s) * width_bytes  # ... and the copy
+        worker_target.append(
+            float(m.worker.mean()) - base.byte_s * theta_bytes - sent * sender_bytes
+        )
         computes.append(compute)
         sends.append(sent)
         master_io.append(m.master_io)
@@ -401,6 +495,7 @@ def fit_messages(
     message, master_wake = _lsq([np.array(sends) * n, np.array(wakes)], np.array(taken))
     iteration, after_message = _lsq([ones, np.array(sends) * n], np.array(after) - gradient)
     broadcast = float(np.mean([measured[k].broadcast for k in names]))
+    broadcast = max(broadcast - base.copy_byte_s * theta_bytes, 0.0)  # theta's one copy
     return scaled.with_updates(
         theta_receive_s=theta_receive,
         send_s=send,
@@ -467,7 +562,7 @@ def machine_costs(config: Config) -> SystemCosts:
         **measure_kernels(rows, coordinates, n, config.seed),
         decode_element_s=measure_decode_element(n, coordinates, config.seed),
         decode_s=measure_decode_fixed(n, coordinates, config.seed),
-        **measure_transport(),
+        **measure_transport(resolved_transport(config.cluster.transport)),
         cores=cores,
         slice_s=base_slice_s(cores),
         tick_s=scheduler_tick_s(),

@@ -50,50 +50,55 @@ BASE = SystemCosts(
 )
 
 
-def synthetic(config) -> dict[str, PlanCosts]:
-    """What the instrumented cluster would read if the machine were the model with KNOWN."""
-    machine = config.machine(KNOWN)
+# the same machine with arrays through shared memory: no framed bytes, one copy at the sender
+SHARED = dataclasses.replace(KNOWN, byte_s=0.0, copy_byte_s=2.5e-11)
+
+
+def synthetic(config, known: SystemCosts = KNOWN) -> dict[str, PlanCosts]:
+    """What the instrumented cluster would read if the machine were the model with `known`."""
+    machine = config.machine(known)
     out = {}
     for name, plan in probe_plans(N, COORDS).items():
-        work = plan_work(plan, ROWS, COORDS, KNOWN)
+        work = plan_work(plan, ROWS, COORDS, known)
         iterations = 40
-        trace = simulate(work, KNOWN, machine, np.ones((iterations, N)))
-        idle = trace.idle_wakes / iterations * KNOWN.wake_s
+        trace = simulate(work, known, machine, np.ones((iterations, N)))
+        idle = trace.idle_wakes / iterations * known.wake_s
         slots = layout_for(plan, ROWS).slots
         sent = len(slots)  # every worker sends every slot: the trace's messages per iteration
         received = N * sent
         width = np.mean([s.stop - s.start for s in slots])
-        message_bytes = KNOWN.byte_s * FLOAT_BYTES * width
+        message_bytes = known.byte_s * FLOAT_BYTES * width
+        copied = known.copy_byte_s * FLOAT_BYTES * width
         worker = (
-            KNOWN.theta_receive_s
-            + KNOWN.byte_s * FLOAT_BYTES * COORDS
+            known.theta_receive_s
+            + known.byte_s * FLOAT_BYTES * COORDS
             + work.forward_s
             + work.derivative_s.sum(axis=1)
-            + sent * (KNOWN.send_s + message_bytes)
+            + sent * (known.send_s + message_bytes + copied)
         ) + idle[:N]
         decode = sum(
-            KNOWN.decode_s + KNOWN.decode_element_s * (N - s.stragglers) * (s.stop - s.start)
+            known.decode_s + known.decode_element_s * (N - s.stragglers) * (s.stop - s.start)
             if s.stragglers
-            else KNOWN.decode_element_s * N * (s.stop - s.start)
+            else known.decode_element_s * N * (s.stop - s.start)
             for s in slots
         )
         taking = (
-            received * (KNOWN.master_message_s + message_bytes)
+            received * (known.master_message_s + message_bytes)
             + decode
-            + trace.wakes[-2] / iterations * KNOWN.master_wake_s
+            + trace.wakes[-2] / iterations * known.master_wake_s
             + idle[-2]
         )
         after = (
-            KNOWN.iteration_s
-            + KNOWN.gradient_s(ROWS, COORDS)
-            + received * KNOWN.master_after_message_s
+            known.iteration_s
+            + known.gradient_s(ROWS, COORDS)
+            + received * known.master_after_message_s
         )
-        io = N * KNOWN.theta_send_s + received * KNOWN.relay_s + idle[-1]
+        io = N * known.theta_send_s + received * known.relay_s + idle[-1]
         out[name] = PlanCosts(
             plan,
             worker,
             io,
-            N * KNOWN.broadcast_s,
+            N * known.broadcast_s + known.copy_byte_s * FLOAT_BYTES * COORDS,
             taking,
             after,
             float(received),
@@ -104,7 +109,8 @@ def synthetic(config) -> dict[str, PlanCosts]:
     return out
 
 
-def test_calibration_recovers_the_costs_of_a_synthetic_trace():
+@pytest.mark.parametrize("known", [KNOWN, SHARED], ids=["frames", "shared-memory"])
+def test_calibration_recovers_the_costs_of_a_synthetic_trace(known):
     config = load_config(
         None,
         [
@@ -114,12 +120,13 @@ def test_calibration_recovers_the_costs_of_a_synthetic_trace():
             "run.mode='natural'",
         ],
     )
-    measured = synthetic(config)
-    fitted = fit_costs(BASE, measured, config)
+    measured = synthetic(config, known)
+    base = dataclasses.replace(BASE, byte_s=known.byte_s, copy_byte_s=known.copy_byte_s)
+    fitted = fit_costs(base, measured, config)
     for field in dataclasses.fields(SystemCosts):
         if field.name in ("law_shift", "law_rate", "master_lag_s"):
             continue
-        expected, got = getattr(KNOWN, field.name), getattr(fitted, field.name)
+        expected, got = getattr(known, field.name), getattr(fitted, field.name)
         assert got == pytest.approx(expected, rel=1e-6, abs=1e-12), field.name
     # the lag is read off the runtimes: the fitted one reproduces them
     for p in measured.values():

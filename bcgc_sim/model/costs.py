@@ -11,10 +11,14 @@ Every time is CPU seconds of one core (or wall seconds where said). With L coord
   rows costs forward_element_s * rows * L + forward_row_s * rows + forward_call_s per
   contiguous row range; a slot's coded partial derivatives over `rows` rows and `width`
   coordinates cost derivative_element_s * rows * width + derivative_call_s per range;
+- bytes: byte_s per byte at each end of a message whose array travels in frames (ZeroMQ),
+  copy_byte_s per byte a sender copies into its shared-memory segment (cluster.transport
+  shm: the receiver reads a view of it; byte_s is then 0, no bulk bytes are framed);
 - the worker, per iteration: theta_receive_s + byte_s * 8 L to take theta (its process and its
-  I/O thread); per message sent: send_s + byte_s * 8 width on its core (its process and its
-  I/O thread);
-- the master, per broadcast: broadcast_s per worker (its main thread hands theta over), and
+  I/O thread); per message sent: send_s + (byte_s + copy_byte_s) * 8 width on its core (its
+  process and its I/O thread);
+- the master, per broadcast: broadcast_s per worker (its main thread hands theta over) and
+  copy_byte_s * 8 L once (theta copied into its segment for every worker), and
   theta_send_s + byte_s * 8 L per worker on its I/O thread, one after the other (worker n's
   theta leaves when the n-th is done); per message received, relay_s + byte_s * 8 width on
   the same I/O thread, in one queue with the theta sends, before the master sees it; each time
@@ -65,7 +69,8 @@ class SystemCosts:
     derivative_call_s: float = 0.0
     theta_receive_s: float = 0.0
     send_s: float = 0.0
-    byte_s: float = 0.0
+    byte_s: float = 0.0  # per byte at each end of a framed array (ZeroMQ)
+    copy_byte_s: float = 0.0  # per byte the sender copies into shared memory (cluster.transport)
     latency_s: float = 0.0
     wake_s: float = 0.0  # an idle core's wake-up (a VM's halted vCPU), before the thread runs
     broadcast_s: float = 0.0
@@ -122,7 +127,7 @@ class SystemCosts:
 
     def message_s(self, width: int) -> float:
         """CPU seconds on the sender's core of one message of `width` floats."""
-        return self.send_s + self.byte_s * FLOAT_BYTES * width
+        return self.send_s + (self.byte_s + self.copy_byte_s) * FLOAT_BYTES * width
 
     # -- stragglers ---------------------------------------------------------------------------
     def cycle_times(self, rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:

@@ -591,8 +591,9 @@ class _Simulation:
 
     def _master_cost(self, piece: tuple[int, int]) -> float:
         kind = piece[0]
-        if kind == _BROADCAST:
-            return self.costs.broadcast_s
+        if kind == _BROADCAST:  # theta is copied into the shared segment once, for all
+            first = self.costs.copy_byte_s * self.work.theta_bytes if piece[1] == 0 else 0.0
+            return self.costs.broadcast_s + first
         if kind == _BETWEEN:
             return self.between_cost + self.costs.master_after_message_s * self.seen
         worker, slot, iteration = self.inbox[0]
