@@ -43,6 +43,17 @@ class Measured:
     def mean(self) -> float:
         return float(self.runtimes.mean())
 
+    @property
+    def median_round(self) -> float:
+        """The median of the kept rounds' means (seconds): robust to a round under load."""
+        return float(np.median(self.round_means[self.kept]))
+
+    @property
+    def round_spread(self) -> float:
+        """Half the interquartile range of the kept rounds' means over their median."""
+        q1, q3 = np.quantile(self.round_means[self.kept], [0.25, 0.75])
+        return float((q3 - q1) / 2 / self.median_round)
+
 
 def run_rounds(
     config: Config, folder: Path, plans: dict[str, Plan], rounds: int, per_round: int
