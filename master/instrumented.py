@@ -134,9 +134,9 @@ class InstrumentedCluster:
         clock = time.thread_time_ns
         state = {"run": None, "mark": 0, "messages": 0}
 
-        def timed_broadcast(kind, header, array=None):
+        def timed_broadcast(kind, header, array, ranks):
             if kind is not MessageType.ITERATE:
-                return broadcast(kind, header, array)
+                return broadcast(kind, header, array, ranks)
             run, iteration = header.get("run"), header.get("iteration")
             loop = self.loops.setdefault(run, LoopTiming())
             now = clock()
@@ -145,7 +145,7 @@ class InstrumentedCluster:
             if iteration in self.marks:
                 self.snapshots.setdefault(run, {})[iteration] = self.snapshot()
                 now = clock()
-            broadcast(kind, header, array)
+            broadcast(kind, header, array, ranks)
             end = clock()
             loop.broadcast.append(end - now)
             loop.taking.append(0)

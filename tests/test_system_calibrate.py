@@ -133,3 +133,31 @@ def test_calibration_recovers_the_costs_of_a_synthetic_trace(known):
         work = plan_work(p.plan, ROWS, COORDS, fitted)
         trace = simulate(work, fitted, config.machine(fitted), np.ones((40, N)))
         assert np.mean(trace.runtime[5:]) == pytest.approx(p.runtime, rel=0.02)
+
+
+@pytest.mark.slow
+def test_probe_plans_on_the_instrumented_cluster_give_every_threads_cpu(tmp_path):
+    """Two alternating rounds of the probe plans on real workers (N = 2): each round's runtimes,
+    every thread's CPU per iteration and the master loop's timing are read (rounds under the
+    neighbours' load may be set aside; the first and last iteration of each are; the instrumented
+    cluster wraps the link's broadcast and receive, whatever the transport)."""
+    from master.rounds import run_rounds
+    from master.system_calibrate import plan_costs
+
+    config = load_config(
+        None,
+        [
+            "cluster.workers=2",
+            "model.samples=200",
+            "model.coordinates=100",
+            "run.mode='natural'",
+            f"run.output='{tmp_path}'",
+        ],
+    )
+    measured = run_rounds(config, tmp_path / "probe", probe_plans(2, 100), 2, 4)
+    for m in measured.values():
+        assert m.runtimes.size == 2 * m.kept.sum() and np.all(m.runtimes > 0)
+        assert m.median_round > 0 and m.round_spread >= 0
+        costs = plan_costs(m)
+        assert np.all(costs.worker > 0) and costs.master_io > 0 and costs.broadcast > 0
+        assert 0 < costs.messages <= 2 * len(layout_for(m.plan, 200).slots)  # late ones aside
