@@ -12,8 +12,8 @@ bcgc_sim/model/costs.py). Every figure is measured, none fitted to runtimes:
    TCP loopback, the bulk bytes in frames or copied through shared memory), both ends idle
    between messages:
    the CPU per byte (the slope of both processes' CPU per round trip over the size, per end;
-   both on one core) and the wake-up of an idle core (half the difference of the round trips
-   with the echo on another core and on the same one).
+   both on one core) and the wake-up of an idle core by how long it was idle (from the round
+   trips with the echo on another core and on the same one after idle times of 0 to 3 ms).
 4. Messages, master and cores: three plans (uncoded; one block per level; full replication)
    run in natural mode on an instrumented cluster (master/instrumented.py) that reads every
    thread's CPU per iteration; least squares over the three plans give the worker's CPU to
@@ -240,7 +240,7 @@ def cpu(pid):
             pass
     return total
 
-mode, sizes, endpoint_code = sys.argv[6], json.loads(sys.argv[5]), sys.argv[7]
+mode, sizes, endpoint_code, gap = sys.argv[6], json.loads(sys.argv[5]), sys.argv[7], float(sys.argv[8])
 socket = zmq.Context().socket(zmq.ROUTER)
 port = socket.bind_to_random_port("tcp://127.0.0.1")
 echo = subprocess.Popen([sys.executable, "-c", sys.argv[4], f"tcp://127.0.0.1:{port}", str(other),
@@ -260,7 +260,8 @@ try:
         trips = []
         before = cpu(os.getpid()) + cpu(echo.pid)
         for _ in range(rounds):
-            time.sleep(0.0003)  # both ends go idle, as between the testbed's messages
+            if gap > 0:
+                time.sleep(gap)  # both ends go idle, as between the testbed's messages
             start = time.monotonic_ns()
             if mode == "shm":
                 end.send(payload)
@@ -281,6 +282,9 @@ print(json.dumps(out))
 """
 
 TRANSPORT_SIZES = (16, 8 << 10, 64 << 10, 256 << 10)  # bytes per message of the ping-pong
+TRANSPORT_GAP_S = 0.0003  # idle time before each round trip of the byte-cost ping-pong
+WAKE_GAPS_S = (0.0, 1e-4, 3e-4, 1e-3, 3e-3)  # idle times before the wake-up ping-pongs
+WAKE_SCALES_S = tuple(3e-5 * 10 ** (k / 4) for k in range(9))  # 30 us .. 3 ms
 TRANSPORT_REPEATS = 3  # ping-pongs per configuration (their medians are kept)
 
 
@@ -304,10 +308,17 @@ def resolved_transport(mode: str) -> str:
     return "shm"
 
 
-def _ping_pong(core: int, other: int, rounds: int, transport: str) -> list[tuple]:
+def _ping_pong(
+    core: int,
+    other: int,
+    rounds: int,
+    transport: str,
+    sizes: tuple[int, ...] = TRANSPORT_SIZES,
+    gap_s: float = TRANSPORT_GAP_S,
+) -> list[tuple]:
     """(bytes, median round trip s, CPU s per round trip of both processes) per size between
     a process on `core` and an echo on `other`, over ZeroMQ on TCP loopback, the bulk bytes in
-    frames ("zmq") or through shared segments ("shm")."""
+    frames ("zmq") or through shared segments ("shm"), both idle for gap_s before each trip."""
     import json
 
     result = subprocess.run(
@@ -319,9 +330,10 @@ def _ping_pong(core: int, other: int, rounds: int, transport: str) -> list[tuple
             str(other),
             str(rounds),
             ECHO,
-            json.dumps(list(TRANSPORT_SIZES)),
+            json.dumps(list(sizes)),
             transport,
             SHM_ENDPOINT,
+            repr(gap_s),
         ],
         capture_output=True,
         text=True,
@@ -331,27 +343,63 @@ def _ping_pong(core: int, other: int, rounds: int, transport: str) -> list[tuple
     return [tuple(row) for row in json.loads(result.stdout)]
 
 
+def fit_wake_curve(gaps_s: tuple[float, ...], wake_s: list[float]) -> dict[str, float]:
+    """wake_s, wake_deep_s, wake_scale_s (SystemCosts) of wake-ups measured after each idle
+    time: for every scale of WAKE_SCALES_S the best non-negative pair by least squares, the
+    scale with the smallest residual kept."""
+    from scipy.optimize import nnls
+
+    g, w = np.asarray(gaps_s, dtype=float), np.asarray(wake_s, dtype=float)
+    best = None
+    for scale in WAKE_SCALES_S:
+        decay = np.exp(-g / scale)
+        (brief, deep), residual = nnls(np.column_stack([decay, 1 - decay]), w)
+        if best is None or residual < best[0]:
+            best = (residual, brief, deep, scale)
+    _, brief, deep, scale = best
+    return {"wake_s": float(brief), "wake_deep_s": float(deep), "wake_scale_s": float(scale)}
+
+
+def measure_wake(cores: list[int], transport: str, rounds: int) -> dict[str, float]:
+    """How long an idle core takes to run a woken thread, by how long it was idle: the
+    smallest message's round trip to an echo on another core minus that to one on the same
+    core, after each idle time of WAKE_GAPS_S (medians of TRANSPORT_REPEATS). The round trip
+    wakes the echo's core after the gap and the pinger's after a brief wait: twice the half
+    difference less the briefest one is the wake-up after the gap."""
+    half = []
+    for gap in WAKE_GAPS_S:
+        trips = {
+            other: np.median(
+                [
+                    _ping_pong(cores[0], other, rounds, transport, (16,), gap)[0][1]
+                    for _ in range(TRANSPORT_REPEATS)
+                ]
+            )
+            for other in (cores[0], cores[-1])
+        }
+        half.append(max((trips[cores[-1]] - trips[cores[0]]) / 2, 0.0))
+    wakes = [2 * h - half[0] for h in half]
+    wakes[0] = half[0]
+    return fit_wake_curve(WAKE_GAPS_S, [max(w, 0.0) for w in wakes])
+
+
 def measure_transport(transport: str, rounds: int = 300) -> dict[str, float]:
     """The cost per byte of `transport` ("zmq" or "shm", resolved) and the wake-up of an idle
-    core (the one-way time to an echo on another, idle core minus that on the same core).
-    The slope of both processes' CPU per round trip over the message size, both on one core:
-    "zmq" handles every byte at both ends of both messages (byte_s = slope / 4); "shm" copies
-    them once per message, at the sender (copy_byte_s = slope / 2)."""
+    core (measure_wake). The slope of both processes' CPU per round trip over the message
+    size, both on one core: "zmq" handles every byte at both ends of both messages
+    (byte_s = slope / 4); "shm" copies them once per message, at the sender
+    (copy_byte_s = slope / 2)."""
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
     same = [_ping_pong(cores[0], cores[0], rounds, transport) for _ in range(TRANSPORT_REPEATS)]
     slope = float(np.median([_line([(b, cpu) for b, _, cpu in run])[0] for run in same]))
-    wake = 0.0
+    wake = {"wake_s": 0.0}
     if len(cores) > 1:
-        across = [
-            _ping_pong(cores[0], cores[-1], rounds, transport) for _ in range(TRANSPORT_REPEATS)
-        ]
-        # per direction, smallest message; medians of the repeats (the VM's timing wanders)
-        wake = (np.median([r[0][1] for r in across]) - np.median([r[0][1] for r in same])) / 2
+        wake = measure_wake(cores, transport, rounds // 2)
     if transport == "shm":
         per_byte = {"byte_s": 0.0, "copy_byte_s": slope / 2}
     else:
         per_byte = {"byte_s": slope / 4, "copy_byte_s": 0.0}
-    return {**per_byte, "wake_s": max(float(wake), 0.0), "latency_s": 0.0}
+    return {**per_byte, **wake, "latency_s": 0.0}
 
 
 # -- 4: messages, master, cores from instrumented natural runs -------------------------------
@@ -572,7 +620,7 @@ def machine_costs(config: Config) -> SystemCosts:
 def fit_costs(base: SystemCosts, measured: dict[str, PlanCosts], config: Config) -> SystemCosts:
     """Every cost: `base` (machine_costs) and the probe plans' CPU per iteration.
 
-    The CPU a thread is charged includes its wake-ups on idle cores (wake_s each); how many
+    The CPU a thread is charged includes its wake-ups on idle cores (wake_after_s each); how many
     there are depends on the costs, so the fit is repeated: simulate the probe plans, take
     their idle wake-ups off the measured CPU, fit again."""
     m = config.model
@@ -580,8 +628,7 @@ def fit_costs(base: SystemCosts, measured: dict[str, PlanCosts], config: Config)
     for _ in range(WAKE_ROUNDS):
         costs = _fit_master_lag(measured, costs, config)
         adjusted = {
-            name: _without(p, costs, _simulated_idle_wakes(p, costs, config))
-            for name, p in measured.items()
+            name: _without(p, _simulated_wake_cpu(p, costs, config)) for name, p in measured.items()
         }
         lag = costs.master_lag_s
         costs = fit_messages(adjusted, base, m.samples, m.coordinates, config.run.check)
@@ -610,27 +657,27 @@ def _fit_master_lag(
     return costs.with_updates(master_lag_s=min(MASTER_LAGS_S, key=error))
 
 
-def _simulated_idle_wakes(measured: PlanCosts, costs: SystemCosts, config: Config) -> np.ndarray:
-    """Per iteration of `measured`'s plan under `costs`: every thread's idle-core wake-ups
-    (workers, burners, master, I/O thread)."""
+def _simulated_wake_cpu(measured: PlanCosts, costs: SystemCosts, config: Config) -> np.ndarray:
+    """Per iteration of `measured`'s plan under `costs`: the seconds every thread's idle-core
+    wake-ups took (workers, burners, master, I/O thread)."""
     from bcgc_sim.model.machine import simulate
 
     n = measured.plan.n_workers
     work = plan_work(measured.plan, config.model.samples, config.model.coordinates, costs)
     iterations = 40
     trace = simulate(work, costs, config.machine(costs), np.ones((iterations, n)))
-    return trace.idle_wakes / iterations
+    return trace.wake_cpu / iterations
 
 
-def _without(measured: PlanCosts, costs: SystemCosts, idle_wakes: np.ndarray) -> PlanCosts:
-    """`measured` less the CPU its idle-core wake-ups took (wake_s each), per iteration."""
+def _without(measured: PlanCosts, wake_cpu: np.ndarray) -> PlanCosts:
+    """`measured` less the CPU its idle-core wake-ups took (`wake_cpu` per thread), per
+    iteration."""
     n = measured.plan.n_workers
-    per = idle_wakes * costs.wake_s
     return dataclasses.replace(
         measured,
-        worker=np.maximum(measured.worker - per[:n], 0.0),
-        taking=max(measured.taking - per[-2], 0.0),
-        master_io=max(measured.master_io - per[-1], 0.0),
+        worker=np.maximum(measured.worker - wake_cpu[:n], 0.0),
+        taking=max(measured.taking - wake_cpu[-2], 0.0),
+        master_io=max(measured.master_io - wake_cpu[-1], 0.0),
     )
 
 

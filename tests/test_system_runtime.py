@@ -80,6 +80,25 @@ def test_a_forward_pass_shifts_every_block_by_its_cost():
     np.testing.assert_allclose(sent["with"] - sent["without"], forward, rtol=1e-9)
 
 
+def test_an_idle_core_wakes_slower_the_longer_it_was_idle():
+    """Dedicated cores, derivatives D = 0.4 ms, the master's 0.5 ms between iterations (its
+    other costs 0): a worker's core idles from its send through the master's wake-up (w_m)
+    and 0.5 ms, so its chain starts w_w = wake(0.5 ms + w_m) late; the master's core idles
+    w_w + D until the last decode, so w_m = wake(w_w + D); runtime = w_w + D."""
+    costs = SystemCosts(
+        derivative_element_s=1e-6, iteration_s=5e-4, wake_s=10e-6, wake_deep_s=90e-6,
+        wake_scale_s=5e-4,
+    )  # fmt: skip
+    trace = simulate(plan_work(UNCODED, ROWS, COORDS, costs), costs, Machine(), np.ones((8, 2)))
+    worker = master = costs.wake_s
+    for _ in range(50):  # the fixed point
+        worker = costs.wake_after_s(master + 5e-4)
+        master = costs.wake_after_s(worker + 4e-4)
+    assert 10e-6 < worker < 90e-6
+    assert trace.runtime[5:] == pytest.approx(np.full(3, worker + 4e-4), rel=1e-9)  # settled
+    assert costs.wake_after_s(5e-4) == pytest.approx(10e-6 + 80e-6 * (1 - np.exp(-1)))
+
+
 def test_slowdown_and_multipliers_scale_compute_only():
     """Dedicated cores; the master's I/O thread sends theta at 5 us each (worker 1's leaves at
     10 us); derivatives 0.4 ms: worker 0 three times (slowdown 3), worker 1 at T = 2; each

@@ -28,10 +28,13 @@ Every time is CPU seconds of one core (or wall seconds where said). With L coord
   when it completes a slot with s > 0; after the last decode (outside the measured runtime):
   iteration_s + master_after_message_s per message taken in the iteration, plus the loss (or,
   with run.check, the full gradient) over all M rows at the compute costs above;
-- latency_s: wall time from a send to the peer's wake-up (no CPU); wake_s: a thread woken on
-  an idle core starts wake_s late, and the core counts that time as the thread's (a virtual
-  machine's halted CPU has to be resumed: measured as the one-way latency to a process on
-  another, idle core minus that to one on the same core);
+- latency_s: wall time from a send to the peer's wake-up (no CPU); a thread woken on an idle
+  core starts late, and the core counts that time as the thread's (a virtual machine's halted
+  CPU has to be resumed: measured as the one-way latency to a process on another, idle core
+  minus that to one on the same core). The longer the core was idle, the longer it takes (the
+  hypervisor polls a halted CPU for a while, then gives its host CPU away): after d seconds
+  idle, wake_s + (wake_deep_s - wake_s) (1 - exp(-d / wake_scale_s)) (wake_s alone when
+  wake_scale_s is 0);
 - cores: `cores` cores (0 = one per worker and one for the master: N machines); the
   master's two threads wake master_lag_s of virtual time behind the core's average (they use
   far more than a fair share: EEVDF keeps them behind the workers they wake); A core's
@@ -72,7 +75,9 @@ class SystemCosts:
     byte_s: float = 0.0  # per byte at each end of a framed array (ZeroMQ)
     copy_byte_s: float = 0.0  # per byte the sender copies into shared memory (cluster.transport)
     latency_s: float = 0.0
-    wake_s: float = 0.0  # an idle core's wake-up (a VM's halted vCPU), before the thread runs
+    wake_s: float = 0.0  # an idle core's wake-up (a VM's halted vCPU) after a brief idle
+    wake_deep_s: float = 0.0  # ... after a long idle
+    wake_scale_s: float = 0.0  # idle time over which it goes from one to the other (0: wake_s)
     broadcast_s: float = 0.0
     theta_send_s: float = 0.0
     relay_s: float = 0.0  # the master's I/O thread per message it takes in
@@ -124,6 +129,13 @@ class SystemCosts:
     def gradient_s(self, rows: int, coordinates: int) -> float:
         """CPU seconds of a full gradient X^T l'(X theta) over `rows` rows (one range)."""
         return self.forward_s(rows, coordinates, 1) + self.derivative_s(rows, coordinates, 1)
+
+    def wake_after_s(self, idle_s: float) -> float:
+        """Seconds an idle core takes to run a thread woken after `idle_s` seconds idle."""
+        if self.wake_scale_s <= 0:
+            return self.wake_s
+        rise = -math.expm1(-max(idle_s, 0.0) / self.wake_scale_s)
+        return self.wake_s + (self.wake_deep_s - self.wake_s) * rise
 
     def message_s(self, width: int) -> float:
         """CPU seconds on the sender's core of one message of `width` floats."""

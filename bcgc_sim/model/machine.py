@@ -70,6 +70,7 @@ class Trace:
     runtime: np.ndarray  # (I,)
     broadcast: np.ndarray  # (I,): when each iteration's broadcast began (seconds from 0)
     idle_wakes: np.ndarray  # (threads,): wake-ups on an idle core (workers, burners, master, I/O)
+    wake_cpu: np.ndarray  # (threads,): seconds those wake-ups took (SystemCosts.wake_after_s)
     wakes: np.ndarray  # (threads,): wake-ups from sleep
     decoded: np.ndarray  # (I, slots)
     sent: np.ndarray  # (I, N, slots): the worker's send
@@ -268,6 +269,9 @@ class _Simulation:
         self.outbox: deque = deque()
         self.segments: list | None = None  # (core, thread, start, end) when recording
         self.idle_wakes = [0] * threads  # wake-ups on an idle core, per thread
+        self.wake_cpu = [0.0] * threads  # ... their seconds
+        self.idle_since = [0.0] * n_cores  # when each core last went idle
+        self.busy = [False] * n_cores
         self.wakes = [0] * threads  # wake-ups from sleep, per thread
         for b in range(n, self.master):
             self.remaining[b] = math.inf  # a burner never finishes
@@ -336,6 +340,7 @@ class _Simulation:
             self.runtime,
             self.broadcast_at.copy(),
             np.array(self.idle_wakes),
+            np.array(self.wake_cpu),
             np.array(self.wakes),
             self.decoded,
             self.sent,
@@ -367,7 +372,11 @@ class _Simulation:
         cpu.version[core] += 1
         thread = cpu.pick(core) if repick or cpu.current[core] < 0 else cpu.current[core]
         if thread < 0:
+            if self.busy[core]:
+                self.idle_since[core] = self.time
+                self.busy[core] = False
             return
+        self.busy[core] = True
         end = self.time + self.remaining[thread]
         if cpu.runnable(core) > 1:
             over = self.time + max(cpu.deadline[thread] - cpu.vtime[thread], 0.0)
@@ -389,10 +398,13 @@ class _Simulation:
 
     def _wake(self, thread: int, core: int) -> None:
         """`thread` becomes runnable on `core`: a wake-up, so the core picks again. An idle
-        core first has to come back (wake_s, spent before the thread's work)."""
+        core first has to come back (the longer the longer it was idle: wake_after_s, spent
+        before the thread's work)."""
         self._account(core)
         if not self.cpu.runnable(core):
-            self.remaining[thread] += self.costs.wake_s
+            wake = self.costs.wake_after_s(self.time - self.idle_since[core])
+            self.remaining[thread] += wake
+            self.wake_cpu[thread] += wake
             self.idle_wakes[thread] += 1
         self.wakes[thread] += 1
         if thread == self.master:
