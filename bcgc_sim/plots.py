@@ -458,8 +458,8 @@ def _bar_value(scheme: dict, key: str) -> float:
 @styled
 def system_model_figure(settings: dict[str, dict[str, dict]]):
     """One panel per setting: per scheme the papers' prediction, the system model's and the
-    measured runtime, the median of the alternating rounds' means (calibrate's scheme dicts,
-    seconds)."""
+    measured runtime, the median of the alternating rounds' means with half their interquartile
+    range (calibrate's scheme dicts, seconds)."""
     largest = max(
         _bar_value(schemes[n], key)
         for schemes in settings.values()
@@ -474,11 +474,19 @@ def system_model_figure(settings: dict[str, dict[str, dict]]):
         x = np.arange(len(names))
         for i, (key, label, colour) in enumerate(MODEL_BARS):
             values = [factor * _bar_value(schemes[n], key) for n in names]
-            ax.bar(x + (i - 1) * 0.27, values, 0.27, label=label, color=colour)
+            spread = None  # the measured bars: half the rounds' interquartile range
+            if key == "measured_median_round_s":
+                spread = [
+                    v * schemes[n].get("round_spread", 0.0)
+                    for v, n in zip(values, names, strict=True)
+                ]
+            ax.bar(x + (i - 1) * 0.27, values, 0.27, label=label, color=colour, yerr=spread)
         ax.set_xticks(x, names, rotation=60, ha="right")
         ax.set_title(title)
     axes[0].set_ylabel(f"mean runtime per iteration ({unit})")
-    axes[0].legend(loc="upper left")
+    handles, labels = axes[0].get_legend_handles_labels()
+    columns = len(MODEL_BARS) if len(settings) >= 3 else 1  # a narrow figure: one column
+    fig.legend(handles, labels, loc="outside upper center", ncol=columns)
     return fig
 
 
