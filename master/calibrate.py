@@ -133,7 +133,7 @@ def calibrate(config_path: str | None, overrides: list[str], folder: Path, log=p
     log("timing the numpy kernels, the decoder's sum and the transport")
     base = machine_costs(first)
     probes = probe_plans(first.cluster.workers, first.model.coordinates)
-    quick = max(2, rounds // 3)
+    quick = max(2, rounds // 2)  # bcgc-sys-opt is planned on these: fewer rounds were noisy
     log(f"measuring the probe plans: {quick} rounds of {ROUND_ITERATIONS} iterations")
     first_costs = fit_costs(
         base, measure_plans(first, folder / "measure", probes, quick, ROUND_ITERATIONS), first

@@ -65,8 +65,10 @@ def test_a_thread_woken_on_an_idle_core_starts_late():
     assert trace.idle_wakes[:2].tolist() == [2, 2]
 
 
-def test_a_forward_pass_shifts_every_block_by_its_cost():
-    """Dedicated cores, no message cost: a forward pass of F seconds moves every send by F."""
+def test_a_forward_pass_shifts_every_block_by_the_rows_it_has_needed():
+    """Dedicated cores, no message cost: slot s (s = 0, 1, 2) needs r on s + 1 parts of 10
+    rows, one more part than the slot before (workers/compute.py computes r part by part when
+    a slot first needs it), so a forward pass of F per part moves slot s's send by (s + 1) F."""
     plan = BlockPlan("bcgc", (40, 30, 30))
     n = plan.n_workers
     base = SystemCosts(derivative_element_s=1e-6)
@@ -76,8 +78,9 @@ def test_a_forward_pass_shifts_every_block_by_its_cost():
     for name, costs in (("without", base), ("with", with_forward)):
         work = plan_work(plan, rows, 100, costs)
         sent[name] = simulate(work, costs, Machine(), np.ones((1, n))).sent[0]
-    forward = 2e-6 * 30 * 100  # s_max = 2: every worker holds all 30 rows
-    np.testing.assert_allclose(sent["with"] - sent["without"], forward, rtol=1e-9)
+    per_part = 2e-6 * 10 * 100
+    expected = np.tile(per_part * np.arange(1, 4), (n, 1))
+    np.testing.assert_allclose(sent["with"] - sent["without"], expected, rtol=1e-9)
 
 
 def test_an_idle_core_wakes_slower_the_longer_it_was_idle():

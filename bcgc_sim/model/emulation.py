@@ -32,10 +32,10 @@ def system_loads(plan: Plan, rows: int, coordinates: int, costs: SystemCosts) ->
     """D_k per slot (seconds on a core of its own at T = 1), cumulative, shape (slots,)."""
     work = plan_work(plan, rows, coordinates, costs)
     receive = costs.theta_receive_s + costs.byte_s * work.theta_bytes
-    per_slot = work.derivative_s.mean(axis=0) + np.array(
+    per_slot = (work.slot_forward_s + work.derivative_s).mean(axis=0) + np.array(
         [costs.message_s(s.width) for s in work.slots]
     )
-    done = receive + float(work.forward_s.mean()) + np.cumsum(per_slot)
+    done = receive + np.cumsum(per_slot)
     return tuple(float(v) for v in done)
 
 

@@ -10,9 +10,10 @@ iteration, priced by SystemCosts (model/costs.py):
   messages in arrival order, each costing CPU; slot k is decoded at its first N - s messages
   of the iteration; when every slot is, the runtime (broadcast to last decode) is recorded
   and the master does its between-iteration work before the next broadcast;
-* worker n takes theta, runs its forward pass and then, slot by slot, the coded partial
-  derivatives (times its random T_n and its slowdown), optionally holds the message until an
-  injected deadline (no CPU), and sends it (CPU on its core). After each slot's compute it
+* worker n takes theta and then, slot by slot, runs the forward pass over the parts the slot
+  first needs (model/work.py) and the coded partial derivatives (times its random T_n and its
+  slowdown), optionally holds the message until an injected deadline (no CPU), and sends it
+  (CPU on its core). After each slot's compute it
   looks for a newer theta and abandons the old iteration if there is one: stale work keeps
   its core busy until then, and stale messages still cost the master;
 * cores: worker n is pinned to core n mod P; burners are threads that are always runnable;
@@ -286,8 +287,9 @@ class _Simulation:
         receive = c.theta_receive_s + c.byte_s * w.theta_bytes
         self.pieces = []
         for n in range(self.n):
-            pieces = [(_RECEIVE, receive, -1), (_FORWARD, float(w.forward_s[n]), -1)]
+            pieces = [(_RECEIVE, receive, -1)]
             for k, slot in enumerate(w.slots):
+                pieces.append((_FORWARD, float(w.slot_forward_s[n, k]), k))
                 pieces.append((_DERIVATIVE, float(w.derivative_s[n, k]), k))
                 if self.deadlines is not None:
                     pieces.append((_HOLD, 0.0, k))

@@ -2,11 +2,13 @@
 
 Named `work` (the CPU seconds a plan asks of each worker) beside `layout` (the slots it sends).
 
-The testbed's worker (workers/compute.py) first runs the forward pass z = X theta, l'(z) over
-every row it holds (for each row partition, the parts of its highest redundancy level), then,
-slot by slot, the coded partial derivatives over the s + 1 parts of the slot and its
-coordinates, and sends each slot as one message of 8 * width bytes. Rows of cyclically
-consecutive parts form at most two contiguous ranges; each range is one numpy call.
+The testbed's worker (workers/compute.py) goes slot by slot: the forward pass z = X theta,
+l'(z) over the parts of the slot's s + 1 that no earlier slot of the iteration needed (one
+numpy call per part), then the coded partial derivatives over the s + 1 parts and the slot's
+coordinates, and sends the slot as one message of 8 * width bytes. Slots come in increasing
+redundancy, so the first waits only for the worker's own part; over the iteration every held
+row is passed forward once. Rows of cyclically consecutive parts form at most two contiguous
+ranges; each range is one numpy call of the derivatives.
 Tandon's scheme has two slots over all coordinates (unique rows, then shared parts; layout.py).
 """
 
@@ -43,8 +45,13 @@ class PlanWork:
     rows: int  # M
     coordinates: int  # L
     slots: tuple[SlotWork, ...]
-    forward_s: np.ndarray  # shape (N,)
+    slot_forward_s: np.ndarray  # shape (N, slots): the forward pass each slot adds
     derivative_s: np.ndarray  # shape (N, slots)
+
+    @property
+    def forward_s(self) -> np.ndarray:
+        """The whole forward pass of each worker, shape (N,)."""
+        return self.slot_forward_s.sum(axis=1)
 
     @property
     def theta_bytes(self) -> int:
@@ -78,19 +85,22 @@ def plan_work(plan: Plan, rows: int, coordinates: int, costs: SystemCosts) -> Pl
     """The work of `plan` on a data set of `rows` x `coordinates` (block and Tandon plans)."""
     layout = layout_for(plan, rows)
     n = plan.n_workers
-    widest: dict[str, int] = {}
-    for slot in layout.slots:
-        widest[slot.partition] = max(widest.get(slot.partition, 0), slot.stragglers)
-    forward = np.zeros(n)
+    forward = np.zeros((n, len(layout.slots)))
     derivative = np.zeros((n, len(layout.slots)))
     for w in range(n):
-        for name, s in widest.items():
-            held, calls = _rows_and_calls(layout.partitions[name], cyclic_support(w, s, n))
-            forward[w] += costs.forward_s(held, coordinates, calls)
+        done: set[tuple[str, int]] = set()  # (partition, part) whose r is computed
         for k, slot in enumerate(layout.slots):
-            derivative[w, k] = _slot_derivative_s(
-                slot, layout.partitions[slot.partition], w, n, costs
-            )
+            bounds = layout.partitions[slot.partition]
+            new = [
+                int(p)
+                for p in cyclic_support(w, slot.stragglers, n)
+                if (slot.partition, int(p)) not in done
+            ]
+            done.update((slot.partition, p) for p in new)
+            sizes = [bounds[p + 1] - bounds[p] for p in new]
+            calls = sum(1 for size in sizes if size > 0)
+            forward[w, k] = costs.forward_s(sum(sizes), coordinates, calls)
+            derivative[w, k] = _slot_derivative_s(slot, bounds, w, n, costs)
     slots = tuple(SlotWork(s.stragglers, s.stop - s.start, s.load) for s in layout.slots)
     return PlanWork(n, rows, coordinates, slots, forward, derivative)
 
