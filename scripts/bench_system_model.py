@@ -32,6 +32,7 @@ from pathlib import Path
 
 from master.calibrate import calibrate
 
+LOCAL_KEYS = ("calibration_file", "output", "figure")  # paths of one run's temporary folder
 SETTINGS = {
     "n8": [],
     "burner": ["natural.burners=[1]", "model.samples=4000", "model.coordinates=1000"],
@@ -150,11 +151,13 @@ def measure(args) -> dict:
         result = calibrate(None, overrides, root / name, log=lambda text: None)
         result["load_average_before"] = load
         result["load_average_after"] = os.getloadavg()[0]
+        for key in LOCAL_KEYS:  # where this run's files went: nothing to keep beside the figure
+            result.pop(key, None)
         results[name] = result
         print_setting(name, result, load)
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=1, default=str))
-    print(f"\nruns: {root}")
+    print(f"\nruns (calibration files, figures, every iteration): {root}")
     return results
 
 
