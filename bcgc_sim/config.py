@@ -32,7 +32,7 @@ from .model.stragglers import (
 from .model.system import SystemModel
 from .partial.plan import PartialOptions
 from .problems import DATASETS, PROBLEMS
-from .schemes import SCHEMES, SchemeOptions, check_scheme_names
+from .schemes import SCHEMES, SYSTEM_SCHEMES, SchemeOptions, check_scheme_names
 from .wire.protocol import DEFAULT_HEARTBEAT_S, DEFAULT_LIVENESS
 from .wire.shm import TRANSPORTS
 
@@ -73,7 +73,7 @@ class ModelConfig:
 @dataclass(frozen=True)
 class PredictConfig:
     samples: int = 100_000  # Monte-Carlo draws of T
-    schemes: tuple[str, ...] = tuple(SCHEMES)
+    schemes: tuple[str, ...] = tuple(s for s in SCHEMES if s not in SYSTEM_SCHEMES)
     exact: bool = True  # also E[tau] by integrating the exact completion probability
     deadline: float = 0.0  # T (model time units) for P(tau <= T) and the deadline schemes; 0 = none
     time_limit: float = 600.0  # seconds: refuse a prediction estimated to take longer; 0 = none
@@ -98,6 +98,8 @@ class RunConfig:
     check: bool = True  # compare every decoded gradient with the uncoded one
     startup_timeout: float = 60.0  # seconds for workers to start and confirm set-up
     mode: str = "injected"  # or "natural": no injected delay, real compute under real load
+    cost_model: str = "paper"  # injected deadlines: the papers' C per partial derivative, or
+    # "system": the calibrated costs of each block (model/emulation.py; needs --calibration)
 
 
 @dataclass(frozen=True)
@@ -155,7 +157,8 @@ class Config:
             self.distribution(),
         )
 
-    def scheme_options(self) -> SchemeOptions:
+    def scheme_options(self, costs=None) -> SchemeOptions:
+        """The schemes' knobs; `costs` (a SystemCosts from --calibration) enables bcgc-sys-opt."""
         o = self.optimize
         settings = (
             SubgradientSettings.paper()
@@ -168,6 +171,19 @@ class Config:
             tuning_samples=o.tuning_samples,
             deadline=self.predict.deadline or None,
             partial=self.partial,
+            system=None if costs is None else (costs, self.machine(costs)),
+        )
+
+    def machine(self, costs):
+        """Where the system model runs a plan: the calibrated cores with this config's burners,
+        slowdown and gradient check (model/machine.py)."""
+        from .model.machine import Machine
+
+        return Machine(
+            cores=costs.cores,
+            burners=self.natural.burners,
+            repeat=self.natural.slowdown,
+            check=self.run.check,
         )
 
 
@@ -231,6 +247,12 @@ def _check_run(r: RunConfig) -> None:
         raise UserError("run.startup_timeout must be > 0")
     if r.mode not in ("injected", "natural"):
         raise UserError(f"run.mode must be 'injected' or 'natural', got '{r.mode}'")
+    if r.cost_model not in ("paper", "system"):
+        raise UserError(f"run.cost_model must be 'paper' or 'system', got '{r.cost_model}'")
+    if r.cost_model == "system" and r.mode != "injected":
+        raise UserError(
+            "run.cost_model = 'system' sets injected deadlines: use it with run.mode = 'injected'"
+        )
 
 
 def _check_cluster(c: ClusterConfig) -> None:

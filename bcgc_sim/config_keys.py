@@ -59,6 +59,8 @@ MEANINGS: dict[str, str] = {
     "run.check": "compare every decoded gradient with the uncoded one",
     "run.startup_timeout": "seconds for the workers to start and confirm their set-up",
     "run.mode": "'injected' (seeded delays) or 'natural' (no delay: real compute under real load)",
+    "run.cost_model": "injected deadlines from the papers' C per partial derivative ('paper') "
+    "or from the calibrated costs of each block ('system', needs --calibration FILE)",
     "natural.burners": "cores that get a busy-looping process during natural runs",
     "natural.slowdown": "per-worker repetitions of the real work in natural runs (empty: all 1)",
     "problem.kind": "'least-squares' or 'logistic'",

@@ -438,3 +438,62 @@ def _baselines(names: tuple[str | None, str | None]) -> str:
 
 def plot_sweep(summary: SweepSummary, path: Path) -> Path:
     return save_figure(sweep_figure(summary), path)
+
+
+# -- natural mode: the papers' model, the system model and the measurement ------------------------
+MODEL_BARS = (  # (key of calibrate's scheme dict, label, colour)
+    ("predicted_mean_s", "papers' model (fitted law)", MODEL_COLOUR),
+    ("system_predicted_mean_s", "system model (calibrated)", "#0072B2"),
+    ("measured_median_round_s", "measured (median of rounds)", "#D55E00"),
+)
+
+
+def _bar_value(scheme: dict, key: str) -> float:
+    """A bar's seconds; results written before medians were kept give their plain mean."""
+    if key == "measured_median_round_s" and key not in scheme:
+        return scheme["measured_mean_s"]
+    return scheme[key]
+
+
+@styled
+def system_model_figure(settings: dict[str, dict[str, dict]]):
+    """One panel per setting: per scheme the papers' prediction, the system model's and the
+    measured runtime, the median of the alternating rounds' means with half their interquartile
+    range (calibrate's scheme dicts, seconds)."""
+    largest = max(
+        _bar_value(schemes[n], key)
+        for schemes in settings.values()
+        for n in schemes
+        for key, *_ in MODEL_BARS
+    )
+    unit, factor = time_unit(largest)
+    fig = new_figure(min(PAGE_IN, 1.2 + 2.2 * len(settings)), 2.8, layout="constrained")
+    axes = fig.subplots(1, len(settings), squeeze=False)[0]
+    for ax, (title, schemes) in zip(axes, settings.items(), strict=True):
+        names = list(schemes)
+        x = np.arange(len(names))
+        for i, (key, label, colour) in enumerate(MODEL_BARS):
+            values = [factor * _bar_value(schemes[n], key) for n in names]
+            spread = None  # the measured bars: half the rounds' interquartile range
+            if key == "measured_median_round_s":
+                spread = [
+                    v * schemes[n].get("round_spread", 0.0)
+                    for v, n in zip(values, names, strict=True)
+                ]
+            ax.bar(x + (i - 1) * 0.27, values, 0.27, label=label, color=colour, yerr=spread)
+        ax.set_xticks(x, names, rotation=60, ha="right")
+        ax.set_title(title)
+    axes[0].set_ylabel(f"mean runtime per iteration ({unit})")
+    handles, labels = axes[0].get_legend_handles_labels()
+    columns = len(MODEL_BARS) if len(settings) >= 3 else 1  # a narrow figure: one column
+    fig.legend(handles, labels, loc="outside upper center", ncol=columns)
+    return fig
+
+
+def plot_system_model(settings: dict[str, dict[str, dict]], path: Path) -> Path:
+    return save_figure(system_model_figure(settings), path)
+
+
+def plot_calibration(schemes: dict[str, dict], path: Path) -> Path:
+    """`bcgc calibrate`'s figure: one panel of system_model_figure."""
+    return plot_system_model({"natural mode: predicted and measured": schemes}, path)

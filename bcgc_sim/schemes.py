@@ -10,6 +10,8 @@ ferdinand-L/2  Ferdinand & Draper with r = L/2 layers; analytic centre of the de
 uncoded        no redundancy: every worker's partial derivatives are needed
 bcgc-cdf-lg    closed form x^(CDF,lg)_n = L / (H_N (n+1)) for large deadlines (§6), rounded with R1
 bcgc-cdf-opt   x maximising the exact completion probability P(tau <= T) (§6; model/deadline.py)
+bcgc-sys-opt   x minimising the calibrated system model's E[runtime] (model/sys_opt.py;
+               needs SchemeOptions.system, i.e. --calibration FILE)
 partial-gc         the partial-straggler protocol (spec/partial-gc.md, a reconstruction), variant
                    R1, exact: cyclic storage, chunk = data partition (partial/plan.py)
 partial-gc-approx  the same, stopped at a deadline: approximate gradient, error recorded
@@ -44,6 +46,7 @@ from .model.plans import BlockPlan, Plan, TandonPlan
 from .model.runtime import sorted_tandon_raw_runtime
 from .model.stragglers import FailureMixture, monte_carlo_cycle_times
 from .model.streams import STREAM_ROUNDING, STREAM_TUNING
+from .model.sys_opt import bcgc_sys_opt
 from .model.system import SystemModel
 from .partial.plan import PartialOptions, PartialPlan, build_partial
 from .progress import Progress, report
@@ -61,6 +64,7 @@ class SchemeOptions:
     tandon_alpha: float = TANDON_ALPHA
     deadline: float | None = None  # T in model time units, for the DEADLINE_SCHEMES
     partial: PartialOptions = field(default_factory=PartialOptions)
+    system: tuple | None = None  # (SystemCosts, model.machine.Machine) for bcgc-sys-opt
 
 
 @dataclass(frozen=True)
@@ -212,6 +216,19 @@ def build_bcgc_cdf_opt(model: SystemModel, options: SchemeOptions, context: Plan
     return BlockPlan("bcgc-cdf-opt", tuple(int(v) for v in x))
 
 
+def build_bcgc_sys_opt(model: SystemModel, options: SchemeOptions, context: PlanContext) -> Plan:
+    if options.system is None:
+        raise UserError(
+            "bcgc-sys-opt minimises the calibrated system model: pass --calibration FILE "
+            "(written by 'bcgc calibrate')"
+        )
+    costs, machine = options.system
+    x = bcgc_sys_opt(
+        model.n_workers, model.samples, model.coordinates, costs, machine, options.seed
+    )
+    return BlockPlan("bcgc-sys-opt", x)
+
+
 def bcgc_storage(
     model: SystemModel, options: SchemeOptions, context: PlanContext | None = None
 ) -> int:
@@ -273,12 +290,14 @@ SCHEMES: dict[str, Callable[[SystemModel, SchemeOptions, PlanContext], Plan | Pa
     "uncoded": build_uncoded,
     "bcgc-cdf-lg": build_bcgc_cdf_lg,
     "bcgc-cdf-opt": build_bcgc_cdf_opt,
+    "bcgc-sys-opt": build_bcgc_sys_opt,
     "partial-gc": build_partial_gc,
     "partial-gc-approx": build_partial_gc_approx,
 }
 DEADLINE_SCHEMES = ("bcgc-cdf-lg", "bcgc-cdf-opt")  # these need SchemeOptions.deadline
 PARTIAL_SCHEMES = ("partial-gc", "partial-gc-approx")  # PartialPlan, not a block partition
 APPROXIMATE_SCHEMES = ("partial-gc-approx",)  # decode an approximate gradient
+SYSTEM_SCHEMES = ("bcgc-sys-opt",)  # need a calibration (SchemeOptions.system)
 
 
 def needs_deadline(name: str) -> bool:

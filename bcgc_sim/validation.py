@@ -81,6 +81,12 @@ def load_run(folder: str | Path) -> RunRecord:
             f"{folder}/run.json does not describe a run that started (status: {status}; "
             f"{type(exc).__name__}: {exc})"
         ) from None
+    for name, loads in meta.get("slot_loads", {}).items():  # run.cost_model = "system"
+        from .model.emulation import EmulatedPlan
+        from .model.layout import layout_for
+
+        stragglers = tuple(s.stragglers for s in layout_for(plans[name], int(data["rows"])).slots)
+        plans[name] = EmulatedPlan(plans[name], tuple(loads), stragglers)
     return RunRecord(folder, meta, config, model, plans, time_scale, iterations)
 
 

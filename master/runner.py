@@ -157,6 +157,30 @@ def max_message_bytes(data: ProblemData) -> int:
     return 8 * data.coordinates + (1 << 20)
 
 
+def emulated_plans(config: Config, plans: dict, data: ProblemData, costs) -> dict:
+    """run.cost_model = "system": {name: (EmulatedPlan, Layout)} whose deadlines follow the
+    calibrated costs (bcgc_sim/model/emulation.py); empty for the papers' cost model."""
+    if config.run.cost_model != "system":
+        return {}
+    if costs is None:
+        raise UserError(
+            "run.cost_model = 'system' needs the machine's costs: pass --calibration FILE "
+            "(written by 'bcgc calibrate')"
+        )
+    from bcgc_sim.model.emulation import emulate
+
+    scale = model_for_data(config, data).scale
+    out = {}
+    for name, plan in plans.items():
+        if isinstance(plan, PartialPlan):
+            raise UserError(
+                f"{name}: run.cost_model = 'system' covers block plans and Tandon's scheme, "
+                "not the partial-straggler protocol"
+            )
+        out[name] = emulate(plan, data.rows, data.coordinates, costs, scale)
+    return out
+
+
 class _MasterLog(logging.FileHandler):
     """logs/master.log. A line that cannot be written (disk full) is dropped without a word:
     the run's own records report the failed write."""
@@ -179,7 +203,7 @@ def _master_log(folder: Path) -> logging.Handler:
 
 
 def run_testbed(
-    config: Config, folder: Path, log=print, cluster_factory=None, plans=None
+    config: Config, folder: Path, log=print, cluster_factory=None, plans=None, costs=None
 ) -> list[SchemeSummary]:
     """Every scheme of config.run.schemes on one cluster; results written into `folder`.
 
@@ -187,6 +211,8 @@ def run_testbed(
     `.respawn(rank)`: a LocalCluster by default, a RemoteCluster for `bcgc master`.
     `plans(model)` -> {name: plan}, if given, replaces the plans of config.run.schemes (scripts
     that run plans outside the registry, e.g. scripts/compare_partial_testbed.py).
+    `costs` (a calibration, bcgc_sim.model.costs) lets the system-model schemes be planned
+    and run.cost_model = "system" be emulated.
 
     Before any work: a run this machine cannot hold is refused (check_run_memory, and for a
     local cluster check_capacity), and so is a folder another run is writing into (its lock).
@@ -218,12 +244,15 @@ def run_testbed(
         model = model_for_data(config, data)
         if plans is None:
             plans = {
-                name: build_plan(name, model, config.scheme_options())
+                name: build_plan(name, model, config.scheme_options(costs))
                 for name in config.run.schemes
             }
         else:
             plans = dict(plans(model))
-        time_scale = choose_time_scale(config, model, plans)
+        emulated = emulated_plans(config, plans, data, costs)
+        time_scale = choose_time_scale(
+            config, model, {name: emulated.get(name, (plan,))[0] for name, plan in plans.items()}
+        )
         rate = config.problem.learning_rate or step_size(data)
         settings = SessionSettings(
             config.seed, time_scale, config.run.check, rate, config.cluster.pin,
@@ -236,6 +265,8 @@ def run_testbed(
             time_scale_s_per_unit=time_scale, learning_rate=rate, data=data.to_header(),
             plans={name: plan_to_dict(plan) for name, plan in plans.items()}, status="running",
         )  # fmt: skip
+        if emulated:  # the system model's slot loads (raw units), for validation
+            meta["slot_loads"] = {name: list(e.loads) for name, (e, _) in emulated.items()}
         recorder.write_metadata(meta)
         codes = CodeBook(model.n_workers, config.seed)
         # The master's own BLAS calls (loss, check gradient, decoding) use one thread while
@@ -253,8 +284,9 @@ def run_testbed(
                         cluster.dead_ranks, cluster.respawn,
                     )  # fmt: skip
                 else:
+                    run_plan, layout = emulated.get(name, (plan, layout_for(plan, data.rows)))
                     session = SchemeSession(
-                        cluster.link, name, plan, layout_for(plan, data.rows), model, data, codes,
+                        cluster.link, name, run_plan, layout, model, data, codes,
                         settings, recorder, cluster.dead_ranks, cluster.respawn,
                     )  # fmt: skip
                 try:  # deaths and rejections of the set-up are recorded too

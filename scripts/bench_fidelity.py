@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from bcgc_sim.config import load_config
-from bcgc_sim.schemes import PARTIAL_SCHEMES, SCHEMES, needs_deadline
+from bcgc_sim.schemes import PARTIAL_SCHEMES, SCHEMES, SYSTEM_SCHEMES, needs_deadline
 from master.runner import run_testbed
 
 
@@ -34,7 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--schemes",
         nargs="+",
-        default=[n for n in SCHEMES if not needs_deadline(n) and n not in PARTIAL_SCHEMES],
+        default=[
+            n
+            for n in SCHEMES
+            if not needs_deadline(n) and n not in PARTIAL_SCHEMES + SYSTEM_SCHEMES
+        ],
         help="default: every scheme that needs no deadline, partial-gc aside (compare_partial_testbed.py)",
     )
     parser.add_argument("--output", default=None)

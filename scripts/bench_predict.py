@@ -2,7 +2,7 @@
 
 For each N (the other settings are the demo's: L = 400, M = 800, 100000 Monte-Carlo draws,
 exact E[tau]; with --deadline also P(tau <= T) and the two deadline schemes) it times
-`bcgc_sim.predict.predict` for each scheme alone, then for all of them in one call (the way
+`bcgc_sim.prediction.predict` for each scheme alone, then for all of them in one call (the way
 `bcgc predict` runs them: shared draws). Wall-clock seconds, one run each, in the order given.
 
     python scripts/bench_predict.py [--workers 10 30 40 100] [--deadline 6e7] [--schemes ...]

@@ -7,8 +7,9 @@ folder, and copies the figures into docs/figures/:
       bcgc validate --set run.iterations=40  (the demo: N = 8, L = 400, M = 800, five schemes)
   sweep.png
       bcgc sweep --param cluster.workers --values 4 8 12 16 --set run.iterations=20
-  system-model.png (when docs/system_model.json exists)
-      its figure redrawn from that file (scripts/bench_system_model.py --replot)
+  system_model.png (when docs/system_model.json exists)
+      its figure redrawn from that file (scripts/bench_system_model.py --replot); the
+      measurement itself: scripts/bench_system_model.py --json docs/system_model.json
 
 About 2 minutes on 2 cores. Run it alone on the machine: the figures show measured times.
 
@@ -62,7 +63,7 @@ def system(work: Path) -> list[Path]:
     if not results.exists():
         print(f"skipped system-model.png: no {results.relative_to(ROOT)}", file=sys.stderr)
         return []
-    figure = work / "system-model.png"
+    figure = work / "system_model.png"
     script = ROOT / "scripts" / "bench_system_model.py"
     subprocess.run(
         [sys.executable, str(script), "--replot", str(results), "--figure", str(figure)],

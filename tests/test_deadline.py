@@ -36,7 +36,14 @@ from bcgc_sim.model.stragglers import (
 )
 from bcgc_sim.model.streams import STREAM_EVALUATION
 from bcgc_sim.model.system import SystemModel
-from bcgc_sim.schemes import PARTIAL_SCHEMES, SCHEMES, SchemeOptions, build_plan, needs_deadline
+from bcgc_sim.schemes import (
+    PARTIAL_SCHEMES,
+    SCHEMES,
+    SYSTEM_SCHEMES,
+    SchemeOptions,
+    build_plan,
+    needs_deadline,
+)
 
 # spec §9 Test B: N = 3, mu = 1, t0 = 1, L = 12, M = 3, C = 1, so M C / N = 1 and r = t
 B_DIST = ShiftedExponential(1.0, 1.0)
@@ -302,7 +309,7 @@ def test_expectation_schemes_ignore_the_deadline():
     )
     model = SystemModel(5, 60, 50, 1.0, ShiftedExponential(1e-3, 50.0))
     for name in SCHEMES:
-        if not needs_deadline(name):
+        if not needs_deadline(name) and name not in SYSTEM_SCHEMES:
             plain = build_plan(name, model, fast)
             timed = build_plan(name, model, dataclasses.replace(fast, deadline=1e5))
             assert plain == timed, name
@@ -339,7 +346,7 @@ def test_cli_predict_json_with_deadline(capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["deadline"] == pytest.approx(CLI_DEADLINE)
     schemes = out["schemes"]
-    assert set(schemes) == set(SCHEMES)  # the default list, deadline schemes included
+    assert set(schemes) == set(SCHEMES) - set(SYSTEM_SCHEMES)  # deadline schemes included
     model = SystemModel(5, 60, 50, 1.0, ShiftedExponential(0.1, 1.0))
     raw = raw_deadline(model, CLI_DEADLINE)
     blocks = {k: v for k, v in schemes.items() if k not in PARTIAL_SCHEMES}
@@ -363,7 +370,9 @@ def test_cli_predict_text_has_the_probability_column(capsys):
 def test_cli_predict_without_deadline_skips_the_deadline_schemes(capsys):
     assert main(["predict", "--json", *CLI_SMALL]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out["schemes"]) == {name for name in SCHEMES if not needs_deadline(name)}
+    assert set(out["schemes"]) == {
+        name for name in SCHEMES if not needs_deadline(name) and name not in SYSTEM_SCHEMES
+    }
     assert all("completion_probability" not in r for r in out["schemes"].values())
 
 

@@ -17,6 +17,7 @@ from bcgc_sim.paper.numbers import PAPER_FIG3
 from bcgc_sim.partial.plan import PartialPlan
 from bcgc_sim.schemes import (
     SCHEMES,
+    SYSTEM_SCHEMES,
     SchemeOptions,
     build_plan,
     needs_deadline,
@@ -233,7 +234,10 @@ def _check_partial(plan, model):
     assert plan.exact_expected_raw_runtime(model.distribution) is None  # Monte Carlo only
 
 
-@pytest.mark.parametrize("name", list(SCHEMES))
+PLANNED_WITHOUT_CALIBRATION = [name for name in SCHEMES if name not in SYSTEM_SCHEMES]
+
+
+@pytest.mark.parametrize("name", PLANNED_WITHOUT_CALIBRATION)
 def test_every_scheme_paper_point(name):
     plan = paper_plan(name)
     assert plan.scheme == name
@@ -245,7 +249,7 @@ def test_every_scheme_paper_point(name):
         assert plan.coordinates == 20_000
 
 
-@pytest.mark.parametrize("name", list(SCHEMES))
+@pytest.mark.parametrize("name", PLANNED_WITHOUT_CALIBRATION)
 @pytest.mark.parametrize("model", SMALL_MODELS, ids=lambda m: f"N{m.n_workers}-L{m.coordinates}")
 def test_every_scheme_small_models(name, model):
     plan = build_plan(name, model, with_deadline(name, model, FAST))
@@ -270,6 +274,7 @@ def test_registry_is_complete():
         "bcgc-cdf-opt",
         "partial-gc",
         "partial-gc-approx",
+        "bcgc-sys-opt",
     }
 
 

@@ -16,6 +16,7 @@ from helpers import no_children_left
 from bcgc_sim.config import load_config
 from bcgc_sim.errors import UserError
 from bcgc_sim.model.codes import CodeBook
+from bcgc_sim.model.costs import SystemCosts
 from bcgc_sim.model.layout import layout_for
 from bcgc_sim.results import RunRecorder
 from bcgc_sim.schemes import APPROXIMATE_SCHEMES, SCHEMES, build_plan
@@ -46,7 +47,9 @@ def test_every_scheme_runs_exactly_on_a_local_cluster(tmp_path):
     # the deadline (model time units, about E[tau] of uncoded) lets bcgc-cdf-* be planned too
     config = small_config(tmp_path, f"run.schemes=[{schemes}]", "predict.deadline=5e6")
     folder = tmp_path / "run"
-    summaries = run_testbed(config, folder, log=lambda text: None)
+    # bcgc-sys-opt is planned on a calibration: here a synthetic one of a 2-core machine
+    costs = SystemCosts(derivative_element_s=1e-9, send_s=20e-6, master_message_s=20e-6, cores=2)
+    summaries = run_testbed(config, folder, log=lambda text: None, costs=costs)
     assert [s.scheme for s in summaries] == exact
     for s in summaries:
         assert s.iterations == 3

@@ -51,6 +51,20 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
         help="override one config key, e.g. --set cluster.workers=10 (repeatable)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--calibration",
+        metavar="FILE",
+        help="system-model costs written by 'bcgc calibrate' (enables bcgc-sys-opt)",
+    )
+
+
+def _costs(args: argparse.Namespace):
+    """The SystemCosts of --calibration FILE, or None."""
+    if not getattr(args, "calibration", None):
+        return None
+    from ..calibration import load_costs
+
+    return load_costs(args.calibration)
 
 
 def _add_deadline_argument(parser: argparse.ArgumentParser) -> None:
@@ -117,7 +131,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     _check_model_time(config, [args.scheme], 0, False)
     with ProgressLine(prefix=f"bcgc plan {args.scheme}") as progress:
         plan = build_plan(
-            args.scheme, model, config.scheme_options(), PlanContext(progress=progress)
+            args.scheme, model, config.scheme_options(_costs(args)), PlanContext(progress=progress)
         )
     described = describe_plan(config, args.scheme, plan)
     if args.json:
@@ -154,6 +168,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ..schemes import PARTIAL_SCHEMES, check_scheme_names, missing_deadline, needs_deadline
     from .progress import ProgressLine
 
+    if args.model == "system":
+        return _predict_system(args)
     config = _config(args)
     model = config.system_model()
     schemes = args.scheme or list(config.predict.schemes)
@@ -250,12 +266,35 @@ def _print_prediction_table(
         )
 
 
+def _predict_system(args: argparse.Namespace) -> int:
+    """`bcgc predict --model system`: every scheme's runtime on the calibrated system model
+    (natural mode: real compute on this machine's cores), in seconds."""
+    from ..predict_system import format_system_predictions, predict_system, system_json
+    from ..schemes import check_scheme_names, needs_deadline
+
+    costs = _costs(args)
+    if costs is None:
+        raise UserError("--model system needs --calibration FILE (written by 'bcgc calibrate')")
+    config = _config(args)
+    schemes = args.scheme or [*config.predict.schemes, "bcgc-sys-opt"]
+    check_scheme_names(schemes)
+    schemes = [name for name in schemes if not needs_deadline(name)]
+    results = predict_system(config, schemes, costs)
+    if args.json:
+        print(json.dumps(system_json(results, config)))
+        return 0
+    print(format_system_predictions(results, config, costs))
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from master.runner import output_folder, run_testbed
 
     config = _with_output(_config(args), args)  # --check / --no-check: run.check
     folder = Path(args.output) if args.output else output_folder(config)
-    summaries = run_testbed(config, folder, log=lambda text: print(text, file=sys.stderr))
+    summaries = run_testbed(
+        config, folder, log=lambda text: print(text, file=sys.stderr), costs=_costs(args)
+    )
     return _report_run(summaries, folder, args.json)
 
 
@@ -403,7 +442,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
         config = _with_output(_config(args), args)
         folder = Path(args.output) if args.output else output_folder(config)
-        run_testbed(config, folder, log=lambda text: print(text, file=sys.stderr))
+        run_testbed(
+            config, folder, log=lambda text: print(text, file=sys.stderr), costs=_costs(args)
+        )
     run = load_run(folder)
     # T in model time units: --deadline, else the run's predict.deadline (0 = none)
     deadline = args.deadline if args.deadline is not None else run.config.predict.deadline
@@ -416,10 +457,24 @@ def cmd_validate(args: argparse.Namespace) -> int:
         path = folder / f"timeline-{_file_name(r.scheme)}.png"
         note = "the typical one: nearest the median"
         figures.append(plots.plot_timeline(run, r.scheme, r.typical_iteration(), path, note))
+    costs = _costs(args)
+    system = None
+    if costs is not None and run.config.run.mode == "natural":
+        from ..predict_system import system_validation
+
+        system = system_validation(run, costs)
     if args.json:
-        print(json.dumps(to_json(results) | {"output": str(folder)}))
+        out = to_json(results) | {"output": str(folder)}
+        if system is not None:
+            for name, values in system.items():
+                out["schemes"].setdefault(name, {}).update(values)
+        print(json.dumps(out))
         return 0
     print(format_table(results))
+    if system is not None:
+        from ..predict_system import format_system_validation
+
+        print(format_system_validation(system))
     print(f"figures: {', '.join(str(f) for f in figures)}")
     return 0
 
@@ -553,6 +608,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_arguments(pred)
     _add_deadline_argument(pred)
     pred.add_argument("--scheme", action="append", help="only this scheme (repeatable)")
+    pred.add_argument(
+        "--model",
+        choices=("paper", "system"),
+        default="paper",
+        help="paper: the papers' runtime model (model time units); system: the calibrated "
+        "system model of natural runs on this machine (seconds; needs --calibration)",
+    )
     pred.set_defaults(func=cmd_predict)
 
     run = sub.add_parser("run", help="run the schemes on a local cluster: measured vs predicted")

@@ -15,6 +15,9 @@ ROOT_CODES = 2  # key (N, s): the Gaussian candidates of Tandon's B(s) (model/co
 ROOT_COMBINER = 7  # key (): the partial-gc master's combiner Phi (partial/decoder.py)
 ROOT_COMPARISON_ORDERS = 8  # key (N, delta): a fresh random order per draw (comparison.py)
 ROOT_ORDERING = 9  # key (N, delta): partial-gc's random ordering, one per run (partial/plan.py)
+ROOT_SYSTEM = (
+    11  # key (stream,): the system model's compute multipliers and latencies (model/machine.py)
+)
 
 # The `stream` of a Monte-Carlo draw (root ROOT_MONTE_CARLO): schemes tune on TUNING (and the
 # optimiser on batches 1, 2, ...), round on ROUNDING; predictions evaluate on EVALUATION, which

@@ -21,7 +21,7 @@ from ..model.optimize import SubgradientSettings
 from ..model.plans import BlockPlan, Plan, TandonPlan
 from ..model.runtime import Estimate
 from ..prediction import evaluation_samples
-from ..schemes import PARTIAL_SCHEMES, SCHEMES, SchemeOptions, needs_deadline
+from ..schemes import PARTIAL_SCHEMES, SCHEMES, SYSTEM_SCHEMES, SchemeOptions, needs_deadline
 from ..style import PAGE_IN, new_figure, save_figure, scheme_colour, styled
 from .common import (
     Check,
@@ -152,14 +152,15 @@ def build_sweeps(quick: bool) -> list[Sweep]:
 def evaluate_point(
     point: Point, options: SchemeOptions, n_samples: int, paper_spsg: bool
 ) -> PointResult:
-    """Plan every scheme and estimate R on the evaluation stream (as bcgc_sim.predict does)."""
+    """Plan every scheme and estimate R on the evaluation stream (as bcgc_sim.prediction does)."""
     model = point.model()
     samples = evaluation_samples(model, options.seed, n_samples)
     result = PointResult(point, n_samples=n_samples)
     jobs: list[tuple[str, str, SchemeOptions]] = [
         (name, name, options)
         for name in SCHEMES
-        if not needs_deadline(name) and name not in PARTIAL_SCHEMES  # not in the BCGC paper
+        if not needs_deadline(name)
+        and name not in PARTIAL_SCHEMES + SYSTEM_SCHEMES  # not in the BCGC paper
     ]
     if paper_spsg:
         paper = dataclasses.replace(options, optimizer=SubgradientSettings.paper())
