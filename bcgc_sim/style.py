@@ -47,6 +47,7 @@ SCHEME_STYLES: dict[str, SchemeStyle] = {
     "bcgc-cdf-opt": SchemeStyle("#332288", ">"),  # Tol muted indigo
     "partial-gc": SchemeStyle("#44AA99", "h"),  # Tol muted teal
     "partial-gc-approx": SchemeStyle("#AA4499", "p"),  # Tol muted purple
+    "bcgc-sys-opt": SchemeStyle("#994455", "x"),  # Tol medium-contrast dark red
     # the fair comparison's own rows (spec/partial-gc.md §5.3; scripts/compare_partial_*.py)
     "original-gc": SchemeStyle("#CC6677", "d"),  # Tol muted rose
     "bcgc-capped": SchemeStyle("#117733", "H"),  # Tol muted green
