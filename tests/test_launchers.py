@@ -4,11 +4,20 @@ cluster started by mpirun, the Slurm batch script (checked without Slurm), and `
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
+import zmq
+import zmq.auth
 
+from bcgc_sim.wire.protocol import PROTOCOL_VERSION
+from master.transport import PeerTable
 from workers.worker import RankError, rank_from_environment
 
 BCGC = [sys.executable, "-m", "bcgc_sim"]
@@ -50,3 +59,92 @@ def test_the_worker_refuses_a_bad_rank_variable_in_one_line():
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "SLURM_PROCID='x' is not a rank" in lines[0], proc.stderr
+
+
+def _ready(rank: int, token: str) -> dict:
+    return {"rank": rank, "pid": 1, "protocol": PROTOCOL_VERSION, "token": token}
+
+
+def test_a_launchers_rank_is_honoured_or_refused_never_swapped():
+    peers = PeerTable()
+    peers.size = 3
+    assert peers.register(b"a", _ready(2, "token-of-a"), "", 0, "10.0.0.2").rank == 2
+    assert peers.by_rank[2].host == "10.0.0.2"
+    assert peers.register(b"b", _ready(2, "token-of-b"), "", 0) == "duplicate-rank"
+    assert peers.register(b"c", _ready(3, "token-of-c"), "", 0) == "rank-out-of-range"
+    assert peers.register(b"d", _ready(-1, "token-of-d"), "", 0).rank == 0  # none asked: lowest
+    assert peers.register(b"e", _ready(1, "token-of-e"), "", 0).rank == 1
+    assert peers.register(b"f", _ready(1, "token-of-f"), "", 0) == "surplus-worker"  # all taken
+    peers.mark_dead(peers.by_rank[1], "its process exited")
+    assert peers.register(b"g", _ready(1, "token-of-g"), "", 0).rank == 1  # a replacement
+
+
+# -- bcgc master --timeout: who connected, who was refused -----------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    """CURVE key pairs: the master, two allowed workers (w0, w1) and a stranger."""
+    folder = tmp_path_factory.mktemp("keys")
+    allow = folder / "allow"
+    allow.mkdir()
+    for name in ("master", "w0", "w1", "stranger"):
+        zmq.auth.create_certificates(str(folder), name)
+    for name in ("w0", "w1"):
+        shutil.copy(folder / f"{name}.key", allow)
+    return folder
+
+
+def _worker(endpoint: str, keys: Path, key: str, rank: int | None) -> subprocess.Popen:
+    env = {**os.environ, "SLURM_PROCID": str(rank)} if rank is not None else dict(os.environ)
+    return subprocess.Popen(
+        [*BCGC, "worker", "--connect", endpoint, "--timeout", "30",
+         "--key", str(keys / f"{key}.key_secret"), "--server-key", str(keys / "master.key")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_master_that_times_out_names_who_connected_and_who_was_refused(keys, tmp_path):
+    """3 workers wanted: ranks 0 and 1 come, a second rank 0 is refused as a duplicate, a
+    stranger's CURVE key is refused; after --timeout the master says so in one line, exit 2."""
+    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    started = time.monotonic()
+    master = subprocess.Popen(
+        [*BCGC, "master", "--bind", endpoint, "--workers", "3", "--timeout", "5",
+         "-o", str(tmp_path / "run"), "--key", str(keys / "master.key_secret"),
+         "--allow", str(keys / "allow")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    zeros = [_worker(endpoint, keys, "w0", 0), _worker(endpoint, keys, "w1", 0)]
+    others = [_worker(endpoint, keys, "w1", 1), _worker(endpoint, keys, "stranger", None)]
+    try:
+        _, err = master.communicate(timeout=90)
+        waited = time.monotonic() - started
+        codes = [w.wait(40) for w in zeros]
+        errors = [w.stderr.read() for w in zeros]
+    finally:
+        for process in [master, *zeros, *others]:
+            if process.poll() is None:
+                process.kill()
+    assert master.returncode == 2, err
+    assert waited >= 5
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("bcgc: error: only 2 of 3 workers connected"), err
+    refused = 0 if codes[0] == 1 else 1  # the rank 0 that came second
+    assert sorted(codes) == [0, 1], (codes, errors)  # refused; the other stopped by the master
+    assert "rank 0 is held by a live worker" in errors[refused], errors
+    kept = zeros[1 - refused].pid
+    assert (
+        f"connected: rank 0 (127.0.0.1, pid {kept}), rank 1 (127.0.0.1, pid {others[0].pid})"
+        in line
+    )
+    assert "missing: rank 2 (start them or raise --timeout)" in line
+    assert "1 x duplicate-rank from 127.0.0.1" in line
+    assert "x CURVE key" in line and "not in --allow" in line
