@@ -4,7 +4,9 @@ cluster started by mpirun, the Slurm batch script (checked without Slurm), and `
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -148,3 +150,65 @@ def test_a_master_that_times_out_names_who_connected_and_who_was_refused(keys, t
     assert "missing: rank 2 (start them or raise --timeout)" in line
     assert "1 x duplicate-rank from 127.0.0.1" in line
     assert "x CURVE key" in line and "not in --allow" in line
+
+
+# -- a real cluster started by mpirun --------------------------------------------------------------
+
+
+def mpirun_command(n: int) -> list[str]:
+    """`mpirun -np n` as this machine needs it: root needs --allow-run-as-root; more ranks than
+    cores need --oversubscribe; the workers pin themselves (--bind-to none)."""
+    command = ["mpirun", "--oversubscribe", "--bind-to", "none", "-np", str(n)]
+    if os.geteuid() == 0:
+        command.insert(1, "--allow-run-as-root")
+    return command
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    shutil.which("mpirun") is None, reason="mpirun not found (Debian: apt-get install openmpi-bin)"
+)
+def test_workers_started_by_mpirun_take_its_ranks_and_decode_exactly(tmp_path):
+    """`bcgc master` on loopback, `mpirun -np 3 bcgc worker --connect ...`: each worker holds
+    the rank mpirun gave it (rank 0 comes last, so arrival order would give it rank 2), and
+    every scheme's decoded gradient equals the uncoded one."""
+    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    folder = tmp_path / "run"
+    master = subprocess.Popen(
+        [*BCGC, "master", "--bind", endpoint, "--workers", "3", "--timeout", "60", "-o", str(folder),
+         "--set", "model.samples=90", "--set", "model.coordinates=30", "--set", "run.iterations=3",
+         "--set", "run.schemes=['bcgc-t', 'tandon', 'uncoded']", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    launched = tmp_path / "launched"  # "rank pid" per worker, written before it becomes bcgc
+    log = folder / "logs" / "master.log"
+    wrapper = (  # rank 0 waits until the master registered two workers: a master that
+        # assigned ranks by arrival would give it rank 2
+        f'echo "$OMPI_COMM_WORLD_RANK $$" >> {launched}; i=0; '
+        f'while [ "$OMPI_COMM_WORLD_RANK" = 0 ] && [ $i -lt 300 ] && '
+        f'[ "$(grep -c registered {log} 2>/dev/null)" != 2 ]; do sleep 0.1; i=$((i+1)); done; '
+        'exec "$@"'
+    )
+    bcgc = str(Path(sys.executable).with_name("bcgc"))
+    workers = subprocess.Popen(
+        [*mpirun_command(3), "sh", "-c", wrapper, "sh", bcgc, "worker", "--connect", endpoint],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        out, err = master.communicate(timeout=120)
+        mpirun_out, _ = workers.communicate(timeout=30)
+    finally:
+        for process in (master, workers):
+            if process.poll() is None:
+                process.kill()
+    assert master.returncode == 0, err
+    assert workers.returncode == 0, mpirun_out
+    result = json.loads(out)
+    for scheme in ("bcgc-t", "tandon", "uncoded"):
+        assert result["schemes"][scheme]["gradient_max_rel_error"] <= 1e-9, result
+    by_pid = dict(reversed(line.split()) for line in launched.read_text().splitlines())
+    text = log.read_text()
+    pattern = r"worker rank (\d+) registered \(pid (\d+), host 127.0.0.1\)"
+    held = {pid: rank for rank, pid in re.findall(pattern, text)}
+    assert sorted(by_pid.values()) == ["0", "1", "2"]
+    assert held == by_pid, text
