@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -212,3 +213,87 @@ def test_workers_started_by_mpirun_take_its_ranks_and_decode_exactly(tmp_path):
     held = {pid: rank for rank, pid in re.findall(pattern, text)}
     assert sorted(by_pid.values()) == ["0", "1", "2"]
     assert held == by_pid, text
+
+
+# -- the Slurm batch script, without Slurm ---------------------------------------------------------
+
+SBATCH = Path(__file__).parents[1] / "scripts" / "slurm" / "bcgc.sbatch"
+FAKE_SRUN = """#!/bin/sh
+# srun for the tests: --ntasks=N copies of the command, task i with SLURM_PROCID=i; each
+# writes "task pid" to $SRUN_LOG before it becomes the command.
+n=1
+while [ $# -gt 0 ]; do
+    case $1 in --ntasks=*) n=${1#--ntasks=}; shift ;; --*) shift ;; *) break ;; esac
+done
+i=0
+while [ $i -lt $n ]; do
+    SLURM_PROCID=$i sh -c 'echo "$SLURM_PROCID $$" >> "$SRUN_LOG"; exec "$@"' sh "$@" &
+    i=$((i + 1))
+done
+wait
+"""
+FAKE_SCONTROL = "#!/bin/sh\necho localhost\necho node2\n"  # `scontrol show hostnames LIST`
+
+
+def test_the_batch_script_is_valid_bash():
+    proc = subprocess.run(["bash", "-n", str(SBATCH)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_the_batch_scripts_commands_parse(tmp_path):
+    """A dry run prints every command; each bcgc command is accepted by its own parser."""
+    from bcgc_sim.entry.cli import build_parser
+    from workers.worker import build_parser as worker_parser
+
+    env = {**os.environ, "BCGC_DRY_RUN": "1", "SLURM_JOB_ID": "42", "SLURM_NTASKS": "5",
+           "SLURM_JOB_NODELIST": "n7,n8", "PATH": "/usr/bin:/bin"}  # fmt: skip
+    proc = subprocess.run(
+        ["bash", str(SBATCH), "--set", "run.iterations=30"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=30,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    commands = [shlex.split(line) for line in proc.stdout.splitlines()]
+    assert not list(tmp_path.iterdir())  # a dry run changes nothing
+    (master,) = [c for c in commands if c[:2] == ["bcgc", "master"]]
+    args = build_parser().parse_args(master[1:])
+    assert (args.workers, args.timeout, args.bind) == (5, 300.0, "tcp://0.0.0.0:5555")
+    assert args.overrides == ["run.iterations=30"] and args.output == "results/slurm-42"
+    (srun,) = [c for c in commands if c[0] == "srun"]
+    assert "--ntasks=5" in srun
+    worker = worker_parser().parse_args(srun[srun.index("worker") + 1 :])
+    assert worker.connect == "tcp://n7:5555"  # the first node of the job
+    assert worker.key == "keys/slurm-42/worker.key_secret"
+    keygens = [c for c in commands if c[:2] == ["bcgc", "keygen"]]
+    assert [build_parser().parse_args(c[1:]).name for c in keygens] == ["master", "worker"]
+
+
+@pytest.mark.slow
+def test_the_batch_script_runs_a_cluster_with_a_stand_in_srun(tmp_path):
+    """The script itself, with srun and scontrol replaced by stand-ins that start the tasks on
+    this machine: keys, master, 3 workers with srun's ranks, exact gradients."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("srun", FAKE_SRUN), ("scontrol", FAKE_SCONTROL)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    tasks = tmp_path / "tasks"
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SRUN_LOG": str(tasks),
+           "BCGC": str(Path(sys.executable).with_name("bcgc")), "BCGC_PORT": str(_free_port()),
+           "BCGC_TIMEOUT": "60", "SLURM_JOB_ID": "7", "SLURM_NTASKS": "3",
+           "SLURM_JOB_NODELIST": "localhost,node2"}  # fmt: skip
+    proc = subprocess.run(
+        ["bash", str(SBATCH), "--set", "model.samples=90", "--set", "model.coordinates=30",
+         "--set", "run.iterations=3", "--set", "run.schemes=['bcgc-t', 'uncoded']", "--json"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout[proc.stdout.index("{") :])
+    for scheme in ("bcgc-t", "uncoded"):
+        assert result["schemes"][scheme]["gradient_max_rel_error"] <= 1e-9, result
+    assert (tmp_path / "keys" / "slurm-7" / "worker.key_secret").stat().st_mode & 0o077 == 0
+    by_pid = dict(reversed(line.split()) for line in tasks.read_text().splitlines())
+    text = (tmp_path / "results" / "slurm-7" / "logs" / "master.log").read_text()
+    held = {
+        pid: rank for rank, pid in re.findall(r"worker rank (\d+) registered \(pid (\d+)", text)
+    }
+    assert sorted(by_pid.values()) == ["0", "1", "2"] and held == by_pid, text
