@@ -235,7 +235,9 @@ class RemoteCluster:
                 f"'bcgc worker --connect {self.link.endpoint}'"
                 + (" --key WORKER.key_secret --server-key MASTER.key" if self.curve else "")
             )
-            self.link.wait_for_workers(self.n_workers, self.startup_timeout_s)
+            self.link.wait_for_workers(
+                self.n_workers, self.startup_timeout_s, report=self.startup_report
+            )
         except BaseException:
             self.close()
             raise
@@ -243,6 +245,27 @@ class RemoteCluster:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def startup_report(self) -> str:
+        """Who connected (rank, host, pid), which ranks are missing and who was refused (how
+        often, why, from where): the end of the error line when the start-up timed out."""
+        peers = self.link.peers.by_rank
+        live = {r: p for r, p in sorted(peers.items()) if p.state is PeerState.LIVE}
+        connected = [f"rank {r} ({p.host or 'unknown host'}, pid {p.pid})" for r, p in live.items()]
+        missing = [str(r) for r in range(self.n_workers) if r not in live]
+        refused = [
+            f"{count} x {reason} from {host or 'an unknown host'}"
+            for (reason, host), count in sorted(self.link.refused.items())
+        ]
+        if self.link.allow is not None:  # counted by the authenticator's thread
+            refused += [
+                f"{count} x CURVE key {key.decode(errors='replace')[:10]}... not in --allow"
+                for key, count in sorted(dict(self.link.allow.refused).items())
+            ]
+        return (
+            f"connected: {', '.join(connected) or 'none'}; missing: rank "
+            f"{', '.join(missing)} (start them or raise --timeout); refused: {', '.join(refused) or 'none'}"
+        )
 
     def dead_ranks(self) -> set[int]:
         return set()  # remote processes are judged by their silence (heartbeats)

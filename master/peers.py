@@ -57,6 +57,7 @@ class Peer:
     replaces: bool = False  # it took the rank of an earlier worker
     replace_by_ns: int = 0  # AWAITING: when to give up waiting for a replacement
     how: str = ""  # why it was declared dead
+    host: str = ""  # the address its READY came from (ZeroMQ's Peer-Address), "" if unknown
 
 
 class Rejections:
@@ -124,8 +125,13 @@ class PeerTable:
 
     # -- registration --------------------------------------------------------------------------
 
-    def register(self, identity: bytes, header: dict, key: str, now_ns: int) -> Peer | str:
-        """A READY: the Peer that now holds a rank for this connection, or the reason it was refused."""
+    def register(
+        self, identity: bytes, header: dict, key: str, now_ns: int, host: str = ""
+    ) -> Peer | str:
+        """A READY: the Peer that now holds a rank for this connection, or the reason it was
+        refused. Once the size is known, a worker asking for a rank (a launcher's, or --rank)
+        gets that rank or is refused (`duplicate-rank`, `rank-out-of-range`); one asking for
+        none takes the lowest free rank."""
         if header.get("protocol") != PROTOCOL_VERSION:
             return "version"
         if identity in self.by_identity:
@@ -144,6 +150,11 @@ class PeerTable:
         if not free:
             return "surplus-worker"
         wanted = header.get("rank")
+        if type(wanted) is int and wanted >= 0 and self.size is not None:
+            if wanted >= self.size:
+                return "rank-out-of-range"
+            if wanted not in free:
+                return "duplicate-rank"
         if type(wanted) is not int or wanted not in free:
             wanted = free[0]
         old = self.by_rank.get(wanted)
@@ -151,6 +162,7 @@ class PeerTable:
             self._forget(old)
         pid = header.get("pid")
         peer = Peer(wanted, identity, token, key, pid if type(pid) is int else -1, now_ns, beat_ns)
+        peer.host = host
         peer.replaces = old is not None
         self.by_rank[wanted] = peer
         self.by_identity[identity] = peer

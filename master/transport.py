@@ -156,6 +156,7 @@ class WorkerLink:
         framing.keep_freed_memory()  # this process moves large arrays every iteration
         self.context = zmq.Context()
         self.auth = None
+        self.allow: AllowList | None = None  # with CURVE: refused handshakes counted by key
         self.shared = MasterSegments(transport, clock_id())  # bulk arrays on this host
         self.socket = framing.configure(self.context.socket(zmq.ROUTER))
         self.socket.setsockopt(zmq.LINGER, 0)
@@ -167,9 +168,8 @@ class WorkerLink:
 
             self.auth = ThreadAuthenticator(self.context)
             self.auth.start()
-            self.auth.configure_curve_callback(
-                domain="*", credentials_provider=AllowList(curve.allow)
-            )
+            self.allow = AllowList(curve.allow)
+            self.auth.configure_curve_callback(domain="*", credentials_provider=self.allow)
             self.socket.curve_secretkey, self.socket.curve_publickey = curve.secret, curve.public
             self.socket.curve_server = True
         try:
@@ -183,6 +183,7 @@ class WorkerLink:
             self.close()
             raise UserError(f"cannot bind the master to {bind}: {exc}") from None
         self.peers = PeerTable()
+        self.refused: collections.Counter[tuple[str, str]] = collections.Counter()  # READYs
         self._pending: collections.deque[Received] = collections.deque()  # read ahead
         self._timeout_ms = -1  # the socket's ZMQ_RCVTIMEO (-1: wait forever)
 
@@ -341,6 +342,12 @@ class WorkerLink:
             log.warning("worker %d: shared memory unavailable (%s), using frames", rank, exc)
 
     def _register(self, identity: bytes, message: Message, frame: zmq.Frame) -> None:
+        """A READY: a rank for its sender, or a refusal counted by (reason, host) in `refused`;
+        a worker refused for its rank or for lack of one is told why (STOP), so that it exits."""
+        try:
+            host = frame.get("Peer-Address")
+        except zmq.ZMQError:
+            host = ""
         key = ""
         if self.auth is not None:
             try:
@@ -349,29 +356,45 @@ class WorkerLink:
                 key = ""
         known = identity in self.peers.by_identity
         known_token = message.header.get("token") in self.peers.by_token
-        result = self.peers.register(identity, message.header, key, time.monotonic_ns())
+        result = self.peers.register(identity, message.header, key, time.monotonic_ns(), host)
         if isinstance(result, str):
-            detail = ""
-            if result == "version":
-                detail = f"READY with protocol {message.header.get('protocol')!r}"
-            elif result == "surplus-worker":
-                detail = (
-                    f"all {self.peers.size} ranks are taken (a replacement is taken once the "
-                    "master has declared a rank dead)"
-                )
-                if not known:  # tell it, so that it exits instead of waiting for a set-up
-                    self._send_to(identity, encode(MessageType.STOP, {"reason": detail}))
+            self.refused[result, host] += 1
+            detail = self._refusal_detail(result, message.header)
+            if result in ("surplus-worker", "duplicate-rank", "rank-out-of-range") and not known:
+                # tell it, so that it exits instead of waiting for a set-up
+                self._send_to(identity, encode(MessageType.STOP, {"reason": detail}))
             self.reject(result, identity, detail)
             return
         if known_token:  # the same process: its segments and mappings are still good
             log.info("worker %d reconnected (pid %s)", result.rank, result.pid)
         else:  # a new worker for the rank: nothing by reference until its SETUP_OK
             self.shared.forget(result.rank)
-            log.info("worker rank %d registered (pid %s)", result.rank, result.pid)
+            log.info("worker rank %d registered (pid %s, host %s)", result.rank, result.pid, host)
 
-    def wait_for_workers(self, count: int, timeout_s: float, check=None) -> None:
+    def _refusal_detail(self, reason: str, header: dict) -> str:
+        """What a refused worker is told and the log says."""
+        rank, size = header.get("rank"), self.peers.size
+        if reason == "version":
+            return f"READY with protocol {header.get('protocol')!r}"
+        if reason == "surplus-worker":
+            return (
+                f"all {size} ranks are taken (a replacement is taken once the master has "
+                "declared a rank dead)"
+            )
+        if reason == "duplicate-rank":
+            holder = self.peers.by_rank[rank]
+            return (
+                f"rank {rank} is held by a live worker (pid {holder.pid} on "
+                f"{holder.host or 'an unknown host'}): check the launcher's ranks or --rank"
+            )
+        if reason == "rank-out-of-range":
+            return f"rank {rank} is not below the master's {size} workers"
+        return ""
+
+    def wait_for_workers(self, count: int, timeout_s: float, check=None, report=None) -> None:
         """Block until ranks 0..count-1 are taken by live workers (later READYs beyond them are
-        refused as surplus); `check()` may raise (e.g. a worker died)."""
+        refused as surplus); `check()` may raise (e.g. a worker died); on timeout the error
+        ends with `report()`, if given."""
         self.peers.size = count
         by_rank = self.peers.by_rank
         end = time.monotonic() + timeout_s
@@ -381,7 +404,8 @@ class WorkerLink:
             if time.monotonic() > end:
                 live = len(self.peers.live())
                 raise UserError(
-                    f"only {live} of {count} workers connected to {self.endpoint} within {timeout_s:g} s"
+                    f"only {live} of {count} workers connected to {self.endpoint} within "
+                    f"{timeout_s:g} s" + (f"; {report()}" if report is not None else "")
                 )
             received = self.receive(100)
             if received is not None:

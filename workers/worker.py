@@ -35,6 +35,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,7 +62,14 @@ from bcgc_sim.wire.shm import Unavailable, WorkerSegments
 from .loop import Job, Pace, Stamp, run_iteration
 from .slots import SlotJob
 
-RANK_VARIABLES = ("SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMI_RANK")  # set by srun, mpirun, ...
+# The launchers' rank variables, most specific first: mpirun inside a Slurm allocation starts
+# its daemons with srun, so its ranks inherit the daemon's SLURM_PROCID (a node index) as well.
+RANK_VARIABLES = (
+    "OMPI_COMM_WORLD_RANK",  # Open MPI's mpirun
+    "PMIX_RANK",  # PMIx launchers (Open MPI 4 and 5, srun --mpi=pmix)
+    "PMI_RANK",  # MPICH and Intel MPI (Hydra)
+    "SLURM_PROCID",  # srun
+)
 
 
 class MasterGone(Exception):
@@ -84,13 +92,23 @@ def pin_to_core(rank: int) -> list[int] | None:
         return None
 
 
-def rank_from_environment() -> int:
-    """The rank a launcher gave this process (Slurm, Open MPI, MPICH/PMI), or -1."""
+def rank_from_environment(environ: Mapping[str, str] = os.environ) -> int:
+    """The rank a launcher gave this process (Open MPI, PMIx, MPICH/PMI, Slurm), or -1.
+
+    The first of RANK_VARIABLES that is set decides; a value that is not a whole number >= 0
+    (after surrounding blanks) is a launcher problem worth stopping for (RankError)."""
     for name in RANK_VARIABLES:
-        value = os.environ.get(name, "")
-        if value.isdigit():
-            return int(value)
+        value = environ.get(name, "").strip()
+        if not value:
+            continue
+        if not value.isascii() or not value.isdigit():
+            raise RankError(f"{name}={environ[name]!r} is not a rank (a whole number >= 0)")
+        return int(value)
     return -1
+
+
+class RankError(ValueError):
+    """A launcher's rank variable holds something that is not a rank."""
 
 
 @dataclass(frozen=True)
@@ -593,7 +611,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m workers") -> int:
     if problem is not None:
         print(f"{prog}: error: {problem}", file=sys.stderr)
         return 2
-    rank = args.rank if args.rank is not None else rank_from_environment()
+    try:
+        rank = args.rank if args.rank is not None else rank_from_environment()
+    except RankError as exc:
+        print(f"{prog}: error: {exc}; give --rank or fix the launcher", file=sys.stderr)
+        return 2
     curve = load_curve_keys(args.key, args.server_key)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the master tears workers down
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

@@ -335,6 +335,9 @@ def cmd_master(args: argparse.Namespace) -> int:
         raise UserError(
             "CURVE needs both --key (the master's .key_secret) and --allow (folder of worker .key files)"
         )
+    if args.timeout is not None and not args.timeout > 0:
+        raise UserError(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
+    startup_timeout = args.timeout if args.timeout is not None else config.run.startup_timeout
     curve = Curve.load(args.key, args.allow) if args.key else None
     folder = Path(args.output) if args.output else output_folder(config)
     check_run_memory(config, local=False)  # the workers' memory is on their own hosts
@@ -344,7 +347,7 @@ def cmd_master(args: argparse.Namespace) -> int:
         return RemoteCluster(
             config.cluster.workers,
             args.bind,
-            config.run.startup_timeout,
+            startup_timeout,
             max_message_bytes(data),
             curve,
             log=lambda text: print(text, file=sys.stderr),
@@ -669,6 +672,11 @@ def build_parser() -> argparse.ArgumentParser:
     mas.add_argument("--key", help="the master's CURVE secret key file (required off loopback)")
     mas.add_argument("--allow", help="folder of allowed worker public keys (.key files)")
     mas.add_argument("--output", "-o", metavar="DIR", help="folder for this run's results")
+    mas.add_argument(
+        "--timeout", type=float, metavar="SECONDS",
+        help="wait at most this long for the N workers at start-up, then name who connected "
+        "and who was refused, and exit 2 (default: run.startup_timeout, 60)",
+    )  # fmt: skip
     mas.set_defaults(func=cmd_master)
 
     sub.add_parser(
