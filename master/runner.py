@@ -10,7 +10,8 @@ import datetime as dt
 import logging
 import os
 import sys
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,26 @@ class SchemeSummary:
     overruns: int
     nmse_mean: float | None = None  # partial-gc: mean measured ||g_hat - g||^2 / ||g||^2
     round_trip_mean_s: float | None = None  # partial-gc: mean COMBINE / UPLOAD round trip
+
+
+@dataclass
+class PhaseClock:
+    """Wall seconds of each phase of a run, in the order they ran (run.json "phases_s").
+
+    `mark(name)` charges the time since the previous mark (or the start) to `name`; a name
+    marked again (one set-up per scheme) adds up. Monotonic clock."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    last: float = field(default_factory=time.monotonic)
+
+    def mark(self, name: str) -> None:
+        now = time.monotonic()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self.last
+        self.last = now
+
+    def text(self) -> str:
+        """'data set 2.1 s, step size 0.3 s, ...'"""
+        return ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.seconds.items())
 
 
 MODEL_SAMPLES = 20_000  # draws of T behind the time scale's choice (choose_time_scale)
@@ -211,10 +232,13 @@ def run_testbed(
     }
     summaries: list[SchemeSummary] = []
     handler = None
+    phases = PhaseClock()
+    meta["phases_s"] = phases.seconds
     try:
         handler = _master_log(folder)
         recorder.write_metadata(meta)
         data = prepare_problem(config)
+        phases.mark("data set")
         model = model_for_data(config, data)
         if plans is None:
             plans = {
@@ -224,7 +248,9 @@ def run_testbed(
         else:
             plans = dict(plans(model))
         time_scale = choose_time_scale(config, model, plans)
+        phases.mark("plans")
         rate = config.problem.learning_rate or step_size(data)
+        phases.mark("step size")
         settings = SessionSettings(
             config.seed, time_scale, config.run.check, rate, config.cluster.pin,
             natural=config.run.mode == "natural", repeat=config.natural.slowdown,
@@ -245,6 +271,7 @@ def run_testbed(
             threadpool_limits(limits=1, user_api="blas"),
             (cluster_factory or local_cluster_factory(config, folder, data))() as cluster,
         ):
+            phases.mark("worker start-up")
             for name, plan in plans.items():
                 log(f"{name}: {config.run.iterations} iterations on {model.n_workers} workers ...")
                 if isinstance(plan, PartialPlan):
@@ -259,10 +286,12 @@ def run_testbed(
                     )  # fmt: skip
                 try:  # deaths and rejections of the set-up are recorded too
                     session.setup(config.run.startup_timeout)
+                    phases.mark("set-up")
                     meta["worker_cpu_affinity"] = {
                         str(k): v for k, v in sorted(session.affinity.items())
                     }
                     summary = _run_iterations(session, config.run.iterations, data, rate)
+                    phases.mark("iterations")
                 finally:
                     session.release()
                     meta["worker_events"] += [{"scheme": name, **e} for e in session.events]
@@ -270,6 +299,8 @@ def run_testbed(
                 summaries.append(summary)
                 meta["summaries"][name] = asdict(summary)
                 recorder.write_metadata(meta)
+        phases.mark("shutdown")
+        log(f"phases: {phases.text()}")
         meta["status"] = "completed"
     except BaseException as exc:
         meta["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"failed: {exc}"

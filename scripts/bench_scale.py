@@ -11,6 +11,7 @@ the wall time. The time scale is chosen so that a mean iteration takes --seconds
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -48,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"N = {args.workers}, L = {args.coordinates}: completed in {time.monotonic() - start:.0f} s wall"
     )
+    phases = json.loads((folder / "run" / "run.json").read_text())["phases_s"]
+    print("where the time went: " + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items()))
     print_summaries(summaries, folder / "run")
     return 0
 
