@@ -162,20 +162,27 @@ def choose_time_scale(config: Config, model: SystemModel, plans: dict) -> float:
     return config.run.iteration_seconds / float(np.mean(means))
 
 
-def local_cluster_factory(config: Config, folder: Path, data: ProblemData):
+def local_cluster_factory(config: Config, folder: Path):
     """A LocalCluster of config.cluster.workers processes on this machine (plus burners)."""
     burners = config.natural.burners if config.run.mode == "natural" else ()
+    p, m = config.problem, config.model
+    _, coordinates = data_shape(p.dataset, m.samples, m.coordinates)
     return lambda: LocalCluster(
         config.cluster.workers, config.run.startup_timeout, folder / "logs", burners,
-        max_message_bytes(data), config.cluster.heartbeat, config.cluster.liveness,
+        message_limit(coordinates), config.cluster.heartbeat, config.cluster.liveness,
         config.cluster.transport,
     )  # fmt: skip
 
 
-def max_message_bytes(data: ProblemData) -> int:
+def message_limit(coordinates: int) -> int:
     """ZMQ_MAXMSGSIZE for the master: the largest legitimate message (a slot of L float64 values
     plus its header) with a margin; anything larger disconnects its sender."""
-    return 8 * data.coordinates + (1 << 20)
+    return 8 * coordinates + (1 << 20)
+
+
+def max_message_bytes(data: ProblemData) -> int:
+    """message_limit for the L of `data`."""
+    return message_limit(data.coordinates)
 
 
 class _MasterLog(logging.FileHandler):
@@ -234,9 +241,14 @@ def run_testbed(
     handler = None
     phases = PhaseClock()
     meta["phases_s"] = phases.seconds
+    cluster = None
     try:
         handler = _master_log(folder)
         recorder.write_metadata(meta)
+        cluster = (cluster_factory or local_cluster_factory(config, folder))()
+        if hasattr(cluster, "start"):  # local workers load while the data set is prepared
+            cluster.start()
+        phases.mark("worker launch")
         data = prepare_problem(config)
         phases.mark("data set")
         model = model_for_data(config, data)
@@ -267,10 +279,7 @@ def run_testbed(
         # The master's own BLAS calls (loss, check gradient, decoding) use one thread while
         # workers run: idle BLAS threads spin after each call on the cores the workers need
         # (iterations took about 15% longer at N = 8, L = 1e5 on 2 cores).
-        with (
-            threadpool_limits(limits=1, user_api="blas"),
-            (cluster_factory or local_cluster_factory(config, folder, data))() as cluster,
-        ):
+        with threadpool_limits(limits=1, user_api="blas"), cluster:
             phases.mark("worker start-up")
             for name, plan in plans.items():
                 log(f"{name}: {config.run.iterations} iterations on {model.n_workers} workers ...")
@@ -303,6 +312,8 @@ def run_testbed(
         log(f"phases: {phases.text()}")
         meta["status"] = "completed"
     except BaseException as exc:
+        if cluster is not None:
+            cluster.close()  # started but not entered (no-op once the with block closed it)
         meta["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"failed: {exc}"
         _finish(recorder, meta, handler, report=False)
         raise
