@@ -241,13 +241,14 @@ def run_testbed(
     handler = None
     phases = PhaseClock()
     meta["phases_s"] = phases.seconds
-    cluster = None
+    started = None  # a cluster started before its with block: closed here on an error
     try:
         handler = _master_log(folder)
         recorder.write_metadata(meta)
         cluster = (cluster_factory or local_cluster_factory(config, folder))()
         if hasattr(cluster, "start"):  # local workers load while the data set is prepared
             cluster.start()
+            started = cluster
         phases.mark("worker launch")
         data = prepare_problem(config)
         phases.mark("data set")
@@ -312,8 +313,8 @@ def run_testbed(
         log(f"phases: {phases.text()}")
         meta["status"] = "completed"
     except BaseException as exc:
-        if cluster is not None:
-            cluster.close()  # started but not entered (no-op once the with block closed it)
+        if started is not None:
+            started.close()  # no-op once the with block closed it
         meta["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"failed: {exc}"
         _finish(recorder, meta, handler, report=False)
         raise
