@@ -17,12 +17,11 @@ import functools
 import hashlib
 import json
 import os
-import shutil
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import psutil
 
 from .errors import UserError
 
@@ -30,6 +29,8 @@ PROBLEMS = ("least-squares", "logistic")
 DATASETS = ("synthetic", "breast-cancer", "diabetes")
 BUNDLED_SHAPES = {"breast-cancer": (569, 30), "diabetes": (442, 10)}  # (M, L)
 MEMORY_FRACTION = 0.8  # of the memory available now that one step of a command may plan to use
+CHUNK_BYTES = 32 << 20  # rows of a synthetic X drawn and written at a time
+GRAM_SIDE = 512  # lambda_max from the Gram matrix when the smaller side of X is at most this
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ def check_memory(needs: list[MemoryNeed], step: str) -> None:
     """Refuse (UserError), before anything is allocated, a `step` whose needs add up to more
     than MEMORY_FRACTION of the memory available now; the message names the largest need and
     its fix."""
+    import psutil  # here, not at the top: worker processes import this module and start faster
+
     total = sum(need.nbytes for need in needs)
     available = psutil.virtual_memory().available
     if not needs or total <= MEMORY_FRACTION * available:
@@ -160,8 +163,13 @@ def relative_error(gradient: np.ndarray, true_gradient: np.ndarray) -> float:
 
 def step_size(data: ProblemData, iterations: int = 50) -> float:
     """A safe step for theta <- theta - step * gradient / M: 1/lambda_max (x4 for logistic),
-    lambda_max of X^T X / M by power iteration."""
+    lambda_max of X^T X / M. Exact when the smaller side of X (M or L) is at most GRAM_SIDE:
+    the largest eigenvalue of the Gram matrix of that side (X X^T or X^T X, the same nonzero
+    spectrum), built in one pass over X; else `iterations` power iterations (two passes each)."""
     x, _ = data.load()
+    if min(x.shape) <= GRAM_SIDE:
+        value = float(np.linalg.eigvalsh(_gram(x))[-1]) / data.rows
+        return (4.0 if data.kind == "logistic" else 1.0) / value if value > 0 else 1.0
     v = np.ones(data.coordinates) / np.sqrt(data.coordinates)
     value = 1.0
     for _ in range(iterations):
@@ -171,6 +179,25 @@ def step_size(data: ProblemData, iterations: int = 50) -> float:
             return 1.0
         v = w / value
     return (4.0 if data.kind == "logistic" else 1.0) / value
+
+
+def _gram(x: np.ndarray) -> np.ndarray:
+    """X X^T (M x M) if M <= L, else X^T X (L x L), summed over slices of about CHUNK_BYTES of
+    X: a memory-mapped X is read once, never copied whole."""
+    rows, coordinates = x.shape
+    if rows <= coordinates:
+        step = max(1, CHUNK_BYTES // (8 * rows))
+        gram = np.zeros((rows, rows))
+        for a in range(0, coordinates, step):
+            part = x[:, a : a + step]
+            gram += part @ part.T
+        return gram
+    step = max(1, CHUNK_BYTES // (8 * coordinates))
+    gram = np.zeros((coordinates, coordinates))
+    for a in range(0, rows, step):
+        part = x[a : a + step]
+        gram += part.T @ part
+    return gram
 
 
 def prepare_data(
@@ -197,15 +224,19 @@ def prepare_data(
     features, targets = where / "X.npy", where / "y.npy"
     if not (features.exists() and targets.exists()):
         check_memory([generation_need(dataset, rows, coordinates)], "generating the data set")
-        x, y = _make(kind, dataset, rows, coordinates, noise, seed)
+        rows, coordinates = data_shape(dataset, rows, coordinates)
         try:
             where.mkdir(parents=True, exist_ok=True)
-            _save_atomically(features, x)
-            _save_atomically(targets, y)
+            if dataset == "synthetic":
+                _write_synthetic(features, targets, kind, rows, coordinates, noise, seed)
+            else:
+                x, y = _load_bundled(kind, dataset)
+                _save_atomically(features, x)
+                _save_atomically(targets, y)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 where.rmdir()  # if empty
-            needs = f"it needs {size_text(x.nbytes + y.nbytes)}"
+            needs = f"it needs {size_text(8 * rows * (coordinates + 1))}"
             if exc.errno in (None, errno.ENOSPC, errno.EDQUOT, errno.EFBIG):  # None: numpy's
                 needs += f", {_free_space(where)} (free space, or set problem.data_dir)"
             else:
@@ -225,6 +256,8 @@ def prepare_data(
 
 
 def _free_space(folder: Path) -> str:
+    import shutil
+
     for place in (folder, *folder.parents):
         with contextlib.suppress(OSError):
             return f"{size_text(shutil.disk_usage(place).free)} is free there"
@@ -242,14 +275,35 @@ def data_folder(
     return Path(folder) / f"{dataset}-{kind}-{key}"
 
 
-def _make(kind: str, dataset: str, rows: int, coordinates: int, noise: float, seed: int):
+def _write_synthetic(
+    features: Path, targets: Path, kind: str, rows: int, coordinates: int, noise: float, seed: int
+) -> None:
+    """X ~ N(0, 1) of shape (rows, coordinates), drawn and written CHUNK_BYTES of rows at a
+    time (the whole X is never in memory, and never copied), then a planted theta* and y.
+
+    One generator draws X row after row, then theta*, then the noise: the values are those
+    of one draw of the whole X (numpy fills arrays in C order from one stream)."""
     rng = np.random.default_rng(seed)
-    if dataset == "synthetic":
-        x = rng.standard_normal((rows, coordinates))
-        planted = rng.standard_normal(coordinates) / np.sqrt(coordinates)
-        z = x @ planted + noise * rng.standard_normal(rows)
-        y = z if kind == "least-squares" else np.where(z >= 0, 1.0, -1.0)
-        return x, y
+    step = max(1, CHUNK_BYTES // (8 * coordinates))
+    chunk = np.empty((min(step, rows), coordinates))
+    with _atomic(features) as tmp, open(tmp, "wb") as out:
+        np.lib.format.write_array_header_1_0(
+            out, {"descr": "<f8", "fortran_order": False, "shape": (rows, coordinates)}
+        )
+        for a in range(0, rows, step):
+            part = chunk[: min(step, rows - a)]
+            rng.standard_normal(out=part)
+            out.write(part.data)
+    planted = rng.standard_normal(coordinates) / np.sqrt(coordinates)
+    x = np.load(features, mmap_mode="r")
+    z = np.concatenate([x[a : a + step] @ planted for a in range(0, rows, step)])
+    del x
+    z += noise * rng.standard_normal(rows)
+    _save_atomically(targets, z if kind == "least-squares" else np.where(z >= 0, 1.0, -1.0))
+
+
+def _load_bundled(kind: str, dataset: str) -> tuple[np.ndarray, np.ndarray]:
+    """A scikit-learn data set with standardised features (and labels +-1 for logistic)."""
     from sklearn import datasets  # bundled with scikit-learn: no download
 
     loaded = (
@@ -270,12 +324,19 @@ def _make(kind: str, dataset: str, rows: int, coordinates: int, noise: float, se
     return x, y
 
 
-def _save_atomically(path: Path, array: np.ndarray) -> None:
-    """Save to a temporary file, then rename: `path` is whole or absent; the temporary file is
-    removed when the save fails or is interrupted."""
+@contextlib.contextmanager
+def _atomic(path: Path) -> Iterator[Path]:
+    """A temporary path to write, renamed to `path` when the block ends without error: `path`
+    is whole or absent; the temporary file is removed when writing fails or is interrupted."""
     tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
     try:
-        np.save(tmp, np.ascontiguousarray(array, dtype=np.float64))
+        yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _save_atomically(path: Path, array: np.ndarray) -> None:
+    """np.save to `path`, atomically (_atomic)."""
+    with _atomic(path) as tmp:
+        np.save(tmp, np.ascontiguousarray(array, dtype=np.float64))

@@ -74,13 +74,24 @@ class LocalCluster:
         self.link: WorkerLink | None = None
         self.max_message_bytes = max_message_bytes
 
-    def __enter__(self) -> LocalCluster:
+    def start(self) -> None:
+        """Bind and start the worker processes without waiting for them: they load while the
+        caller prepares the run (data set, plans); `with` then waits for all to register.
+        On an error the started processes are stopped."""
         check_capacity(self.n_workers)
         try:
             self.link = WorkerLink(
                 "tcp://127.0.0.1", self.max_message_bytes, transport=self.transport
             )
             self._spawn()
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> LocalCluster:
+        if self.link is None:
+            self.start()
+        try:
             self.link.wait_for_workers(self.n_workers, self.startup_timeout_s, self._check_alive)
             self.burners = [self._start_burner(core) for core in self.burner_cores]
         except BaseException:

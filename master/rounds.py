@@ -21,7 +21,7 @@ from bcgc_sim.config import Config
 from bcgc_sim.model.plans import Plan
 
 from .instrumented import InstrumentedCluster, LoopTiming, per_iteration
-from .runner import local_cluster_factory, prepare_problem, run_testbed
+from .runner import local_cluster_factory, run_testbed
 
 FOREIGN_LIMIT = 0.05  # cores of other processes' CPU above which a round is set aside
 SEPARATOR = "#"
@@ -62,8 +62,7 @@ def run_rounds(
     if per_round < 3:
         raise ValueError("a round needs at least 3 iterations (the first and last are not kept)")
     config = _with_iterations(config, per_round)
-    data = prepare_problem(config)
-    factory = local_cluster_factory(config, folder, data)
+    factory = local_cluster_factory(config, folder)
     holder: dict[str, InstrumentedCluster] = {}
 
     def instrumented():

@@ -10,7 +10,8 @@ import datetime as dt
 import logging
 import os
 import sys
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,26 @@ class SchemeSummary:
     overruns: int
     nmse_mean: float | None = None  # partial-gc: mean measured ||g_hat - g||^2 / ||g||^2
     round_trip_mean_s: float | None = None  # partial-gc: mean COMBINE / UPLOAD round trip
+
+
+@dataclass
+class PhaseClock:
+    """Wall seconds of each phase of a run, in the order they ran (run.json "phases_s").
+
+    `mark(name)` charges the time since the previous mark (or the start) to `name`; a name
+    marked again (one set-up per scheme) adds up. Monotonic clock."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    last: float = field(default_factory=time.monotonic)
+
+    def mark(self, name: str) -> None:
+        now = time.monotonic()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self.last
+        self.last = now
+
+    def text(self) -> str:
+        """'data set 2.1 s, step size 0.3 s, ...'"""
+        return ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.seconds.items())
 
 
 MODEL_SAMPLES = 20_000  # draws of T behind the time scale's choice (choose_time_scale)
@@ -141,20 +162,27 @@ def choose_time_scale(config: Config, model: SystemModel, plans: dict) -> float:
     return config.run.iteration_seconds / float(np.mean(means))
 
 
-def local_cluster_factory(config: Config, folder: Path, data: ProblemData):
+def local_cluster_factory(config: Config, folder: Path):
     """A LocalCluster of config.cluster.workers processes on this machine (plus burners)."""
     burners = config.natural.burners if config.run.mode == "natural" else ()
+    p, m = config.problem, config.model
+    _, coordinates = data_shape(p.dataset, m.samples, m.coordinates)
     return lambda: LocalCluster(
         config.cluster.workers, config.run.startup_timeout, folder / "logs", burners,
-        max_message_bytes(data), config.cluster.heartbeat, config.cluster.liveness,
+        message_limit(coordinates), config.cluster.heartbeat, config.cluster.liveness,
         config.cluster.transport,
     )  # fmt: skip
 
 
-def max_message_bytes(data: ProblemData) -> int:
+def message_limit(coordinates: int) -> int:
     """ZMQ_MAXMSGSIZE for the master: the largest legitimate message (a slot of L float64 values
     plus its header) with a margin; anything larger disconnects its sender."""
-    return 8 * data.coordinates + (1 << 20)
+    return 8 * coordinates + (1 << 20)
+
+
+def max_message_bytes(data: ProblemData) -> int:
+    """message_limit for the L of `data`."""
+    return message_limit(data.coordinates)
 
 
 def emulated_plans(config: Config, plans: dict, data: ProblemData, costs) -> dict:
@@ -237,10 +265,19 @@ def run_testbed(
     }
     summaries: list[SchemeSummary] = []
     handler = None
+    phases = PhaseClock()
+    meta["phases_s"] = phases.seconds
+    started = None  # a cluster started before its with block: closed here on an error
     try:
         handler = _master_log(folder)
         recorder.write_metadata(meta)
+        cluster = (cluster_factory or local_cluster_factory(config, folder))()
+        if hasattr(cluster, "start"):  # local workers load while the data set is prepared
+            cluster.start()
+            started = cluster
+        phases.mark("worker launch")
         data = prepare_problem(config)
+        phases.mark("data set")
         model = model_for_data(config, data)
         if plans is None:
             plans = {
@@ -253,7 +290,9 @@ def run_testbed(
         time_scale = choose_time_scale(
             config, model, {name: emulated.get(name, (plan,))[0] for name, plan in plans.items()}
         )
+        phases.mark("plans")
         rate = config.problem.learning_rate or step_size(data)
+        phases.mark("step size")
         settings = SessionSettings(
             config.seed, time_scale, config.run.check, rate, config.cluster.pin,
             natural=config.run.mode == "natural", repeat=config.natural.slowdown,
@@ -272,10 +311,8 @@ def run_testbed(
         # The master's own BLAS calls (loss, check gradient, decoding) use one thread while
         # workers run: idle BLAS threads spin after each call on the cores the workers need
         # (iterations took about 15% longer at N = 8, L = 1e5 on 2 cores).
-        with (
-            threadpool_limits(limits=1, user_api="blas"),
-            (cluster_factory or local_cluster_factory(config, folder, data))() as cluster,
-        ):
+        with threadpool_limits(limits=1, user_api="blas"), cluster:
+            phases.mark("worker start-up")
             for name, plan in plans.items():
                 log(f"{name}: {config.run.iterations} iterations on {model.n_workers} workers ...")
                 if isinstance(plan, PartialPlan):
@@ -291,10 +328,12 @@ def run_testbed(
                     )  # fmt: skip
                 try:  # deaths and rejections of the set-up are recorded too
                     session.setup(config.run.startup_timeout)
+                    phases.mark("set-up")
                     meta["worker_cpu_affinity"] = {
                         str(k): v for k, v in sorted(session.affinity.items())
                     }
                     summary = _run_iterations(session, config.run.iterations, data, rate)
+                    phases.mark("iterations")
                 finally:
                     session.release()
                     meta["worker_events"] += [{"scheme": name, **e} for e in session.events]
@@ -302,8 +341,12 @@ def run_testbed(
                 summaries.append(summary)
                 meta["summaries"][name] = asdict(summary)
                 recorder.write_metadata(meta)
+        phases.mark("shutdown")
+        log(f"phases: {phases.text()}")
         meta["status"] = "completed"
     except BaseException as exc:
+        if started is not None:
+            started.close()  # no-op once the with block closed it
         meta["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"failed: {exc}"
         _finish(recorder, meta, handler, report=False)
         raise

@@ -7,7 +7,15 @@ import platform
 import numpy as np
 import pytest
 
-from bcgc_sim.problems import ProblemData, full_gradient, loss_at, prepare_data, relative_error
+from bcgc_sim import problems
+from bcgc_sim.problems import (
+    ProblemData,
+    full_gradient,
+    loss_at,
+    prepare_data,
+    relative_error,
+    step_size,
+)
 from bcgc_sim.wire import framing
 
 
@@ -51,3 +59,30 @@ def test_relative_error_scales_by_the_largest_true_entry():
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc only")
 def test_processes_keep_freed_memory_on_glibc():
     assert framing.keep_freed_memory()
+
+
+@pytest.mark.parametrize("kind, rows, coordinates", [("least-squares", 30, 7), ("logistic", 6, 50)])
+def test_synthetic_data_written_in_chunks_equal_one_draw(
+    tmp_path, monkeypatch, kind, rows, coordinates
+):
+    monkeypatch.setattr(problems, "CHUNK_BYTES", 8 * 2 * coordinates + 8)  # two rows a chunk
+    data = prepare_data(kind, "synthetic", rows, coordinates, 0.1, 3, tmp_path)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((rows, coordinates))
+    z = x @ (rng.standard_normal(coordinates) / np.sqrt(coordinates))
+    z += 0.1 * rng.standard_normal(rows)
+    written_x, written_y = data.load()
+    np.testing.assert_array_equal(written_x, x)
+    np.testing.assert_allclose(written_y, z if kind == "least-squares" else np.sign(z), rtol=1e-12)
+    assert sorted(p.name for p in tmp_path.rglob("*.npy")) == ["X.npy", "y.npy"]
+
+
+@pytest.mark.parametrize("rows, coordinates", [(40, 12), (5, 60)])
+def test_step_size_is_one_over_the_largest_eigenvalue(tmp_path, monkeypatch, rows, coordinates):
+    monkeypatch.setattr(problems, "CHUNK_BYTES", 8 * 3 * max(rows, coordinates))  # a few slices
+    data = prepare_data("least-squares", "synthetic", rows, coordinates, 0.1, 3, tmp_path)
+    x, _ = data.load()
+    exact = 1.0 / np.linalg.eigvalsh(x.T @ x / rows)[-1]
+    assert step_size(data) == pytest.approx(exact, rel=1e-12)  # from the Gram matrix
+    monkeypatch.setattr(problems, "GRAM_SIDE", 1)  # power iteration: close, never above 2/lambda
+    assert step_size(data, iterations=200) == pytest.approx(exact, rel=1e-3)

@@ -13,6 +13,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -943,3 +946,44 @@ def test_a_rogue_peer_cannot_disturb_a_live_run(tmp_path):
     assert decoded and {int(r["worker"]) for r in decoded} <= set(range(n))
     assert all(int(r["worker"]) in range(n) for r in rows)  # nothing from the impostor
     assert no_children_left()
+
+
+def test_monitor_event_reads_the_handshake_and_refuses_a_malformed_message():
+    context = zmq.Context()
+    server, client = context.socket(zmq.ROUTER), context.socket(zmq.DEALER)
+    monitor = client.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+    try:
+        port = server.bind_to_random_port("tcp://127.0.0.1")
+        client.connect(f"tcp://127.0.0.1:{port}")
+        assert monitor.poll(5000)
+        assert framing.monitor_event(monitor) == zmq.EVENT_HANDSHAKE_SUCCEEDED
+        pair_a, pair_b = context.socket(zmq.PAIR), context.socket(zmq.PAIR)
+        pair_a.bind("inproc://fake-monitor")
+        pair_b.connect("inproc://fake-monitor")
+        pair_a.send_multipart([b"\x01\x00", b"endpoint"])  # 2 bytes, not 6
+        with pytest.raises(zmq.ZMQError, match="malformed socket monitor message"):
+            framing.monitor_event(pair_b)
+        pair_a.close(0)
+        pair_b.close(0)
+    finally:
+        client.disable_monitor()
+        monitor.close(0)
+        client.close(0)
+        server.close(0)
+        context.term()
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="Linux affinity calls")
+def test_pin_to_core_pins_every_thread_round_robin():
+    code = (
+        "import os, threading, time\n"
+        "from workers.worker import pin_to_core\n"
+        "threading.Thread(target=time.sleep, args=(2,), daemon=True).start()\n"
+        "allowed = sorted(os.sched_getaffinity(0))\n"
+        "core = pin_to_core(len(allowed) + 1)\n"
+        "threads = [os.sched_getaffinity(int(t)) for t in os.listdir('/proc/self/task')]\n"
+        "print(core == [allowed[1 % len(allowed)]], len(threads) >= 2,\n"
+        "      all(t == set(core) for t in threads))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert done.stdout.split() == ["True", "True", "True"], done.stderr

@@ -20,6 +20,7 @@ reference-counts it), as a broadcast of theta does.
 from __future__ import annotations
 
 import ctypes
+import struct
 
 import zmq
 
@@ -82,3 +83,13 @@ def shareable(frames: list) -> list[zmq.Frame]:
         frame if isinstance(frame, zmq.Frame) else zmq.Frame(frame, copy_threshold=COPY_BELOW)
         for frame in frames
     ]
+
+
+def monitor_event(monitor: zmq.Socket) -> int:
+    """The event id of the next message on a socket monitor (zmq_socket_monitor: frame 1 is
+    a 16-bit event id and a 32-bit value, frame 2 the endpoint). Read here rather than with
+    zmq.utils.monitor, whose import loads asyncio: a sixth of a worker's start-up."""
+    frames = monitor.recv_multipart()
+    if len(frames) != 2 or len(frames[0]) != 6:
+        raise zmq.ZMQError(msg=f"malformed socket monitor message of {len(frames)} frames")
+    return struct.unpack("=hi", frames[0])[0]

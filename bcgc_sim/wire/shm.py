@@ -43,7 +43,6 @@ from __future__ import annotations
 import mmap
 import os
 import re
-import secrets
 import stat
 import struct
 from dataclasses import asdict, dataclass
@@ -121,7 +120,7 @@ class OwnSegment:
             raise Unavailable("this system has no memfd_create")
         self.half = -(-max(half_bytes, RECORD_BYTES) // ALIGN) * ALIGN
         size = HEADER_BYTES + 2 * self.half
-        token = secrets.token_bytes(16)
+        token = os.urandom(16)
         self.fd = os.memfd_create(name, os.MFD_CLOEXEC)
         try:
             os.ftruncate(self.fd, size)
@@ -271,7 +270,7 @@ def encode_shared(
 
 def run_prefix() -> str:
     """A segment name prefix unique to this process and run: bcgc-<pid>-<8 hex digits>."""
-    return f"bcgc-{os.getpid()}-{secrets.token_hex(4)}"
+    return f"bcgc-{os.getpid()}-{os.urandom(4).hex()}"
 
 
 class MasterSegments:
